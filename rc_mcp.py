@@ -1,0 +1,2167 @@
+"""rc_mcp — start Claude Code Remote Control sessions on your own dev server from Claude.ai.
+
+A self-hosted MCP server, added to Claude.ai (web, desktop, mobile) as a custom connector. Asked to
+"start a Claude Code session in project X", it runs `claude remote-control` in a detached tmux
+session on the dev server — over SSH, or on this machine in local mode — waits for the URL on the
+server side and hands it back. It also lists and stops those sessions and finds projects.
+
+The OAuth flow (this module is both the authorization server and the MCP resource server):
+  1. POST /mcp without a token → 401 with `WWW-Authenticate: Bearer … resource_metadata="…"`.
+  2. The client reads /.well-known/oauth-protected-resource/mcp, then the RFC 8414 metadata.
+  3. GET /authorize with PKCE S256: the fixed client (id and secret derived from MCP_SECRET) is
+     approved for Claude's callback URLs only; the code comes back by a 302.
+  4. POST /token with the client secret and the PKCE verifier → access token + refresh token.
+  5. /mcp with `Authorization: Bearer …`; refresh tokens rotate on every use.
+
+Threat model — whoever can call /mcp can run code on the dev server, so:
+  - only the holder of the MCP_SECRET-derived credentials obtains a token; /register never does;
+  - codes and tokens are random, short-lived, kept only as SHA-256 hashes in a 0600 file, and
+    every secret is compared in constant time;
+  - the dev server's host key is pinned (SSH_KNOWN_HOSTS) or recorded on first use, and a changed
+    key stops everything before authentication;
+  - every remote value is validated, then shell-quoted; tmux targets are exact (`=rc-ID`);
+  - the Host header is checked against SERVER_URL (DNS rebinding) and request bodies are capped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import paramiko
+from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+from starlette.authentication import AuthCredentials
+
+log = logging.getLogger("rc_mcp")
+
+VERSION = "1.0.0"
+
+# ── Constants ─────────────────────────────────────────────────────────────────────────────────
+
+DEFAULT_PORT = 3000
+DEFAULT_HOST = "0.0.0.0"
+
+CODE_TTL = 600  # OAuth 2.1 §4.1.2: authorization codes live at most 10 minutes
+DEFAULT_ACCESS_TOKEN_TTL = 3600
+DEFAULT_REFRESH_TOKEN_TTL = 30 * 86400
+
+MAX_FORM_BYTES = 64 * 1024  # /token, /authorize, /register, /revoke bodies; /mcp has the SDK's 4 MiB cap
+MIN_SECRET_LENGTH = 16  # the client_id is visible in Claude.ai's settings: a short secret can be guessed offline
+
+FIXED_CLIENT_REDIRECT_URIS = (
+    "https://claude.ai/api/mcp/auth_callback",
+    "https://claude.com/api/mcp/auth_callback",
+)
+SCOPE = "mcp:tools"  # what the original server advertised; Claude.ai also sends "mcp"
+ACCEPTED_SCOPES = frozenset({"mcp:tools", "mcp", "offline_access"})
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$"
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}-[0-9a-f]{6}$"
+PATH_PATTERN = r"^[^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"  # relative, no control characters
+NAME_RE = re.compile(NAME_PATTERN)
+SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+PATH_RE = re.compile(PATH_PATTERN)
+MAX_PATH_LENGTH = 1024
+PKCE_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL(SHA256(verifier)), unpadded
+PKCE_VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
+
+TMUX_PREFIX = "rc-"
+REMOTE_STATE_DIR = '"${XDG_STATE_HOME:-$HOME/.local/state}/rc-mcp"'  # sh expression, 0700, never /tmp
+REMOTE_PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'  # where claude's installer puts it
+# Each of these makes `claude remote-control` refuse to start (reference: feature flags, API keys).
+SCRUBBED_ENV = (
+    "DISABLE_TELEMETRY",
+    "DO_NOT_TRACK",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_GROWTHBOOK",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+)
+LOG_TAIL_BYTES = 8192
+
+DEFAULT_START_TIMEOUT = 45.0  # Claude.ai gives a tool call 300 s
+DEFAULT_COMMAND_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
+SSH_MAX_CHANNELS = 8
+SSH_KEEPALIVE = 30
+
+# Remote Control output (reference: claude-remote-control §5). Match URLs, never labels or "any URL".
+OSC8_RE = re.compile(r"\x1b\]8;[^;\x07\x1b]*;([^\x07\x1b]*)(?:\x07|\x1b\\)")
+OSC_RE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+CSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=(env_[A-Za-z0-9_-]{1,124})(?![A-Za-z0-9_-])")
+SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-9_-]{1,128})(?![A-Za-z0-9_-])")
+# The same environment URL as a POSIX ERE, for the server-side wait loop. The trailing character
+# class proves the URL was written completely (raw pty logs end it with ESC[0m, BEL or \r).
+ENV_URL_ERE = r"https://claude\.ai/code\?(environment|bridge)=env_[A-Za-z0-9_-]+[^A-Za-z0-9_-]"
+CONSENT_PROMPT = "Enable Remote Control? (y/n)"
+
+ENV_BOOL_TRUE = frozenset({"1", "true", "yes", "on"})
+ENV_BOOL_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+# ── Errors ────────────────────────────────────────────────────────────────────────────────────
+
+
+class ConfigError(Exception):
+    """Every configuration problem at once, each naming its variable and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"  - {p}" for p in problems))
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error; raised by handlers, rendered once by the router."""
+
+    def __init__(self, status: int, error: str, description: str, headers: Mapping[str, str] | None = None):
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = dict(headers or {})
+
+
+class RemoteError(Exception):
+    """The dev server could not be reached or a command failed; the message says what to do."""
+
+
+class HostKeyError(RemoteError):
+    """The dev server's host key is unknown or changed: nothing was run."""
+
+
+# ── Config ────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Config:
+    mcp_secret: str
+    server_url: str  # no trailing slash: the issuer, byte-identical everywhere
+    projects_base_dir: str
+    ssh_host: str | None  # None: local mode
+    ssh_user: str
+    ssh_port: int
+    ssh_key: paramiko.PKey | None  # decrypted once at start-up
+    known_hosts: paramiko.HostKeys | None  # SSH_KNOWN_HOSTS; None: trust on first use
+    claude_bin: str
+    spawn_worktree: bool
+    token_store_path: Path
+    host: str
+    port: int
+    start_timeout: float
+    command_timeout: float
+    connect_timeout: float
+    access_token_ttl: int
+    refresh_token_ttl: int
+
+    @property
+    def local(self) -> bool:
+        return self.ssh_host is None
+
+    @property
+    def resource(self) -> str:
+        return f"{self.server_url}/mcp"
+
+    @property
+    def host_keys_path(self) -> Path:
+        """Where a host key seen on first use is recorded: beside the token store."""
+        return self.token_store_path.parent / "known_hosts"
+
+    @property
+    def ssh_target(self) -> str:
+        """The name known_hosts uses for the dev server (`[host]:port` unless port 22)."""
+        return self.ssh_host if self.ssh_port == 22 else f"[{self.ssh_host}]:{self.ssh_port}"
+
+
+def default_token_store_path(environ: Mapping[str, str]) -> Path:
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data / "oauth-tokens.json"
+    state = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state) / "rc_mcp" / "oauth-tokens.json"
+
+
+def read_value_or_file(value: str) -> str:
+    """`SSH_PRIVATE_KEY` and `SSH_KNOWN_HOSTS` hold content or the path of a file with it."""
+    if "\n" not in value and "-----BEGIN" not in value:
+        path = Path(value).expanduser()
+        if path.is_file():
+            return path.read_text()
+        if value.startswith(("/", "~", ".")):
+            raise FileNotFoundError(f"no such file: {value}")
+    # A key pasted into a one-line variable often carries literal "\n" sequences.
+    if "\n" not in value and "\\n" in value:
+        value = value.replace("\\n", "\n")
+    return value
+
+
+def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
+    """Parse an ed25519, ECDSA or RSA key (OpenSSH or PEM), decrypting it once."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    data = text.strip().encode() + b"\n"
+    password = passphrase.encode() if passphrase else None
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(data, password=password)
+        except ValueError as exc:
+            if "not openssh" not in str(exc).lower() and b"OPENSSH PRIVATE KEY" in data:
+                raise
+            loaded = serialization.load_pem_private_key(data, password=password)
+    except TypeError as exc:  # "Password was not given but private key is encrypted" and its reverse
+        if password is None:
+            raise ValueError("the key is encrypted: set SSH_PASSPHRASE") from exc
+        raise ValueError("SSH_PASSPHRASE is set but the key is not encrypted: unset it") from exc
+    except ValueError as exc:
+        if password is not None and ("decrypt" in str(exc).lower() or "password" in str(exc).lower()):
+            raise ValueError("SSH_PASSPHRASE does not decrypt the key") from exc
+        raise ValueError(f"not a private key in OpenSSH or PEM format ({exc})") from exc
+    key_class: type[paramiko.PKey]
+    if isinstance(loaded, ed25519.Ed25519PrivateKey):
+        key_class = paramiko.Ed25519Key
+    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
+        key_class = paramiko.ECDSAKey
+    elif isinstance(loaded, rsa.RSAPrivateKey):
+        key_class = paramiko.RSAKey
+    else:
+        raise ValueError(f"unsupported key type {type(loaded).__name__}: use ed25519, ECDSA or RSA")
+    return key_class.from_private_key(io.StringIO(data.decode()), password=passphrase or None)
+
+
+def parse_known_hosts(text: str) -> paramiko.HostKeys:
+    host_keys = paramiko.HostKeys()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno=number)
+        except paramiko.hostkeys.InvalidHostKey as exc:
+            raise ValueError(f"line {number} is not a known_hosts entry ({exc})") from exc
+        if entry is None or entry.key is None:
+            raise ValueError(f"line {number} is not a known_hosts entry (unsupported key type?)")
+        for name in entry.hostnames:
+            host_keys.add(name, entry.key.get_name(), entry.key)
+    return host_keys
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ENV_BOOL_TRUE:
+        return True
+    if lowered in ENV_BOOL_FALSE:
+        return False
+    raise ValueError(value)
+
+
+def load_config(environ: Mapping[str, str]) -> Config:
+    """Build the configuration from environment variables, reporting every problem at once."""
+    problems: list[str] = []
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = environ.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def number(name: str, default: float, low: float, high: float, kind: type = int) -> Any:
+        raw = get(name)
+        if raw is None:
+            return kind(default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            problems.append(f"{name} has value {raw!r}: not a {'whole ' if kind is int else ''}number.")
+            return kind(default)
+        if not low <= value <= high:
+            problems.append(f"{name} has value {raw!r}: must be between {low:g} and {high:g}.")
+        return value
+
+    secret = get("MCP_SECRET")
+    if secret is None:
+        problems.append("MCP_SECRET is missing: set it to a long random string (e.g. `openssl rand -hex 32`).")
+        secret = ""
+    elif len(secret) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"MCP_SECRET is {len(secret)} characters: use at least {MIN_SECRET_LENGTH} "
+            "(e.g. `openssl rand -hex 32`); the client id derived from it is visible, so a short one can be guessed."
+        )
+
+    port = number("PORT", DEFAULT_PORT, 1, 65535)
+    host = get("HOST", DEFAULT_HOST) or DEFAULT_HOST
+
+    server_url = (get("SERVER_URL") or f"http://localhost:{port}").rstrip("/")
+    parts = urlsplit(server_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"SERVER_URL has value {server_url!r}: must be the public http(s) URL of this server.")
+    elif parts.path or parts.query or parts.fragment or parts.username:
+        problems.append(
+            f"SERVER_URL has value {server_url!r}: give only scheme and host (and port), "
+            "e.g. https://rc.example.com — the MCP endpoint is SERVER_URL/mcp."
+        )
+
+    base = get("PROJECTS_BASE_DIR")
+    if base is None:
+        problems.append("PROJECTS_BASE_DIR is missing: set it to the directory on the dev server holding your projects.")
+        base = ""
+    elif not (base.startswith("/") or base == "~" or base.startswith("~/")) or re.search(r"[\x00-\x1f\x7f]", base):
+        problems.append(f"PROJECTS_BASE_DIR has value {base!r}: must be an absolute path (or start with ~/).")
+    base = base.rstrip("/") or base
+
+    claude_bin = get("CLAUDE_BIN", "claude") or "claude"
+    if re.search(r"[\x00-\x1f\x7f]", claude_bin) or claude_bin.startswith("-"):
+        problems.append(f"CLAUDE_BIN has value {claude_bin!r}: must be a command name or a path.")
+
+    try:
+        spawn_worktree = parse_bool(get("SPAWN_WORKTREE", "false") or "false")
+    except ValueError:
+        problems.append(f"SPAWN_WORKTREE has value {get('SPAWN_WORKTREE')!r}: use true or false.")
+        spawn_worktree = False
+
+    ssh_host = get("SSH_HOST")
+    if ssh_host is not None and ssh_host.lower() == "local":
+        ssh_host = None
+    ssh_user = get("SSH_USER") or ""
+    ssh_port = number("SSH_PORT", 22, 1, 65535)
+    ssh_key: paramiko.PKey | None = None
+    known_hosts: paramiko.HostKeys | None = None
+    if ssh_host is not None:
+        if not re.fullmatch(r"[A-Za-z0-9._:-]+|\[[0-9A-Fa-f:.]+\]", ssh_host) or ssh_host.startswith("-"):
+            problems.append(f"SSH_HOST has value {ssh_host!r}: must be a host name or IP address (or `local`).")
+        ssh_host = ssh_host.strip("[]")
+        if not ssh_user:
+            problems.append("SSH_USER is missing: it is required when SSH_HOST is set.")
+        raw_key = get("SSH_PRIVATE_KEY")
+        if raw_key is None:
+            problems.append("SSH_PRIVATE_KEY is missing: set it to the key's content or the path of the key file.")
+        else:
+            try:
+                ssh_key = load_private_key(read_value_or_file(raw_key), environ.get("SSH_PASSPHRASE") or None)
+            except (OSError, ValueError, paramiko.SSHException) as exc:
+                problems.append(f"SSH_PRIVATE_KEY cannot be used: {exc}.")
+        raw_known = get("SSH_KNOWN_HOSTS")
+        if raw_known is not None:
+            try:
+                known_hosts = parse_known_hosts(read_value_or_file(raw_known))
+            except (OSError, ValueError) as exc:
+                problems.append(f"SSH_KNOWN_HOSTS cannot be used: {exc}.")
+            else:
+                target = ssh_host if ssh_port == 22 else f"[{ssh_host}]:{ssh_port}"
+                if not known_hosts.lookup(target):
+                    problems.append(
+                        f"SSH_KNOWN_HOSTS has no key for {target}: add the line from "
+                        f"`ssh-keyscan -p {ssh_port} {ssh_host}` (after checking its fingerprint on the server)."
+                    )
+
+    raw_store = get("TOKEN_STORE_PATH")
+    token_store_path = Path(raw_store).expanduser() if raw_store else default_token_store_path(environ)
+
+    start_timeout = number("START_TIMEOUT", DEFAULT_START_TIMEOUT, 5, 240, float)
+    command_timeout = number("COMMAND_TIMEOUT", DEFAULT_COMMAND_TIMEOUT, 1, 600, float)
+    connect_timeout = number("SSH_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 1, 120, float)
+    access_ttl = number("ACCESS_TOKEN_TTL", DEFAULT_ACCESS_TOKEN_TTL, 60, 86400)
+    refresh_ttl = number("REFRESH_TOKEN_TTL", DEFAULT_REFRESH_TOKEN_TTL, 3600, 365 * 86400)
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        mcp_secret=secret,
+        server_url=server_url,
+        projects_base_dir=base,
+        ssh_host=ssh_host,
+        ssh_user=ssh_user,
+        ssh_port=ssh_port,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        claude_bin=claude_bin,
+        spawn_worktree=spawn_worktree,
+        token_store_path=token_store_path,
+        host=host,
+        port=port,
+        start_timeout=start_timeout,
+        command_timeout=command_timeout,
+        connect_timeout=connect_timeout,
+        access_token_ttl=access_ttl,
+        refresh_token_ttl=refresh_ttl,
+    )
+
+
+def read_environment(cwd: Path | None = None) -> dict[str, str]:
+    """The process environment over `.env` in the working directory (real variables win)."""
+    from dotenv import dotenv_values
+
+    env_file = (cwd or Path.cwd()) / ".env"
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    return {**values, **os.environ}
+
+
+# ── Pure helpers ──────────────────────────────────────────────────────────────────────────────
+
+
+def derive_client_credentials(mcp_secret: str) -> tuple[str, str]:
+    """The fixed client's id and secret, exactly as the original server derived them."""
+    client_id = hashlib.sha256(f"{mcp_secret}:client_id".encode()).hexdigest()[:36]
+    client_secret = hashlib.sha256(f"{mcp_secret}:client_secret".encode()).hexdigest()
+    return client_id, client_secret
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def verify_pkce(verifier: str, challenge: str) -> bool:
+    if not PKCE_VERIFIER_RE.fullmatch(verifier):
+        return False
+    return hmac.compare_digest(pkce_challenge(verifier), challenge)
+
+
+def hash_secret(value: str) -> str:
+    """Codes and tokens are stored only as this hash: a leaked store file grants nothing."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def canonical_resource(url: str) -> str | None:
+    """RFC 8707 resource in canonical form (lower-case scheme and host, no default port,
+    no trailing slash), or None when it is not an absolute URL without a fragment."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.fragment:
+        return None
+    scheme = parts.scheme.lower()
+    netloc = parts.hostname.lower()
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def parse_basic_auth(header: str) -> tuple[str, str] | None:
+    """RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, sep, client_secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote(client_id.replace("+", " ")), unquote(client_secret.replace("+", " "))
+
+
+def host_key_fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid name {name!r}: use 1-41 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+def validate_session_id(session_id: str) -> str:
+    if not SESSION_ID_RE.fullmatch(session_id):
+        raise ValueError(
+            f"invalid session id {session_id!r}: it looks like 'my-project-a1b2c3' — call list_sessions for the ids"
+        )
+    return session_id
+
+
+def validate_project_path(path: str) -> str:
+    """A path relative to PROJECTS_BASE_DIR, normalized (`a//b/` → `a/b`). The server also checks
+    that it resolves inside the base directory, symlinks included."""
+    if len(path) > MAX_PATH_LENGTH or not PATH_RE.fullmatch(path):
+        raise ValueError(
+            f"invalid path {path!r}: give a directory relative to the projects base directory "
+            "(no leading '/', no control characters) — call list_projects for the accepted values"
+        )
+    segments = [s for s in path.split("/") if s]
+    if not segments or any(s in (".", "..") for s in segments):
+        raise ValueError(
+            f"invalid path {path!r}: '.' and '..' are not allowed — call list_projects for the accepted values"
+        )
+    return "/".join(segments)
+
+
+def shell_path(path: str) -> str:
+    """A quoted sh word for a configured path; a leading `~/` becomes "$HOME"."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def strip_terminal(raw: str) -> str:
+    """Terminal output as plain text: OSC and CSI sequences removed, carriage returns as newlines."""
+    text = OSC_RE.sub("", raw)
+    text = CSI_RE.sub("", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@dataclass(frozen=True)
+class RemoteControlUrls:
+    environment_url: str | None
+    session_url: str | None
+
+
+def extract_remote_control_urls(raw: str) -> RemoteControlUrls:
+    """The newest environment and session URL claude printed, from raw pty bytes.
+
+    OSC-8 hyperlink targets are collected first (tmux and plain stripping would drop them), then
+    escapes are removed and the text searched. Only claude.ai/code URLs of the documented shapes
+    count: a docs link or a bare https://claude.ai/code is never returned.
+    """
+    candidates = OSC8_RE.findall(raw)
+    candidates.append(strip_terminal(raw))
+    text = "\n".join(candidates)
+    env_matches = list(ENV_URL_RE.finditer(text))
+    session_matches = list(SESSION_URL_RE.finditer(text))
+    environment_url = None
+    if env_matches:
+        environment_url = f"https://claude.ai/code?environment={env_matches[-1].group(1)}"
+    session_url = None
+    if session_matches:
+        session_id = session_matches[-1].group(1)
+        if session_id.startswith("cse_"):  # the CLI rewrites cse_ ids to session_ in URLs
+            session_id = "session_" + session_id[4:]
+        session_url = f"https://claude.ai/code/{session_id}"
+    return RemoteControlUrls(environment_url, session_url)
+
+
+def tail_lines(raw: str, count: int = 12) -> str:
+    """The last lines of claude's output as readable text, repaints collapsed."""
+    lines = [line.rstrip() for line in strip_terminal(raw).split("\n")]
+    lines = [line for line in lines if line.strip()]
+    deduped: list[str] = []
+    for line in lines:
+        if not deduped or deduped[-1] != line:
+            deduped.append(line)
+    return "\n".join(deduped[-count:])
+
+
+def spawn_mode(worktree: bool) -> str:
+    return "worktree" if worktree else "same-dir"
+
+
+def _remote_script(*lines: str) -> str:
+    return "\n".join((REMOTE_PATH_PREFIX, *lines)) + "\n"
+
+
+def build_start_script(
+    *,
+    base_dir: str,
+    path: str,
+    session_id: str,
+    name: str,
+    claude_bin: str,
+    spawn: str,
+    timeout: float,
+) -> str:
+    """Launch claude in a detached tmux session and wait, on the server, for its URL.
+
+    Prints `@@error <code>` for a refusal before launch; otherwise `@@state launched`, then
+    `@@status ready|exited|timeout|gone`, `@@exit <code>` for a dead pane, and `@@log` followed by
+    the tail of claude's output. One SSH command, no client-side polling.
+    """
+    q = shlex.quote
+    session = TMUX_PREFIX + session_id
+    claude_argv = ["env", *(f"-u{var}" for var in SCRUBBED_ENV), claude_bin, "remote-control"]
+    claude_argv += ["--name", name, "--spawn", spawn]
+    launch = " ".join(q(arg) for arg in claude_argv)
+    return _remote_script(
+        f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; timeout={int(timeout)}",
+        f"state={REMOTE_STATE_DIR}",
+        'log="$state/$session.log"; meta="$state/$session.meta"; url_file="$state/$session.url"',
+        "command -v tmux >/dev/null 2>&1 || { echo '@@error no-tmux'; exit 0; }",
+        'base_real=$(cd -P -- "$base" 2>/dev/null && pwd -P) || { echo \'@@error no-base\'; exit 0; }',
+        'dir=$(cd -P -- "$base/$rel" 2>/dev/null && pwd -P) || { echo \'@@error no-dir\'; exit 0; }',
+        # A symlink inside the base may point anywhere: compare resolved paths.
+        'case "$dir/" in "${base_real%/}"/?*) ;; *) echo \'@@error outside\'; exit 0 ;; esac',
+        # claude never saves trust for the home directory, so a session there could never start.
+        'home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
+        '[ "$dir" = "$home_real" ] && { echo \'@@error home\'; exit 0; }',
+        f"command -v -- {q(claude_bin)} >/dev/null 2>&1 || {{ echo '@@error no-claude'; exit 0; }}",
+        "umask 077",
+        'mkdir -p -- "$state" && chmod 700 -- "$state" || { echo \'@@error state\'; exit 0; }',
+        'tmux has-session -t "=$session" 2>/dev/null && { echo \'@@error exists\'; exit 0; }',
+        f"printf 'name\\t%s\\npath\\t%s\\nstarted\\t%s\\n' {q(name)} \"$rel\" \"$(date +%s)\" > \"$meta\"",
+        ': > "$log"; rm -f -- "$url_file"',
+        # pipe-pane runs its command with /bin/sh: quote the log path for it.
+        "qlog=$(printf '%s' \"$log\" | sed \"s/'/'\\\\\\\\''/g\")",
+        # One tmux invocation: the pane keeps a real TTY for claude, and pipe-pane and
+        # remain-on-exit are in place before claude can print or die. Several words after
+        # new-session's options are exec'd directly, so the user's login shell does not matter.
+        f'tmux new-session -d -s "$session" -x 200 -y 50 -c "$dir" {launch} \\; '
+        'pipe-pane -o -t "=$session:" "cat >> \'$qlog\'" \\; '
+        'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
+        "|| { echo '@@error tmux'; rm -f -- \"$meta\" \"$log\"; exit 0; }",
+        "echo '@@state launched'",
+        'deadline=$(( $(date +%s) + timeout )); answered=0; status=timeout',
+        "while :; do",
+        f"  if grep -a -q -E {q(ENV_URL_ERE)} \"$log\"; then status=ready; break; fi",
+        '  dead=$(tmux display-message -p -t "=$session:" \'#{pane_dead}\' 2>/dev/null) || { status=gone; break; }',
+        '  [ "$dead" = 1 ] && { status=exited; break; }',
+        # First run: claude asks before enabling Remote Control. The user asked for exactly that.
+        f"  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} \"$log\"; then",
+        '    tmux send-keys -t "=$session:" y Enter; answered=1; echo \'@@state consent\'',
+        "  fi",
+        '  [ "$(date +%s)" -ge "$deadline" ] && break',
+        "  sleep 0.2",
+        "done",
+        'if [ $status = ready ]; then',
+        f"  grep -a -o -E {q(ENV_URL_ERE)} \"$log\" | tail -n 1 > \"$url_file\"",
+        "fi",
+        'echo "@@status $status"',
+        'if [ $status = exited ]; then',
+        '  echo "@@exit $(tmux display-message -p -t "=$session:" \'#{pane_dead_status}\' 2>/dev/null)"',
+        "fi",
+        "echo '@@log'",
+        f'tail -c {LOG_TAIL_BYTES} "$log" 2>/dev/null',
+        # A dead or vanished session is cleaned up here, after its output was read.
+        'if [ $status = exited ] || [ $status = gone ]; then',
+        '  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- "$meta" "$log" "$url_file"',
+        "fi",
+    )
+
+
+def build_list_script() -> str:
+    """Every `rc-*` tmux session with its metadata and cached URL, in one round trip. Also drops
+    metadata of sessions that no longer exist — only in this server's own state directory."""
+    return _remote_script(
+        f"state={REMOTE_STATE_DIR}",
+        "panes=$(tmux list-panes -a -F '#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{session_created}' 2>/dev/null)",
+        "printf '%s\\n' \"$panes\" | while IFS='\t' read -r session dead code created; do",
+        f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
+        "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$code\" \"$created\"",
+        '  [ -f "$state/$session.meta" ] && sed \'s/^/@@meta\t/\' "$state/$session.meta"',
+        '  if [ ! -s "$state/$session.url" ] && [ -f "$state/$session.log" ]; then',
+        f"    grep -a -o -E {shlex.quote(ENV_URL_ERE)} \"$state/$session.log\" | tail -n 1 > \"$state/$session.url\"",
+        "  fi",
+        "  [ -s \"$state/$session.url\" ] && printf '@@url\\t%s\\n' \"$(head -c 300 \"$state/$session.url\")\"",
+        "done",
+        f'for f in "$state"/{TMUX_PREFIX}*.meta; do',
+        '  [ -e "$f" ] || continue',
+        '  s=$(basename -- "$f" .meta)',
+        '  case "\n$panes" in *"\n$s\t"*) ;; *) rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url" ;; esac',
+        "done",
+        "echo '@@end'",
+    )
+
+
+def build_stop_script(session_id: str) -> str:
+    session = shlex.quote(TMUX_PREFIX + session_id)
+    return _remote_script(
+        f"state={REMOTE_STATE_DIR}; session={session}",
+        # `=` makes the target exact: "rc-al" must never match "rc-alpha-…".
+        'if tmux kill-session -t "=$session" 2>/dev/null; then r=stopped; else r=not-found; fi',
+        'rm -f -- "$state/$session.meta" "$state/$session.log" "$state/$session.url"',
+        'echo "@@$r"',
+    )
+
+
+def build_projects_script(base_dir: str) -> str:
+    """Directories up to two levels below the base that hold `.git` or `.claude`, NUL-separated;
+    hidden ones are skipped by the glob, symlinks leading outside the base are dropped."""
+    return _remote_script(
+        f"cd -P -- {shell_path(base_dir)} 2>/dev/null || {{ echo '@@error no-base'; exit 0; }}",
+        "base_real=$(pwd -P)",
+        "echo '@@projects'",
+        "for d in */ */*/; do",
+        '  [ -d "$d" ] || continue',
+        '  d=${d%/}',
+        '  { [ -e "$d/.git" ] || [ -e "$d/.claude" ]; } || continue',
+        '  real=$(cd -P -- "$d" 2>/dev/null && pwd -P) || continue',
+        "  case \"$real/\" in \"${base_real%/}\"/?*) printf '%s\\0' \"$d\" ;; esac",
+        "done",
+    )
+
+
+def build_check_script(base_dir: str, claude_bin: str) -> str:
+    q = shlex.quote
+    return _remote_script(
+        "printf '@@tmux\\t%s\\n' \"$(tmux -V 2>/dev/null)\"",
+        f"printf '@@claude_path\\t%s\\n' \"$(command -v -- {q(claude_bin)} 2>/dev/null)\"",
+        f"printf '@@claude_version\\t%s\\n' \"$({q(claude_bin)} --version 2>/dev/null | head -n 1)\"",
+        f"printf '@@claude_auth\\t%s\\n' \"$({q(claude_bin)} auth status --json 2>/dev/null | tr -d '\\n')\"",
+        f"if [ -d {shell_path(base_dir)} ] && [ -r {shell_path(base_dir)} ] && [ -x {shell_path(base_dir)} ]; "
+        "then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
+    )
+
+
+def parse_control_lines(output: str) -> tuple[list[tuple[str, list[str]]], str]:
+    """Split script output into `@@key\\tfields` lines and whatever follows `@@log`."""
+    lines: list[tuple[str, list[str]]] = []
+    head, sep, log_tail = output.partition("\n@@log\n")
+    if not sep and output.startswith("@@log\n"):
+        head, log_tail = "", output[len("@@log\n") :]
+    for line in head.splitlines():
+        match = re.match(r"@@([a-z_-]+)[ \t]?(.*)$", line)
+        if match:
+            rest = match.group(2)
+            lines.append((match.group(1), rest.split("\t") if rest else []))
+    return lines, log_tail
+
+
+# ── Token store ───────────────────────────────────────────────────────────────────────────────
+
+STORE_VERSION = 1
+STORE_KINDS = ("codes", "access", "refresh")
+
+
+class TokenStore:
+    """OAuth state in one JSON file holding only SHA-256 hashes of codes and tokens.
+
+    The file is 0600 in a 0700 directory, written atomically (temp file in the same directory,
+    fsync, rename), writes are serialized, and expired records are pruned on every write. A file
+    that cannot be read is moved aside, loudly, never overwritten.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time):
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = self._empty()
+        self._load()
+
+    @staticmethod
+    def _empty() -> dict[str, Any]:
+        return {"version": STORE_VERSION, **{kind: {} for kind in STORE_KINDS}}
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            data = json.loads(raw)
+            if not (
+                isinstance(data, dict)
+                and data.get("version") == STORE_VERSION
+                and all(isinstance(data.get(kind), dict) for kind in STORE_KINDS)
+            ):
+                raise ValueError("not an rc_mcp token store")
+        except ValueError as exc:
+            self._quarantine(str(exc))
+            return
+        self._data = data
+
+    def _quarantine(self, reason: str) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        os.replace(self.path, aside)
+        log.error(
+            "TOKEN STORE UNREADABLE (%s): moved %s to %s and started empty — connectors must "
+            "authorize again. Inspect the moved file; nothing was overwritten.",
+            reason,
+            self.path,
+            aside,
+        )
+
+    def _prune(self, now: float) -> None:
+        for kind in STORE_KINDS:
+            records = self._data[kind]
+            for key in [k for k, rec in records.items() if rec.get("expires_at", 0) <= now]:
+                del records[key]
+
+    def _save(self) -> None:
+        self._prune(self._clock())
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self._data, handle, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def ensure_writable(self) -> None:
+        """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
+        with self._lock:
+            self._save()
+
+    def find(self, kind: str, secret: str) -> dict[str, Any] | None:
+        """The unexpired record of a code or token (no I/O: used on every /mcp request)."""
+        with self._lock:
+            record = self._data[kind].get(hash_secret(secret))
+            if record is None or record["expires_at"] <= self._clock():
+                return None
+            return dict(record)
+
+    def transact(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
+        """Run `change(data, now)` under the lock and persist the result.
+
+        `change` may return an OAuthError to raise after its changes (e.g. a revocation) are saved.
+        """
+        with self._lock:
+            result = change(self._data, self._clock())
+            self._save()
+        if isinstance(result, OAuthError):
+            raise result
+        return result
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return len(self._data[kind])
+
+
+# ── Remote ────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+LineCallback = Callable[[str], Awaitable[None]]
+
+
+class Runner(Protocol):
+    """Runs one POSIX sh script on the dev server."""
+
+    description: str
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalRunner:
+    """Local mode: the same scripts, run on this machine by /bin/sh."""
+
+    description = "local (this machine, no SSH)"
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            script,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # so a timeout can end the whole process group
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout: list[bytes] = []
+
+        async def read_stdout() -> None:
+            async for line in proc.stdout:  # type: ignore[union-attr]
+                stdout.append(line)
+                if on_line is not None:
+                    await on_line(line.decode(errors="replace").rstrip("\n"))
+
+        try:
+            async with asyncio.timeout(timeout):
+                stderr, _ = await asyncio.gather(proc.stderr.read(), read_stdout())
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise RemoteError(f"the command on this machine did not finish within {timeout:g} s") from None
+        return CommandResult(proc.returncode or 0, b"".join(stdout).decode(errors="replace"), stderr.decode(errors="replace"))
+
+    async def close(self) -> None:
+        return None
+
+
+class SSHRunner:
+    """One paramiko connection, kept open and shared by every call, reconnected when it drops.
+
+    The host key is verified before authentication, so nothing runs on a server whose key is
+    unknown or changed. Concurrent calls share the connection but never open more channels than
+    sshd's default MaxSessions allows. All blocking work runs in worker threads.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.description = f"SSH {config.ssh_user}@{config.ssh_target}"
+        self._transport: paramiko.Transport | None = None
+        self._connect_lock = threading.Lock()
+        self._channels = threading.BoundedSemaphore(SSH_MAX_CHANNELS)
+        self.connects = 0  # how many connections were opened (for tests and benchmarks)
+        self.execs = 0  # how many commands were run
+
+    # Host keys ----------------------------------------------------------------------------
+
+    def _verify_host_key(self, key: paramiko.PKey) -> None:
+        config = self.config
+        target = config.ssh_target
+        offered = f"{key.get_name()} {host_key_fingerprint(key)}"
+        if config.known_hosts is not None:
+            source = "SSH_KNOWN_HOSTS"
+            known = config.known_hosts.lookup(target)
+        else:
+            source = str(config.host_keys_path)
+            recorded = paramiko.HostKeys()
+            if config.host_keys_path.exists():
+                try:
+                    recorded = parse_known_hosts(config.host_keys_path.read_text())
+                except ValueError as exc:
+                    raise HostKeyError(f"cannot read recorded host keys in {source}: {exc}") from exc
+            known = recorded.lookup(target)
+            if not known:
+                self._record_host_key(key)
+                return
+        if not known:
+            raise HostKeyError(
+                f"{source} has no key for {target}; the server offered {offered}. Nothing was run. "
+                f"Verify that fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`) and add "
+                f"the key to {source}."
+            )
+        expected = known.get(key.get_name())
+        if expected is not None and hmac.compare_digest(expected.asbytes(), key.asbytes()):
+            return
+        pinned = ", ".join(f"{k.get_name()} {host_key_fingerprint(k)}" for k in known.values())
+        raise HostKeyError(
+            f"HOST KEY MISMATCH for {target}: the server offered {offered}, but {source} has {pinned}. "
+            "Nothing was run. Someone may be intercepting the connection, or the server was reinstalled. "
+            "Check the fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`); only if it "
+            f"really changed, replace the entry for {target} in {source} and restart."
+        )
+
+    def _record_host_key(self, key: paramiko.PKey) -> None:
+        path = self.config.host_keys_path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        line = f"{self.config.ssh_target} {key.get_name()} {key.get_base64()}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        log.warning(
+            "first connection to %s: recorded its host key %s %s in %s (trust on first use). "
+            "Set SSH_KNOWN_HOSTS to pin it instead.",
+            self.config.ssh_target,
+            key.get_name(),
+            host_key_fingerprint(key),
+            path,
+        )
+
+    def _known_key_types(self) -> list[str]:
+        config = self.config
+        if config.known_hosts is not None:
+            known = config.known_hosts.lookup(config.ssh_target)
+        elif config.host_keys_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                known = parse_known_hosts(config.host_keys_path.read_text()).lookup(config.ssh_target)
+        else:
+            known = None
+        return list(known.keys()) if known else []
+
+    # Connection ---------------------------------------------------------------------------
+
+    def _open_socket(self) -> socket.socket:
+        config = self.config
+        last_error: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(config.connect_timeout)
+            try:
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+        raise RemoteError(
+            f"cannot connect to the dev server {config.ssh_target}: {last_error}. "
+            "Check SSH_HOST and SSH_PORT, and that sshd is running."
+        )
+
+    def _connect(self) -> paramiko.Transport:
+        config = self.config
+        sock = self._open_socket()
+        transport = paramiko.Transport(sock)
+        try:
+            known_types = self._known_key_types()
+            if known_types:  # negotiate the host key type we can check, as OpenSSH does
+                options = transport.get_security_options()
+                options.key_types = known_types + [t for t in options.key_types if t not in known_types]
+            try:
+                transport.start_client(timeout=config.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"SSH handshake with {config.ssh_target} failed: {exc}") from exc
+            self._verify_host_key(transport.get_remote_server_key())
+            try:
+                transport.auth_publickey(config.ssh_user, config.ssh_key)
+            except paramiko.AuthenticationException as exc:
+                raise RemoteError(
+                    f"the dev server refused the key for user {config.ssh_user!r} ({exc}). Add the public key "
+                    f"to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
+                ) from exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {exc}") from exc
+        except BaseException:
+            transport.close()
+            raise
+        transport.set_keepalive(SSH_KEEPALIVE)
+        self.connects += 1
+        log.info("connected to %s (%s)", self.description, host_key_fingerprint(transport.get_remote_server_key()))
+        return transport
+
+    def _transport_for(self, stale: paramiko.Transport | None = None) -> paramiko.Transport:
+        with self._connect_lock:
+            current = self._transport
+            if current is not None and (current is stale or not current.is_active()):
+                current.close()
+                current = self._transport = None
+            if current is None:
+                current = self._transport = self._connect()
+            return current
+
+    def _open_channel(self) -> paramiko.Channel:
+        transport = self._transport_for()
+        try:
+            return transport.open_session(timeout=self.config.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            # The connection dropped since its last use: reconnect once. Safe, nothing ran yet.
+            transport = self._transport_for(stale=transport)
+            try:
+                return transport.open_session(timeout=self.config.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+
+    def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
+        with self._channels:
+            channel = self._open_channel()
+            self.execs += 1
+            try:
+                # The login shell may be fish or zsh: run POSIX sh explicitly.
+                channel.exec_command("/bin/sh -c " + shlex.quote(script))
+                return self._read(channel, timeout, on_line)
+            finally:
+                channel.close()
+
+    def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        stdout = bytearray()
+        stderr = bytearray()
+        pending = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteError(f"the command on the dev server did not finish within {timeout:g} s")
+            channel.settimeout(min(remaining, 1.0))
+            try:
+                chunk = channel.recv(65536)
+            except socket.timeout:
+                chunk = None
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+            if chunk is None:
+                continue
+            if not chunk:
+                break
+            stdout += chunk
+            if on_line is not None:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    anyio.from_thread.run(on_line, line.decode(errors="replace"))
+        channel.settimeout(max(deadline - time.monotonic(), 0.1))
+        status = channel.recv_exit_status()
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(65536)
+        return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def connect(self) -> None:
+        """Open the connection now (start-up warm-up and `check`)."""
+        self._transport_for()
+
+    def server_key(self) -> paramiko.PKey:
+        return self._transport_for().get_remote_server_key()
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+        return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
+
+    async def close(self) -> None:
+        with self._connect_lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+
+def make_runner(config: Config) -> Runner:
+    return LocalRunner() if config.local else SSHRunner(config)
+
+
+# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
+
+SessionStatus = Literal["starting", "ready", "exited"]
+
+
+class SessionStarted(BaseModel):
+    id: str = Field(description="Session id, for stop_session")
+    url: str | None = Field(description="Open this at claude.ai/code (null while still starting)")
+    status: Literal["ready", "starting"]
+    path: str = Field(description="Project path relative to the projects base directory")
+    name: str
+    message: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    name: str | None = None
+    url: str | None = None
+    status: SessionStatus
+    path: str | None = None
+    started: str | None = Field(default=None, description="ISO 8601, UTC")
+    exit_code: int | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class SessionStopped(BaseModel):
+    id: str
+    stopped: bool
+    message: str
+
+
+class ProjectList(BaseModel):
+    projects: list[str] = Field(description="Values accepted by start_session's path")
+
+
+class ToolFailure(Exception):
+    """A tool call that failed in a way the model can act on; the message says how."""
+
+
+# Refusals of the start script, before anything was launched: what happened and the fix.
+START_ERRORS = {
+    "no-tmux": "tmux is not installed on the dev server. Install it there (e.g. `sudo apt install tmux`).",
+    "no-base": "the projects base directory {base} does not exist on the dev server. Fix PROJECTS_BASE_DIR.",
+    "no-dir": "there is no directory {path!r} in {base}. Call list_projects for the available paths.",
+    "outside": "{path!r} resolves outside {base} (through a symlink); only projects inside it can be used.",
+    "home": "{path!r} is the home directory, where claude never saves workspace trust; pick a project directory.",
+    "no-claude": "the claude CLI ({claude}) was not found on the dev server. Install Claude Code there, or set "
+    "CLAUDE_BIN to its absolute path (`command -v claude` in a login shell shows it).",
+    "state": "cannot create the state directory (~/.local/state/rc-mcp) on the dev server; check the home "
+    "directory's permissions and free space.",
+    "exists": "a session with id {id} already exists; call start_session again.",
+    "tmux": "tmux could not create the session on the dev server; run `tmux new-session -d true` there to see why.",
+}
+
+
+class Sessions:
+    """start / list / stop / projects, each one script run by the runner."""
+
+    def __init__(self, config: Config, runner: Runner):
+        self.config = config
+        self.runner = runner
+
+    async def _run(self, script: str, *, timeout: float | None = None, on_line: LineCallback | None = None) -> str:
+        result = await self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
+        if result.exit_status != 0:
+            detail = (result.stderr.strip() or result.stdout.strip())[-500:]
+            raise RemoteError(f"the command on the dev server failed (exit {result.exit_status}): {detail}")
+        return result.stdout
+
+    async def start(
+        self,
+        name: str,
+        path: str,
+        worktree: bool | None = None,
+        on_state: Callable[[str], Awaitable[None]] | None = None,
+    ) -> SessionStarted:
+        name = validate_name(name)
+        path = validate_project_path(path)
+        session_id = f"{name}-{secrets.token_hex(3)}"
+        config = self.config
+        script = build_start_script(
+            base_dir=config.projects_base_dir,
+            path=path,
+            session_id=session_id,
+            name=name,
+            claude_bin=config.claude_bin,
+            spawn=spawn_mode(config.spawn_worktree if worktree is None else worktree),
+            timeout=config.start_timeout,
+        )
+
+        async def on_line(line: str) -> None:
+            if on_state is not None and line.startswith("@@state "):
+                await on_state(line[len("@@state ") :])
+
+        output = await self._run(script, timeout=config.start_timeout + config.command_timeout, on_line=on_line)
+        fields, log_tail = parse_control_lines(output)
+        control = {key: values for key, values in fields}
+        if "error" in control:
+            code = (control["error"] or ["?"])[0]
+            template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
+            raise ToolFailure(
+                "Not started: "
+                + template.format(base=config.projects_base_dir, path=path, id=session_id, claude=config.claude_bin, code=code)
+            )
+        status = (control.get("status") or ["gone"])[0]
+        urls = extract_remote_control_urls(log_tail)
+        if status == "ready" and urls.environment_url:
+            return SessionStarted(
+                id=session_id,
+                url=urls.environment_url,
+                status="ready",
+                path=path,
+                name=name,
+                message=(
+                    f"Claude Code session {session_id} is ready in {path}. Open {urls.environment_url} "
+                    "(or pick it in the Claude app under Code); stop it with stop_session when done."
+                ),
+            )
+        if status in ("ready", "timeout"):
+            return SessionStarted(
+                id=session_id,
+                url=None,
+                status="starting",
+                path=path,
+                name=name,
+                message=(
+                    f"Session {session_id} was launched in {path} but claude printed no URL within "
+                    f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
+                    "URL, or stop_session to give up. Last output:\n" + (tail_lines(log_tail) or "(none)")
+                ),
+            )
+        exit_code = (control.get("exit") or ["?"])[0] or "?"
+        raise ToolFailure(
+            f"claude remote-control exited (code {exit_code}) before printing a URL; nothing is left running. "
+            f"Its last output:\n{tail_lines(log_tail) or '(none)'}"
+        )
+
+    async def list(self) -> list[SessionInfo]:
+        output = await self._run(build_list_script())
+        sessions: dict[str, SessionInfo] = {}
+        current: SessionInfo | None = None
+        for key, fields in parse_control_lines(output)[0]:
+            if key == "session" and len(fields) >= 4:
+                current = None
+                session_id = fields[0][len(TMUX_PREFIX) :]
+                if not SESSION_ID_RE.fullmatch(session_id) or session_id in sessions:
+                    continue  # not one of ours, or a second pane of the same session
+                dead = fields[1] == "1"
+                started = None
+                if fields[3].isdigit():
+                    started = datetime.datetime.fromtimestamp(int(fields[3]), datetime.timezone.utc).isoformat()
+                current = sessions[session_id] = SessionInfo(
+                    id=session_id,
+                    status="exited" if dead else "starting",
+                    started=started,
+                    exit_code=int(fields[2]) if dead and fields[2].lstrip("-").isdigit() else None,
+                )
+            elif current is not None and key == "meta" and len(fields) == 2:
+                if fields[0] == "name" and NAME_RE.fullmatch(fields[1]):
+                    current.name = fields[1]
+                elif fields[0] == "path":
+                    with contextlib.suppress(ValueError):
+                        current.path = validate_project_path(fields[1])
+            elif current is not None and key == "url" and fields:
+                url = extract_remote_control_urls(fields[0]).environment_url
+                if url:
+                    current.url = url
+                    if current.status == "starting":
+                        current.status = "ready"
+        return sorted(sessions.values(), key=lambda s: (s.started or "", s.id))
+
+    async def stop(self, session_id: str) -> SessionStopped:
+        session_id = validate_session_id(session_id)
+        output = await self._run(build_stop_script(session_id))
+        if "@@stopped" in output.split():
+            return SessionStopped(id=session_id, stopped=True, message=f"Stopped session {session_id}.")
+        return SessionStopped(
+            id=session_id,
+            stopped=False,
+            message=f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids.",
+        )
+
+    async def projects(self) -> list[str]:
+        output = await self._run(build_projects_script(self.config.projects_base_dir))
+        if output.startswith("@@error"):
+            raise ToolFailure(START_ERRORS["no-base"].format(base=self.config.projects_base_dir))
+        _, _, listing = output.partition("@@projects\n")
+        projects = set()
+        for entry in listing.split("\0"):
+            with contextlib.suppress(ValueError):
+                if entry and validate_project_path(entry) == entry:
+                    projects.add(entry)
+        return sorted(projects, key=str.lower)
+
+
+# ── OAuth ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its first value
+    body: bytes
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = [(k.lower().encode(), v.encode()) for k, v in self.headers]
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+def json_response(status: int, payload: Any, headers: Iterable[tuple[str, str]] = (), no_store: bool = True) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    all_headers = [("Content-Type", "application/json"), *(NO_STORE if no_store else []), *headers]
+    return Response(status, body, all_headers)
+
+
+def error_response(error: OAuthError) -> Response:
+    """The one place OAuth errors are rendered (RFC 6749 §5.2: JSON, no-store)."""
+    payload = {"error": error.error, "error_description": error.description}
+    return json_response(error.status, payload, error.headers.items())
+
+
+def redirect_response(url: str) -> Response:
+    # 302, never 307/308: those make the browser POST to Claude's GET-only callback.
+    return Response(302, b"", [("Location", url), *NO_STORE])
+
+
+def add_query(url: str, values: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def parse_params(raw: str | bytes) -> dict[str, str]:
+    """Form or query parameters; RFC 6749 §3.1: a parameter must not be repeated."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OAuthError(400, "invalid_request", "the request body is not UTF-8") from None
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=64, errors="strict")
+    except ValueError:
+        raise OAuthError(400, "invalid_request", "malformed or too many parameters") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key in params:
+            raise OAuthError(400, "invalid_request", f"parameter {key!r} is repeated")
+        params[key] = value
+    return params
+
+
+def secret_equal(given: str | None, expected: str) -> bool:
+    """Constant-time comparison that also works for non-ASCII input."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
+
+
+def require_form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError(400, "invalid_request", "send the parameters as application/x-www-form-urlencoded")
+    return parse_params(request.body)
+
+
+class OAuthServer:
+    """The authorization server for the fixed client, and the bearer check for /mcp."""
+
+    def __init__(self, config: Config, store: TokenStore):
+        self.config = config
+        self.store = store
+        self.issuer = config.server_url  # one string, byte-identical everywhere
+        self.resource = config.resource
+        self._resource_key = canonical_resource(config.resource)
+        self.client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
+        self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
+
+    # Metadata -----------------------------------------------------------------------------
+
+    def authorization_server_metadata(self) -> dict[str, Any]:
+        """RFC 8414."""
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "token_endpoint": f"{self.issuer}/token",
+            "revocation_endpoint": f"{self.issuer}/revoke",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": [SCOPE],
+            "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        }
+
+    def protected_resource_metadata(self) -> dict[str, Any]:
+        """RFC 9728."""
+        return {
+            "resource": self.resource,
+            "authorization_servers": [self.issuer],
+            "scopes_supported": [SCOPE],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "rc_mcp — Claude Code sessions on your dev server",
+        }
+
+    # Shared checks ------------------------------------------------------------------------
+
+    def _check_resource(self, raw: str | None) -> str:
+        """RFC 8707: tokens are only for this server's MCP endpoint."""
+        if raw is None or raw == "":
+            return self.resource
+        if canonical_resource(raw) != self._resource_key:
+            raise OAuthError(400, "invalid_target", f"resource must be {self.resource}")
+        return self.resource
+
+    @staticmethod
+    def _parse_scope(raw: str | None, granted: str | None = None) -> str:
+        if raw is None or not raw.strip():
+            return granted or SCOPE
+        requested = list(dict.fromkeys(raw.split()))
+        allowed = set(granted.split()) if granted is not None else ACCEPTED_SCOPES
+        unknown = [s for s in requested if s not in allowed]
+        if unknown:
+            raise OAuthError(400, "invalid_scope", f"scope {' '.join(unknown)!r} is not available; use {SCOPE!r}")
+        return " ".join(requested)
+
+    def _authenticate_client(self, request: Request, form: Mapping[str, str]) -> str:
+        """RFC 6749 §2.3.1: client_secret_basic or client_secret_post, never both."""
+        header = request.headers.get("authorization")
+        basic = parse_basic_auth(header) if header else None
+        challenge = {"WWW-Authenticate": 'Basic realm="rc_mcp"'} if header else {}
+        if header and basic is None:
+            raise OAuthError(401, "invalid_client", "malformed Authorization header", challenge)
+        if basic is not None:
+            if "client_secret" in form or form.get("client_id", basic[0]) != basic[0]:
+                raise OAuthError(400, "invalid_request", "use one client authentication method, not two")
+            client_id, client_secret = basic
+        else:
+            client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if not client_id:
+            raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
+        # Both comparisons always run: the timing does not tell which one failed.
+        id_ok = secret_equal(client_id, self.client_id)
+        secret_ok = secret_equal(client_secret, self._client_secret)
+        if not (id_ok and secret_ok):
+            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
+        return client_id
+
+    def _issue_tokens(self, data: dict[str, Any], now: float, grant: Mapping[str, Any]) -> dict[str, Any]:
+        config = self.config
+        access = "rcat_" + secrets.token_urlsafe(32)
+        refresh = "rcrt_" + secrets.token_urlsafe(32)
+        record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
+        data["access"][hash_secret(access)] = {**record, "expires_at": now + config.access_token_ttl}
+        data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + config.refresh_token_ttl}
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": config.access_token_ttl,
+            "refresh_token": refresh,
+            "scope": grant["scope"],
+        }
+
+    @staticmethod
+    def _revoke_grant(data: dict[str, Any], grant_id: str) -> int:
+        revoked = 0
+        for kind in ("access", "refresh"):
+            records = data[kind]
+            for key in [k for k, rec in records.items() if rec.get("grant_id") == grant_id]:
+                del records[key]
+                revoked += 1
+        return revoked
+
+    # Endpoints ----------------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        params = parse_params(request.query) if request.method == "GET" else require_form(request)
+        client_id = params.get("client_id")
+        redirect_uri = params.get("redirect_uri")
+        # RFC 6749 §4.1.2.1: a bad client or redirect URI is answered here, never redirected to.
+        if not client_id or not secret_equal(client_id, self.client_id):
+            raise OAuthError(400, "invalid_client", "unknown client_id")
+        if redirect_uri not in FIXED_CLIENT_REDIRECT_URIS:  # exact string match, OAuth 2.1 §4.1.3
+            raise OAuthError(400, "invalid_request", "redirect_uri is not registered for this client")
+        state = params.get("state")
+
+        def back(**values: str) -> Response:
+            values["iss"] = self.issuer  # RFC 9207
+            if state is not None:
+                values["state"] = state
+            return redirect_response(add_query(redirect_uri, values))
+
+        try:
+            if params.get("response_type") != "code":
+                raise OAuthError(400, "unsupported_response_type", "only response_type=code is supported")
+            challenge = params.get("code_challenge")
+            if not challenge:
+                raise OAuthError(400, "invalid_request", "code_challenge is required (PKCE S256)")
+            if params.get("code_challenge_method") != "S256":
+                raise OAuthError(400, "invalid_request", "code_challenge_method must be S256")
+            if not PKCE_CHALLENGE_RE.fullmatch(challenge):
+                raise OAuthError(400, "invalid_request", "code_challenge is not a BASE64URL SHA-256 digest")
+            resource = self._check_resource(params.get("resource"))
+            scope = self._parse_scope(params.get("scope"))
+        except OAuthError as exc:
+            log.info("authorize refused for client %s: %s", client_id[:8], exc)
+            return back(error=exc.error, error_description=exc.description)
+
+        code = secrets.token_urlsafe(32)
+
+        def remember(data: dict[str, Any], now: float) -> None:
+            data["codes"][hash_secret(code)] = {
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "code_challenge": challenge,
+                "resource": resource,
+                "scope": scope,
+                "grant_id": secrets.token_hex(16),
+                "expires_at": now + CODE_TTL,
+            }
+
+        await anyio.to_thread.run_sync(self.store.transact, remember)
+        log.info("authorize: code issued to client %s for %s", client_id[:8], urlsplit(redirect_uri).netloc)
+        return back(code=code)
+
+    async def token(self, request: Request) -> Response:
+        # RFC 6749 order: authenticate the client, then the grant.
+        form = require_form(request)
+        client_id = self._authenticate_client(request, form)
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            payload = await self._exchange_code(client_id, form)
+        elif grant_type == "refresh_token":
+            payload = await self._refresh(client_id, form)
+        elif not grant_type:
+            raise OAuthError(400, "invalid_request", "grant_type is required")
+        else:
+            raise OAuthError(400, "unsupported_grant_type", "use authorization_code or refresh_token")
+        log.info("token: %s grant for client %s", grant_type, client_id[:8])
+        return json_response(200, payload)
+
+    async def _exchange_code(self, client_id: str, form: Mapping[str, str]) -> dict[str, Any]:
+        code, verifier = form.get("code"), form.get("code_verifier")
+        if not code:
+            raise OAuthError(400, "invalid_request", "code is required")
+        if not verifier:
+            raise OAuthError(400, "invalid_request", "code_verifier is required (PKCE)")
+        redirect_uri, resource = form.get("redirect_uri"), form.get("resource")
+
+        def exchange(data: dict[str, Any], now: float) -> Any:
+            record = data["codes"].get(hash_secret(code))
+            # A code of another client is treated as if it did not exist.
+            if record is None or record["expires_at"] <= now or not secret_equal(client_id, record["client_id"]):
+                return OAuthError(400, "invalid_grant", "the authorization code is invalid or expired")
+            if record.get("used_at"):
+                # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
+                self._revoke_grant(data, record["grant_id"])
+                log.warning("authorization code replayed for client %s: its tokens were revoked", client_id[:8])
+                return OAuthError(400, "invalid_grant", "the authorization code was already used; its tokens are revoked")
+            if redirect_uri != record["redirect_uri"]:
+                return OAuthError(400, "invalid_grant", "redirect_uri does not match the authorization request")
+            if not verify_pkce(verifier, record["code_challenge"]):
+                return OAuthError(400, "invalid_grant", "code_verifier does not match the code_challenge")
+            if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
+                return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
+            record["used_at"] = now
+            return self._issue_tokens(data, now, record)
+
+        return await anyio.to_thread.run_sync(self.store.transact, exchange)
+
+    async def _refresh(self, client_id: str, form: Mapping[str, str]) -> dict[str, Any]:
+        refresh_token = form.get("refresh_token")
+        if not refresh_token:
+            raise OAuthError(400, "invalid_request", "refresh_token is required")
+        scope, resource = form.get("scope"), form.get("resource")
+
+        def rotate(data: dict[str, Any], now: float) -> Any:
+            key = hash_secret(refresh_token)
+            record = data["refresh"].get(key)
+            if record is None or record["expires_at"] <= now or not secret_equal(client_id, record["client_id"]):
+                return OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            try:
+                granted_scope = self._parse_scope(scope, granted=record["scope"])  # never wider than granted
+            except OAuthError as exc:
+                return exc
+            if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
+                return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
+            del data["refresh"][key]  # rotation: each refresh token works once
+            return self._issue_tokens(data, now, {**record, "scope": granted_scope})
+
+        return await anyio.to_thread.run_sync(self.store.transact, rotate)
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: revoke the client's own token (a refresh token takes its grant along)."""
+        form = require_form(request)
+        client_id = self._authenticate_client(request, form)
+        token = form.get("token")
+        if not token:
+            raise OAuthError(400, "invalid_request", "token is required")
+
+        def revoke(data: dict[str, Any], now: float) -> None:
+            key = hash_secret(token)
+            for kind in ("refresh", "access"):
+                record = data[kind].get(key)
+                if record is not None and secret_equal(client_id, record["client_id"]):
+                    if kind == "refresh":
+                        self._revoke_grant(data, record["grant_id"])
+                    data[kind].pop(key, None)
+
+        await anyio.to_thread.run_sync(self.store.transact, revoke)
+        return json_response(200, {})  # also for unknown tokens (RFC 7009 §2.2)
+
+    async def register(self, request: Request) -> Response:
+        # Never hand out the fixed client's credentials: in the original server this let anyone
+        # obtain a token and run code on the dev server.
+        raise OAuthError(
+            400,
+            "invalid_client_metadata",
+            "dynamic client registration is not available: run `python rc_mcp.py credentials` on the server "
+            "and enter that client id and secret in the connector's advanced settings",
+        )
+
+    # Resource server ----------------------------------------------------------------------
+
+    def authenticate_bearer(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The access token record for this request, or a 401 that points at the metadata."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise self._unauthorized("a bearer token is required")
+        record = self.store.find("access", token)
+        if record is None:
+            raise self._unauthorized("the access token is invalid, expired or revoked")
+        if canonical_resource(record["resource"]) != self._resource_key:  # RFC 8707 audience
+            raise self._unauthorized("the access token was issued for another resource")
+        return record
+
+    def _unauthorized(self, description: str) -> OAuthError:
+        challenge = (
+            f'Bearer error="invalid_token", error_description="{description}", '
+            f'resource_metadata="{self.resource_metadata_url}", scope="{SCOPE}"'
+        )
+        return OAuthError(401, "invalid_token", description, {"WWW-Authenticate": challenge})
+
+
+# ── MCP ───────────────────────────────────────────────────────────────────────────────────────
+
+INSTRUCTIONS = """\
+Starts and manages Claude Code Remote Control sessions on the user's dev server. To start one,
+call list_projects if you do not know the exact path, then start_session; give the user the URL it
+returns (it opens at claude.ai/code or in the Claude app). list_sessions shows what is running;
+stop_session ends a session by its id."""
+
+START_PROGRESS = {
+    "launched": (1, "claude remote-control launched in tmux; waiting for its URL"),
+    "consent": (2, "answered claude's 'Enable Remote Control?' prompt"),
+}
+
+
+def tool_result(model: BaseModel, text: str) -> CallToolResult:
+    """Structured content for clients, plus a text rendering written for the model."""
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json"))
+
+
+async def run_tool(work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    except (ValueError, ToolFailure, RemoteError) as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def render_sessions(sessions: list[SessionInfo]) -> str:
+    if not sessions:
+        return "No Claude Code sessions are running. Start one with start_session."
+    lines = [f"{len(sessions)} session(s):"]
+    for s in sessions:
+        where = s.path or "?"
+        url = s.url or ("exited" if s.status == "exited" else "no URL yet")
+        lines.append(f"- {s.id} · {s.status} · {where} · {url}")
+    return "\n".join(lines)
+
+
+def build_mcp_server(sessions: Sessions) -> MCPServer:
+    mcp: MCPServer = MCPServer(
+        "rc_mcp", title="Claude Code Remote Control", version=VERSION, instructions=INSTRUCTIONS
+    )
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="Start a Claude Code session",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
+        )
+    )
+    async def start_session(
+        name: Annotated[
+            str,
+            Field(
+                pattern=NAME_PATTERN,
+                min_length=1,
+                max_length=41,
+                description="Short label shown in claude.ai/code: 1-41 letters, digits, '-' or '_'",
+            ),
+        ],
+        path: Annotated[
+            str,
+            Field(
+                pattern=PATH_PATTERN,
+                min_length=1,
+                max_length=MAX_PATH_LENGTH,
+                description="Project directory relative to the projects base directory, e.g. 'my-app' or "
+                "'org/repo' (list_projects returns the accepted values)",
+            ),
+        ],
+        ctx: Context,
+        worktree: Annotated[
+            bool | None,
+            Field(description="Give each on-demand session its own git worktree (default: server setting)"),
+        ] = None,
+    ) -> Annotated[CallToolResult, SessionStarted]:
+        """Start a Claude Code Remote Control session in a project on the dev server and return the URL
+        to open at claude.ai/code. Waits until the session is ready (usually a few seconds)."""
+
+        async def on_state(state: str) -> None:
+            if state in START_PROGRESS:
+                step, message = START_PROGRESS[state]
+                await ctx.report_progress(step, 3, message)
+
+        await ctx.report_progress(0, 3, "connecting to the dev server")
+        started = await run_tool(sessions.start(name, path, worktree, on_state))
+        await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
+        return tool_result(started, started.message)
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="List Claude Code sessions", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
+    async def list_sessions() -> Annotated[CallToolResult, SessionList]:
+        """List the Claude Code Remote Control sessions running on the dev server, with their URLs."""
+        found = await run_tool(sessions.list())
+        return tool_result(SessionList(sessions=found), render_sessions(found))
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="Stop a Claude Code session",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+            open_world_hint=False,
+        )
+    )
+    async def stop_session(
+        id: Annotated[
+            str,
+            Field(
+                pattern=SESSION_ID_PATTERN,
+                max_length=48,
+                description="Session id exactly as returned by start_session or list_sessions, e.g. 'my-app-a1b2c3'",
+            ),
+        ],
+    ) -> Annotated[CallToolResult, SessionStopped]:
+        """Stop a Claude Code session (its tmux session and claude process) by its exact id."""
+        stopped = await run_tool(sessions.stop(id))
+        return tool_result(stopped, stopped.message)
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            title="List projects", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
+    async def list_projects() -> Annotated[CallToolResult, ProjectList]:
+        """List project directories (containing .git or .claude, up to two levels deep) that start_session accepts as path."""
+        projects = await run_tool(sessions.projects())
+        text = (
+            f"{len(projects)} project(s): " + ", ".join(projects)
+            if projects
+            else "No projects (directories with .git or .claude) found in the projects base directory."
+        )
+        return tool_result(ProjectList(projects=projects), text)
+
+    return mcp
+
+
+# ── ASGI app ──────────────────────────────────────────────────────────────────────────────────
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+CORS = [("Access-Control-Allow-Origin", "*")]  # browser-based MCP clients read metadata and call /token
+
+
+def allowed_hosts(server_url: str) -> list[str]:
+    """Host header values accepted on /mcp (DNS-rebinding protection): SERVER_URL's host, and
+    loopback names so health checks and local clients work."""
+    parts = urlsplit(server_url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    hosts = {host, f"{host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"}
+    if parts.port:
+        hosts.add(f"{host}:{parts.port}")
+    return sorted(hosts)
+
+
+async def read_request(scope: Scope, receive: Receive) -> Request:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+    declared = headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        if declared.isdigit():
+            raise OAuthError(413, "invalid_request", f"request body larger than {MAX_FORM_BYTES} bytes")
+        raise OAuthError(400, "invalid_request", "bad Content-Length")
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM_BYTES:
+            raise OAuthError(413, "invalid_request", f"request body larger than {MAX_FORM_BYTES} bytes")
+        if not message.get("more_body"):
+            break
+    return Request(
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=bytes(body),
+    )
+
+
+class App:
+    """The router: path → handler. OAuth errors are rendered in one place."""
+
+    def __init__(self, config: Config, *, runner: Runner | None = None, store: TokenStore | None = None):
+        self.config = config
+        self.store = store or TokenStore(config.token_store_path)
+        self.runner = runner or make_runner(config)
+        self.oauth = OAuthServer(config, self.store)
+        self.sessions = Sessions(config, self.runner)
+        self.mcp = build_mcp_server(self.sessions)
+        self.mcp.streamable_http_app(
+            stateless_http=True,  # nothing to lose on restart; every request carries its token
+            json_response=False,  # SSE, so progress notifications reach the client
+            transport_security=TransportSecuritySettings(
+                allowed_hosts=allowed_hosts(config.server_url),
+                allowed_origins=[config.server_url],
+            ),
+        )
+        self.session_manager = self.mcp.session_manager
+        oauth = self.oauth
+        self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Awaitable[Response]]]] = {
+            "/health": (("GET",), self._health),
+            "/.well-known/oauth-authorization-server": (("GET",), self._as_metadata),
+            "/.well-known/oauth-protected-resource": (("GET",), self._pr_metadata),
+            "/.well-known/oauth-protected-resource/mcp": (("GET",), self._pr_metadata),
+            "/register": (("POST",), oauth.register),
+            "/authorize": (("GET", "POST"), oauth.authorize),
+            "/token": (("POST",), oauth.token),
+            "/revoke": (("POST",), oauth.revoke),
+        }
+
+    async def _health(self, request: Request) -> Response:
+        return json_response(200, {"ok": True, "version": VERSION, "mode": "local" if self.config.local else "ssh"})
+
+    async def _as_metadata(self, request: Request) -> Response:
+        return json_response(200, self.oauth.authorization_server_metadata(), CORS, no_store=False)
+
+    async def _pr_metadata(self, request: Request) -> Response:
+        return json_response(200, self.oauth.protected_resource_metadata(), CORS, no_store=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            if scope["path"] in ("/mcp", "/mcp/"):  # both answered, no redirect
+                await self._mcp(scope, receive, send)
+            else:
+                await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        route = self.routes.get(scope["path"])
+        cors = CORS if scope["path"] != "/authorize" else []
+        try:
+            if route is None:
+                raise OAuthError(404, "not_found", f"no endpoint {scope['path']}; the MCP endpoint is /mcp")
+            methods, handler = route
+            if method == "OPTIONS" and cors:
+                preflight = [
+                    *cors,
+                    ("Access-Control-Allow-Methods", ", ".join(methods)),
+                    ("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version"),
+                    ("Access-Control-Max-Age", "86400"),
+                ]
+                await Response(204, b"", preflight).send(send)
+                return
+            if method not in methods:
+                raise OAuthError(405, "invalid_request", f"use {' or '.join(methods)}", {"Allow": ", ".join(methods)})
+            response = await handler(await read_request(scope, receive))
+        except OAuthError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, scope["path"])
+            response = error_response(OAuthError(500, "server_error", "internal error; see the server log"))
+        response.headers.extend(cors)
+        await response.send(send)
+
+    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            record = self.oauth.authenticate_bearer(headers)
+        except OAuthError as exc:
+            await error_response(exc).send(send)
+            return
+        scopes = record["scope"].split()
+        user = AuthenticatedUser(
+            AccessToken(
+                token=hash_secret(headers["authorization"].partition(" ")[2].strip()),  # never the token itself
+                client_id=record["client_id"],
+                scopes=scopes,
+                expires_at=int(record["expires_at"]),
+                resource=record["resource"],
+            )
+        )
+        reset = auth_context_var.set(user)
+        try:
+            inner = {**scope, "path": "/mcp", "raw_path": b"/mcp", "user": user, "auth": AuthCredentials(scopes)}
+            await self.session_manager.handle_request(inner, receive, send)
+        finally:
+            auth_context_var.reset(reset)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        stack = contextlib.AsyncExitStack()
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await stack.enter_async_context(self.session_manager.run())
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if isinstance(self.runner, SSHRunner):
+                    asyncio.get_running_loop().run_in_executor(None, self._warm_up, self.runner)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await stack.aclose()
+                await self.runner.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    def _warm_up(runner: SSHRunner) -> None:
+        """Connect at start-up so the first tool call is fast and a bad host key shows in the log."""
+        try:
+            runner.connect()
+        except RemoteError as exc:
+            log.error("dev server not reachable yet: %s", exc)
+
+
+def create_app(config: Config, *, runner: Runner | None = None) -> App:
+    return App(config, runner=runner)
+
+
+# ── main ──────────────────────────────────────────────────────────────────────────────────────
+
+
+def describe_mode(config: Config) -> str:
+    if config.local:
+        return "local (commands run on this machine, no SSH)"
+    pinning = "host key pinned by SSH_KNOWN_HOSTS" if config.known_hosts else f"host key trusted on first use ({config.host_keys_path})"
+    return f"SSH {config.ssh_user}@{config.ssh_target}, {pinning}"
+
+
+def serve(config: Config) -> int:
+    import uvicorn
+
+    try:
+        app = create_app(config)
+        app.store.ensure_writable()
+    except OSError as exc:
+        print(f"rc_mcp: cannot use the token store {config.token_store_path}: {exc}. Fix TOKEN_STORE_PATH.", file=sys.stderr)
+        return 2
+    client_id, _ = derive_client_credentials(config.mcp_secret)
+    log.info("rc_mcp %s serving %s/mcp (listening on %s:%d)", VERSION, config.server_url, config.host, config.port)
+    log.info("mode: %s; projects in %s", describe_mode(config), config.projects_base_dir)
+    log.info("OAuth client_id: %s (the secret: `python rc_mcp.py credentials`)", client_id)
+    if urlsplit(config.server_url).scheme != "https" and urlsplit(config.server_url).hostname not in ("localhost", "127.0.0.1", "::1"):
+        log.warning("SERVER_URL is not https: Claude.ai only connects to https URLs on port 443")
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def print_credentials(environ: Mapping[str, str]) -> int:
+    secret = (environ.get("MCP_SECRET") or "").strip()
+    if not secret:
+        print("rc_mcp: MCP_SECRET is missing: set it (e.g. `openssl rand -hex 32`).", file=sys.stderr)
+        return 2
+    client_id, client_secret = derive_client_credentials(secret)
+    print(f"client_id:     {client_id}\nclient_secret: {client_secret}")
+    return 0
+
+
+@dataclass
+class CheckLine:
+    ok: bool
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'✓' if self.ok else '✗'} {self.what}: {self.detail}"
+
+
+async def run_checks(config: Config) -> list[CheckLine]:
+    lines = [CheckLine(True, "configuration", describe_mode(config))]
+    try:
+        store = TokenStore(config.token_store_path)
+        store.ensure_writable()
+        lines.append(CheckLine(True, "token store", f"{config.token_store_path} is writable"))
+    except OSError as exc:
+        lines.append(CheckLine(False, "token store", f"{config.token_store_path}: {exc} — fix TOKEN_STORE_PATH"))
+    runner = make_runner(config)
+    try:
+        if isinstance(runner, SSHRunner):
+            await anyio.to_thread.run_sync(runner.connect)
+            key = runner.server_key()
+            lines.append(CheckLine(True, "SSH", f"{runner.description}, host key {key.get_name()} {host_key_fingerprint(key)}"))
+        result = await runner.run(build_check_script(config.projects_base_dir, config.claude_bin), timeout=config.command_timeout)
+    except RemoteError as exc:
+        lines.append(CheckLine(False, "dev server", str(exc)))
+        return lines
+    finally:
+        await runner.close()
+    values = {key: (fields[0] if fields else "") for key, fields in parse_control_lines(result.stdout)[0]}
+    tmux = values.get("tmux", "")
+    lines.append(CheckLine(bool(tmux), "tmux", tmux or "not found — install tmux on the dev server"))
+    claude_path = values.get("claude_path", "")
+    if claude_path:
+        lines.append(CheckLine(True, "claude", f"{claude_path} ({values.get('claude_version') or 'version unknown'})"))
+    else:
+        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — install Claude Code, or set CLAUDE_BIN to its absolute path"))
+    try:
+        auth = json.loads(values.get("claude_auth") or "{}")
+    except ValueError:
+        auth = {}
+    logged_in = bool(auth.get("loggedIn")) and auth.get("authMethod") in ("claude.ai", None)
+    lines.append(
+        CheckLine(
+            logged_in,
+            "claude login",
+            f"logged in ({auth.get('authMethod')})" if logged_in else "not logged in with a claude.ai account — run `claude auth login` on the dev server",
+        )
+    )
+    base_ok = values.get("base") == "ok"
+    lines.append(
+        CheckLine(base_ok, "projects base", config.projects_base_dir + (" is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"))
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rc_mcp.py", description="MCP server that starts Claude Code Remote Control sessions on a dev server."
+    )
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "credentials", "check"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    environ = read_environment()
+    if args.command == "credentials":
+        return print_credentials(environ)
+    try:
+        config = load_config(environ)
+    except ConfigError as exc:
+        print(f"rc_mcp: the configuration has {len(exc.problems)} problem(s):\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        lines = asyncio.run(run_checks(config))
+        for line in lines:
+            print(line)
+        return 0 if all(line.ok for line in lines) else 1
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
