@@ -254,8 +254,8 @@ def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
             raise ValueError("the key is encrypted: set SSH_PASSPHRASE") from exc
         raise ValueError("SSH_PASSPHRASE is set but the key is not encrypted: unset it") from exc
     except ValueError as exc:
-        if password is not None and ("decrypt" in str(exc).lower() or "password" in str(exc).lower()):
-            raise ValueError("SSH_PASSPHRASE does not decrypt the key") from exc
+        if password is not None and re.search(r"decrypt|password|checksum", str(exc), re.I):
+            raise ValueError("SSH_PASSPHRASE does not decrypt the key (or the key is damaged)") from exc
         raise ValueError(f"not a private key in OpenSSH or PEM format ({exc})") from exc
     key_class: type[paramiko.PKey]
     if isinstance(loaded, ed25519.Ed25519PrivateKey):
@@ -678,10 +678,11 @@ def build_list_script() -> str:
     metadata of sessions that no longer exist — only in this server's own state directory."""
     return _remote_script(
         f"state={REMOTE_STATE_DIR}",
-        "panes=$(tmux list-panes -a -F '#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{session_created}' 2>/dev/null)",
-        "printf '%s\\n' \"$panes\" | while IFS='\t' read -r session dead code created; do",
+        # The possibly empty field goes last: read collapses adjacent tabs.
+        "panes=$(tmux list-panes -a -F '#{session_name}\t#{pane_dead}\t#{session_created}\t#{pane_dead_status}' 2>/dev/null)",
+        "printf '%s\\n' \"$panes\" | while IFS='\t' read -r session dead created code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
-        "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$code\" \"$created\"",
+        "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$created\" \"$code\"",
         '  [ -f "$state/$session.meta" ] && sed \'s/^/@@meta\t/\' "$state/$session.meta"',
         '  if [ ! -s "$state/$session.url" ] && [ -f "$state/$session.log" ]; then',
         f"    grep -a -o -E {shlex.quote(ENV_URL_ERE)} \"$state/$session.log\" | tail -n 1 > \"$state/$session.url\"",
@@ -1302,13 +1303,13 @@ class Sessions:
                     continue  # not one of ours, or a second pane of the same session
                 dead = fields[1] == "1"
                 started = None
-                if fields[3].isdigit():
-                    started = datetime.datetime.fromtimestamp(int(fields[3]), datetime.timezone.utc).isoformat()
+                if fields[2].isdigit():
+                    started = datetime.datetime.fromtimestamp(int(fields[2]), datetime.timezone.utc).isoformat()
                 current = sessions[session_id] = SessionInfo(
                     id=session_id,
                     status="exited" if dead else "starting",
                     started=started,
-                    exit_code=int(fields[2]) if dead and fields[2].lstrip("-").isdigit() else None,
+                    exit_code=int(fields[3]) if dead and fields[3].lstrip("-").isdigit() else None,
                 )
             elif current is not None and key == "meta" and len(fields) == 2:
                 if fields[0] == "name" and NAME_RE.fullmatch(fields[1]):

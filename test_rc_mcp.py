@@ -1,0 +1,539 @@
+"""Tests for rc_mcp, in the module's section order.
+
+Pure helpers are tested from tables. Everything with I/O is tested for real: OAuth endpoints
+in-process over ASGI, and end to end against a real sshd on 127.0.0.1, real tmux, and the
+official MCP SDK client running the whole OAuth flow as Claude.ai does. Only the `claude` CLI is
+a test double (testbed/fake_claude.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import anyio
+import httpx2
+import paramiko
+import pytest
+import uvicorn
+from mcp.client import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+import rc_mcp
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from testbed.lab import DevServer, make_local_devhome  # noqa: E402
+
+SECRET = "test-secret-0123456789"
+CLIENT_ID = "9f7bd22e3e82dc889c30a316fe17dee118b4"
+CLIENT_SECRET = "d0b7eb40dfe5bafc26f0132ed035cd1c660906cb16980156235dc61bf2d9eb69"
+CALLBACK = "https://claude.ai/api/mcp/auth_callback"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 appendix B
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+ENV_URL = re.compile(r"^https://claude\.ai/code\?environment=env_[A-Za-z0-9_-]+$")
+
+ESC = "\x1b"
+BEL = "\x07"
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+# ── Pure helpers ──────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "secret, client_id, client_secret",
+    [
+        (SECRET, CLIENT_ID, CLIENT_SECRET),
+        (
+            "correct horse battery staple",
+            "d25e9e3a45d3278673072aa18ccf51297d0e",
+            "3e1b71cda294b600910bf83c48f2630a9c23035f00a3860aa0d18aa214da93ff",
+        ),
+    ],
+)
+def test_derive_client_credentials_matches_the_original_server(secret: str, client_id: str, client_secret: str) -> None:
+    assert rc_mcp.derive_client_credentials(secret) == (client_id, client_secret)
+
+
+@pytest.mark.parametrize(
+    "verifier, challenge, ok",
+    [
+        (VERIFIER, CHALLENGE, True),
+        (VERIFIER, CHALLENGE[:-1] + "N", False),
+        (VERIFIER[:-1], CHALLENGE, False),
+        ("short", rc_mcp.pkce_challenge("short"), False),  # RFC 7636: 43..128 characters
+        ("a" * 129, rc_mcp.pkce_challenge("a" * 129), False),
+        ("a" * 43, rc_mcp.pkce_challenge("a" * 43), True),
+        ("a" * 42 + "!", rc_mcp.pkce_challenge("a" * 42 + "!"), False),  # outside the unreserved set
+        ("é" * 43, CHALLENGE, False),
+        (VERIFIER, VERIFIER, False),  # "plain" is not accepted
+    ],
+)
+def test_verify_pkce(verifier: str, challenge: str, ok: bool) -> None:
+    assert rc_mcp.verify_pkce(verifier, challenge) is ok
+
+
+@pytest.mark.parametrize(
+    "url, canonical",
+    [
+        ("https://rc.example.com/mcp", "https://rc.example.com/mcp"),
+        ("HTTPS://RC.Example.COM/mcp/", "https://rc.example.com/mcp"),
+        ("https://rc.example.com:443/mcp", "https://rc.example.com/mcp"),
+        ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
+        ("http://[::1]:8080/mcp", "http://[::1]:8080/mcp"),
+        ("https://rc.example.com/mcp#frag", None),
+        ("ftp://rc.example.com/mcp", None),
+        ("/mcp", None),
+        ("https://rc.example.com:99999/mcp", None),
+    ],
+)
+def test_canonical_resource(url: str, canonical: str | None) -> None:
+    assert rc_mcp.canonical_resource(url) == canonical
+
+
+def _basic(value: str) -> str:
+    return "Basic " + base64.b64encode(value.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "header, parsed",
+    [
+        (_basic("id:secret"), ("id", "secret")),
+        (_basic("id%3Ax:se%20cret"), ("id:x", "se cret")),  # RFC 6749 §2.3.1 form-encoding
+        (_basic("id:"), ("id", "")),
+        (_basic("no-colon"), None),
+        ("Basic !!!", None),
+        ("Bearer abc", None),
+        ("Basic", None),
+    ],
+)
+def test_parse_basic_auth(header: str, parsed: tuple[str, str] | None) -> None:
+    assert rc_mcp.parse_basic_auth(header) == parsed
+
+
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("alpha", True),
+        ("a", True),
+        ("A1_b-2", True),
+        ("x" * 41, True),
+        ("x" * 42, False),
+        ("", False),
+        ("-flag", False),
+        ("_x", False),
+        ("a b", False),
+        ("a;rm -rf ~", False),
+        ("$(id)", False),
+        ("`id`", False),
+        ("a\nb", False),
+        ("alpha\n", False),  # `$` in Python regexes matches before a trailing newline; fullmatch does not
+        ("ünïcode", False),
+    ],
+)
+def test_validate_name(name: str, ok: bool) -> None:
+    if ok:
+        assert rc_mcp.validate_name(name) == name
+    else:
+        with pytest.raises(ValueError, match="invalid name"):
+            rc_mcp.validate_name(name)
+
+
+@pytest.mark.parametrize(
+    "session_id, ok",
+    [
+        ("alpha-a1b2c3", True),
+        ("my-project-000000", True),
+        ("al", False),  # the prefix that killed rc-alpha-… in the original server
+        ("alpha-a1b2c", False),
+        ("alpha-A1B2C3", False),
+        ("alpha-a1b2c3 ", False),
+        ("alpha-a1b2c3\n", False),
+        ("alpha-a1b2c3;x", False),
+        ("-t-a1b2c3", False),
+        ("alpha-a1b2c3-", False),
+    ],
+)
+def test_validate_session_id(session_id: str, ok: bool) -> None:
+    if ok:
+        assert rc_mcp.validate_session_id(session_id) == session_id
+    else:
+        with pytest.raises(ValueError, match="list_sessions"):
+            rc_mcp.validate_session_id(session_id)
+
+
+@pytest.mark.parametrize(
+    "path, normalized",
+    [
+        ("alpha", "alpha"),
+        ("org/repo", "org/repo"),
+        ("org//repo/", "org/repo"),
+        ("web app", "web app"),
+        ("nested/deeper/gamma", "nested/deeper/gamma"),
+        ("-rf", "-rf"),  # harmless: always used as "$base/$rel"
+        ("it's \"quoted\" $(id) `id` ;|&", "it's \"quoted\" $(id) `id` ;|&"),
+        ("/etc", None),
+        ("..", None),
+        ("../etc", None),
+        ("alpha/../../etc", None),
+        ("./alpha", None),
+        (".", None),
+        ("", None),
+        ("a\nb", None),
+        ("a\x00b", None),
+        ("a\tb", None),
+        ("a\x1b[31m", None),
+        ("x" * 1025, None),
+    ],
+)
+def test_validate_project_path(path: str, normalized: str | None) -> None:
+    if normalized is not None:
+        assert rc_mcp.validate_project_path(path) == normalized
+    else:
+        with pytest.raises(ValueError, match="invalid path"):
+            rc_mcp.validate_project_path(path)
+
+
+@pytest.mark.parametrize(
+    "path, word",
+    [
+        ("/srv/projects", "/srv/projects"),
+        ("/srv/my projects", "'/srv/my projects'"),
+        ("~", '"$HOME"'),
+        ("~/projects", '"$HOME"/projects'),
+        ("~/it's", "\"$HOME\"/'it'\"'\"'s'"),
+        ("/a/$(id)", "'/a/$(id)'"),
+    ],
+)
+def test_shell_path(path: str, word: str) -> None:
+    assert rc_mcp.shell_path(path) == word
+
+
+ENV_ID = "env_01AbCdEfGh-_xyz"
+SESSION = "session_01QwErTy"
+RC_2_1_330 = (
+    f"{ESC}[?25l{ESC}[2K{ESC}[1G·|· Connecting · alpha · main\r\n"
+    f"{ESC}[1A{ESC}[J{ESC}[32m·✔︎· Ready{ESC}[39m · alpha · main\r\n"
+    "    Capacity: 0/32 · New sessions will be created in the current directory\r\n"
+    "\r\n"
+    f"Code anywhere with the Claude mobile app or {ESC}[36mhttps://claude.ai/code?environment={ENV_ID}{ESC}[0m\r\n"
+    "space to show QR code · w to toggle spawn mode\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw, environment_url, session_url",
+    [
+        (RC_2_1_330, f"https://claude.ai/code?environment={ENV_ID}", None),
+        # 2.1.84 printed ?bridge=; the answer is always the current form
+        (f"Code everywhere with the Claude app or https://claude.ai/code?bridge={ENV_ID}\r\n", f"https://claude.ai/code?environment={ENV_ID}", None),
+        # OSC-8 hyperlinked session title: only the link target holds the URL
+        (
+            RC_2_1_330 + f"  {ESC}]8;;https://claude.ai/code/{SESSION}?from=cli{BEL}fix the tests{ESC}]8;;{BEL}\r\n",
+            f"https://claude.ai/code?environment={ENV_ID}",
+            f"https://claude.ai/code/{SESSION}",
+        ),
+        # OSC-8 with ST terminators
+        (f"{ESC}]8;;https://claude.ai/code/{SESSION}{ESC}\\title{ESC}]8;;{ESC}\\", None, f"https://claude.ai/code/{SESSION}"),
+        # plain "title (url)" form; cse_ ids are shown as session_
+        ("  fix the tests (https://claude.ai/code/cse_0123abc)\r\n", None, "https://claude.ai/code/session_0123abc"),
+        # repaints: the newest URL wins
+        (f"https://claude.ai/code?environment=env_old\r{ESC}[1A{ESC}[Jhttps://claude.ai/code?environment=env_new\r\n", "https://claude.ai/code?environment=env_new", None),
+        # decoys are never returned
+        ("Trust? see https://code.claude.com/docs/en/security and https://claude.com/claude-code or https://claude.ai/code\r\n", None, None),
+        ("https://claude.ai/code?environment=\r\n", None, None),
+        ("https://evil.example/?x=https://claude.ai/code?environment=env_ok", "https://claude.ai/code?environment=env_ok", None),
+        ("https://claude.ai.evil.example/code?environment=env_bad\r\n", None, None),
+        ("", None, None),
+    ],
+)
+def test_extract_remote_control_urls(raw: str, environment_url: str | None, session_url: str | None) -> None:
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    assert (urls.environment_url, urls.session_url) == (environment_url, session_url)
+
+
+def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
+    raw = f"{ESC}[31mError:{ESC}[0m one\r\n{ESC}[1A{ESC}[JError: one\r\nsecond line\r\n\r\n"
+    assert rc_mcp.tail_lines(raw) == "Error: one\nsecond line"
+
+
+HOSTILE = ["x'; touch /tmp/pwned; echo '", '"; touch /tmp/pwned; "', "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a\\'b"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_start_script_quotes_every_value(hostile: str, tmp_path: Path) -> None:
+    script = rc_mcp.build_start_script(
+        base_dir="/srv/" + hostile,
+        path="p/" + hostile,
+        session_id="alpha-a1b2c3",
+        name="alpha",
+        claude_bin="/opt/" + hostile,
+        spawn="same-dir",
+        timeout=30,
+    )
+    # Parsing the script as sh must not run anything: `sh -n` reads without executing, and the
+    # hostile words appear only inside single quotes.
+    subprocess.run(["/bin/sh", "-n", "-c", script], check=True)
+    for line in script.splitlines():
+        for quoted in (shlex.quote("/srv/" + hostile), shlex.quote("p/" + hostile)):
+            if hostile in line:
+                assert quoted in line or shlex.quote("/opt/" + hostile) in line
+
+
+def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path) -> None:
+    """Run the real script with hostile values: it must refuse (no such directory) and create nothing."""
+    marker = tmp_path / "pwned"
+    hostile = f"x'; touch {marker}; echo '$(touch {marker})`touch {marker}`"
+    script = rc_mcp.build_start_script(
+        base_dir=str(tmp_path), path=hostile, session_id="alpha-a1b2c3", name="alpha",
+        claude_bin=hostile, spawn="same-dir", timeout=5,
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "TMUX_TMPDIR": str(tmp_path)}
+    result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert "@@error no-dir" in result.stdout
+    assert not marker.exists()
+
+
+def test_scripts_use_exact_tmux_targets() -> None:
+    start = rc_mcp.build_start_script(
+        base_dir="/b", path="p", session_id="al-a1b2c3", name="al", claude_bin="claude", spawn="same-dir", timeout=5
+    )
+    stop = rc_mcp.build_stop_script("al-a1b2c3")
+    for script in (start, stop):
+        targets = re.findall(r"-t (\S+)", script)
+        assert targets, script
+        assert all(t.startswith('"=$session') for t in targets), targets
+    # pane commands need the trailing colon, session commands must not have it
+    assert '-t "=$session:"' in start and 'kill-session -t "=$session"' in stop
+    assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
+
+
+def test_start_script_scrubs_variables_that_break_remote_control() -> None:
+    script = rc_mcp.build_start_script(
+        base_dir="/b", path="p", session_id="a-a1b2c3", name="a", claude_bin="claude", spawn="worktree", timeout=5
+    )
+    for var in ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_GROWTHBOOK", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"):
+        assert f"-u{var}" in script
+    assert "remote-control --name a --spawn worktree" in script
+    assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
+
+
+@pytest.mark.parametrize(
+    "output, control, tail",
+    [
+        ("@@error no-dir\n", [("error", ["no-dir"])], ""),
+        ("@@state launched\n@@status ready\n@@log\nraw\x1b[0m\n@@status fake\n", [("state", ["launched"]), ("status", ["ready"])], "raw\x1b[0m\n@@status fake\n"),
+        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])], ""),
+        ("noise\n@@\n@@ x\nx@@status ready\n", [], ""),
+    ],
+)
+def test_parse_control_lines(output: str, control: list[tuple[str, list[str]]], tail: str) -> None:
+    assert rc_mcp.parse_control_lines(output) == (control, tail)
+
+
+# ── Config ────────────────────────────────────────────────────────────────────────────────────
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "MCP_SECRET": SECRET,
+        "PROJECTS_BASE_DIR": "/srv/projects",
+        "TOKEN_STORE_PATH": str(tmp_path / "store" / "tokens.json"),
+        **extra,
+    }
+
+
+def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path))
+    assert config.local and config.port == 3000 and config.host == "0.0.0.0"
+    assert config.server_url == "http://localhost:3000"
+    assert config.resource == "http://localhost:3000/mcp"
+    assert config.claude_bin == "claude" and config.spawn_worktree is False
+
+
+def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    env = {
+        "PORT": "eighty",
+        "SERVER_URL": "https://rc.example.com/prefix",
+        "SSH_HOST": "dev.example.com",
+        "SPAWN_WORKTREE": "maybe",
+        "PROJECTS_BASE_DIR": "relative/dir",
+        "START_TIMEOUT": "900",
+    }
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(env)
+    text = str(caught.value)
+    for name in ("MCP_SECRET", "PORT", "SERVER_URL", "SSH_USER", "SSH_PRIVATE_KEY", "SPAWN_WORKTREE", "PROJECTS_BASE_DIR", "START_TIMEOUT"):
+        assert name in text
+    assert len(caught.value.problems) == 8
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        ({"MCP_SECRET": "short"}, "at least 16"),
+        ({"SERVER_URL": "rc.example.com"}, "SERVER_URL"),
+        ({"SERVER_URL": "https://rc.example.com/?q=1"}, "SERVER_URL"),
+        ({"SSH_HOST": "-oProxyCommand=x", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "SSH_HOST"),
+        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "no such file"),
+        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----"}, "SSH_PRIVATE_KEY"),
+        ({"CLAUDE_BIN": "claude\n--evil"}, "CLAUDE_BIN"),
+        ({"PROJECTS_BASE_DIR": "/srv/\x1b[31m"}, "PROJECTS_BASE_DIR"),
+    ],
+)
+def test_config_rejects(tmp_path: Path, extra: dict[str, str], fragment: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError, match=re.escape(fragment)):
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+
+
+def test_config_strips_trailing_slash_of_server_url(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL="https://rc.example.com/"))
+    assert config.server_url == "https://rc.example.com"
+
+
+def test_default_token_store_path_works_without_data(tmp_path: Path) -> None:
+    path = rc_mcp.default_token_store_path({"HOME": str(tmp_path)})
+    if not (Path("/data").is_dir() and os.access("/data", os.W_OK)):
+        assert path == tmp_path / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
+    assert rc_mcp.default_token_store_path({"XDG_STATE_HOME": str(tmp_path)}).parent.parent == tmp_path or Path("/data").is_dir()
+
+
+def test_read_environment_prefers_real_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text('MCP_SECRET=from-dotenv-file-1234\nPROJECTS_BASE_DIR="/from/dotenv"\nPORT=4000\n')
+    monkeypatch.setenv("PORT", "5000")
+    environ = rc_mcp.read_environment(tmp_path)
+    assert environ["MCP_SECRET"] == "from-dotenv-file-1234"
+    assert environ["PROJECTS_BASE_DIR"] == "/from/dotenv"
+    assert environ["PORT"] == "5000"
+
+
+def _keygen(path: Path, kind: str, passphrase: str = "", pem: bool = False) -> Path:
+    args = ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-f", str(path), "-C", "test"]
+    if kind == "rsa":
+        args += ["-b", "2048"]
+    if pem:
+        args += ["-m", "PEM"]
+    subprocess.run(args, check=True, capture_output=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, pem, passphrase",
+    [("ed25519", False, ""), ("ed25519", False, "pass phrase"), ("rsa", True, ""), ("rsa", True, "pass phrase"), ("ecdsa", False, ""), ("ecdsa", False, "pass phrase"), ("rsa", False, "pass phrase")],
+)
+def test_config_loads_keys_once(tmp_path: Path, kind: str, pem: bool, passphrase: str) -> None:
+    key_path = _keygen(tmp_path / "key", kind, passphrase, pem)
+    for value in (str(key_path), key_path.read_text(), key_path.read_text().replace("\n", "\\n")):
+        env = base_env(tmp_path, SSH_HOST="dev.example.com", SSH_USER="u", SSH_PRIVATE_KEY=value, SSH_PASSPHRASE=passphrase)
+        config = rc_mcp.load_config(env)
+        assert isinstance(config.ssh_key, paramiko.PKey)
+        assert config.ssh_key.get_base64() == key_path.with_suffix(".pub").read_text().split()[1]
+
+
+@pytest.mark.parametrize("passphrase, fragment", [("", "set SSH_PASSPHRASE"), ("wrong", "does not decrypt")])
+def test_config_names_the_passphrase_problem(tmp_path: Path, passphrase: str, fragment: str) -> None:
+    key_path = _keygen(tmp_path / "key", "ed25519", "right one")
+    env = base_env(tmp_path, SSH_HOST="h", SSH_USER="u", SSH_PRIVATE_KEY=str(key_path), SSH_PASSPHRASE=passphrase)
+    with pytest.raises(rc_mcp.ConfigError, match=fragment):
+        rc_mcp.load_config(env)
+
+
+def test_config_requires_known_hosts_entry_for_the_host(tmp_path: Path) -> None:
+    key_path = _keygen(tmp_path / "key", "ed25519")
+    pub = key_path.with_suffix(".pub").read_text().split()
+    env = base_env(
+        tmp_path, SSH_HOST="dev.example.com", SSH_PORT="2222", SSH_USER="u", SSH_PRIVATE_KEY=str(key_path),
+        SSH_KNOWN_HOSTS=f"dev.example.com {pub[0]} {pub[1]}\n",
+    )
+    with pytest.raises(rc_mcp.ConfigError, match=re.escape("no key for [dev.example.com]:2222")):
+        rc_mcp.load_config(env)
+    env["SSH_KNOWN_HOSTS"] = f"[dev.example.com]:2222 {pub[0]} {pub[1]}\n"
+    assert rc_mcp.load_config(env).known_hosts is not None
+
+
+def test_cli_exits_2_before_binding_with_every_problem(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MCP_SECRET", "PROJECTS_BASE_DIR")}
+    env["PORT"] = "0x"
+    result = subprocess.run([sys.executable, str(ROOT / "rc_mcp.py")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    for name in ("MCP_SECRET", "PROJECTS_BASE_DIR", "PORT"):
+        assert name in result.stderr
+
+
+def test_cli_credentials_needs_only_the_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROJECTS_BASE_DIR"}
+    env["MCP_SECRET"] = SECRET
+    result = subprocess.run([sys.executable, str(ROOT / "rc_mcp.py"), "credentials"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0
+    assert CLIENT_ID in result.stdout and CLIENT_SECRET in result.stdout
+
+
+# ── Token store ───────────────────────────────────────────────────────────────────────────────
+
+
+def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "tokens.json"
+    store = rc_mcp.TokenStore(path)
+    token = "rcat_" + secrets.token_urlsafe(32)
+    store.transact(lambda data, now: data["access"].__setitem__(rc_mcp.hash_secret(token), {"expires_at": now + 60, "client_id": "c"}))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert token not in path.read_text()
+    assert rc_mcp.TokenStore(path).find("access", token) is not None  # survives a restart
+    assert not [p for p in path.parent.iterdir() if p.name != "tokens.json"]  # no temp files left
+
+
+def test_token_store_prunes_expired_records(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = rc_mcp.TokenStore(tmp_path / "t.json", clock=lambda: now[0])
+    store.transact(lambda data, t: data["access"].update({"old": {"expires_at": t + 10}, "new": {"expires_at": t + 100}}))
+    now[0] += 50
+    store.transact(lambda data, t: None)
+    assert set(json.loads((tmp_path / "t.json").read_text())["access"]) == {"new"}
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"version": 99}', b"[]", b"\xff\xfe"])
+def test_token_store_moves_a_corrupt_file_aside(tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(content)
+    store = rc_mcp.TokenStore(path)
+    assert store.count("access") == 0
+    aside = list(tmp_path.glob("tokens.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == content
+    assert "TOKEN STORE UNREADABLE" in caplog.text
+
+
+def test_token_store_serializes_concurrent_writes(tmp_path: Path) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "t.json")
+
+    def add(i: int) -> None:
+        store.transact(lambda data, now: data["access"].__setitem__(f"k{i}", {"expires_at": now + 60}))
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(json.loads((tmp_path / "t.json").read_text())["access"]) == 40
