@@ -537,3 +537,341 @@ def test_token_store_serializes_concurrent_writes(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(json.loads((tmp_path / "t.json").read_text())["access"]) == 40
+
+
+# ── OAuth (in-process, over ASGI) ─────────────────────────────────────────────────────────────
+
+TEST_URL = "https://rc.example.com"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: Clock) -> rc_mcp.App:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
+    return rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
+
+
+@pytest.fixture
+async def http(app: rc_mcp.App) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as client:
+        yield client
+
+
+AUTHORIZE = {
+    "response_type": "code",
+    "client_id": CLIENT_ID,
+    "redirect_uri": CALLBACK,
+    "code_challenge": CHALLENGE,
+    "code_challenge_method": "S256",
+    "state": "opaque-state",
+    "scope": "mcp:tools",
+    "resource": f"{TEST_URL}/mcp",
+}
+
+
+async def get_code(http: httpx2.AsyncClient, **overrides: str) -> str:
+    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
+    assert response.status_code == 302, response.text
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["state"] == ["opaque-state"] and query["iss"] == [TEST_URL]
+    return query["code"][0]
+
+
+def token_form(the_code: str, **overrides: str | None) -> dict[str, str]:
+    form: dict[str, str | None] = {
+        "grant_type": "authorization_code",
+        "code": the_code,
+        "redirect_uri": CALLBACK,
+        "code_verifier": VERIFIER,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "resource": f"{TEST_URL}/mcp",
+    }
+    form.update(overrides)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+async def get_tokens(http: httpx2.AsyncClient) -> dict[str, Any]:
+    response = await http.post("/token", data=token_form(await get_code(http)))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def mcp_status(http: httpx2.AsyncClient, token: str | None, **kwargs: Any) -> httpx2.Response:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    return await http.post(kwargs.pop("path", "/mcp"), json=body, headers=headers, **kwargs)
+
+
+async def test_metadata_uses_one_issuer_string(http: httpx2.AsyncClient) -> None:
+    server = (await http.get("/.well-known/oauth-authorization-server")).json()
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        resource = (await http.get(path)).json()
+        assert resource["resource"] == f"{TEST_URL}/mcp"
+        assert resource["authorization_servers"] == [server["issuer"]]
+    assert server["issuer"] == TEST_URL
+    assert server["code_challenge_methods_supported"] == ["S256"]
+    assert server["authorization_response_iss_parameter_supported"] is True
+    assert set(server["token_endpoint_auth_methods_supported"]) == {"client_secret_post", "client_secret_basic"}
+    assert "registration_endpoint" not in server
+
+
+async def test_health(http: httpx2.AsyncClient) -> None:
+    response = await http.get("/health")
+    assert response.status_code == 200 and response.json()["ok"] is True
+
+
+async def test_mcp_without_token_points_at_the_metadata(http: httpx2.AsyncClient) -> None:
+    for path in ("/mcp", "/mcp/"):
+        response = await mcp_status(http, None, path=path)
+        assert response.status_code == 401
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer error="invalid_token"')
+        assert f'resource_metadata="{TEST_URL}/.well-known/oauth-protected-resource/mcp"' in challenge
+        assert response.headers["cache-control"] == "no-store"
+
+
+async def test_code_flow_with_post_and_basic_client_auth(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    async with app.session_manager.run():
+        tokens = await get_tokens(http)
+        assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
+        for path in ("/mcp", "/mcp/"):  # both answered, no redirect
+            response = await mcp_status(http, tokens["access_token"], path=path)
+            assert response.status_code == 200, response.text
+            assert "start_session" in response.text
+        code = await get_code(http)
+        basic = {"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
+        response = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers=basic)
+        assert response.status_code == 200, response.text
+        assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
+
+
+async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
+    response = await http.post("/authorize", data=AUTHORIZE)
+    assert response.status_code == 302 and "code=" in response.headers["location"]
+
+
+async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    first = await http.post("/token", data=form)
+    assert first.status_code == 200
+    assert first.json()["refresh_token"] != tokens["refresh_token"]
+    again = await http.post("/token", data=form)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    narrower = await http.post("/token", data={**form, "refresh_token": first.json()["refresh_token"], "scope": "mcp:tools"})
+    assert narrower.status_code == 200
+
+
+async def test_replayed_code_revokes_its_tokens(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    code = await get_code(http)
+    tokens = (await http.post("/token", data=token_form(code))).json()
+    replay = await http.post("/token", data=token_form(code))
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    assert (await http.post("/token", data=refresh)).json()["error"] == "invalid_grant"
+
+
+async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+    code = await get_code(http)
+    clock.now += 601
+    response = await http.post("/token", data=token_form(code))
+    assert response.json()["error"] == "invalid_grant"
+    tokens = await get_tokens(http)
+    clock.now += 3601
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+
+
+async def test_revocation(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    creds = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    assert (await http.post("/revoke", data={"token": "unknown", **creds})).status_code == 200
+    assert (await http.post("/revoke", data={"token": tokens["refresh_token"], **creds})).status_code == 200
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401  # the grant went with it
+    wrong = await http.post("/revoke", data={"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"})
+    assert wrong.status_code == 401
+
+
+async def test_register_never_hands_out_credentials(http: httpx2.AsyncClient) -> None:
+    for body in ({"redirect_uris": [CALLBACK]}, {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}, {}):
+        response = await http.post("/register", json=body)
+        assert response.status_code == 400
+        assert CLIENT_SECRET not in response.text and CLIENT_ID not in response.text
+
+
+async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    token = "rcat_other"
+    app.store.transact(
+        lambda data, now: data["access"].__setitem__(
+            rc_mcp.hash_secret(token),
+            {"client_id": CLIENT_ID, "scope": "mcp:tools", "resource": "https://other.example/mcp", "grant_id": "g", "expires_at": now + 60},
+        )
+    )
+    response = await mcp_status(http, token)
+    assert response.status_code == 401 and "another resource" in response.headers["www-authenticate"]
+
+
+async def test_no_unauthenticated_sequence_yields_a_token(http: httpx2.AsyncClient) -> None:
+    """Everything a stranger can send without MCP_SECRET: none of it gets a usable token."""
+    texts = []
+    texts.append((await http.post("/register", json={"redirect_uris": ["https://evil.example/cb"]})).text)
+    texts.append((await http.get("/authorize", params={**AUTHORIZE, "redirect_uri": "https://evil.example/cb"})).text)
+    texts.append((await http.get("/authorize", params={**AUTHORIZE, "client_id": "attacker"})).text)
+    response = await http.get("/authorize", params=AUTHORIZE)
+    location = response.headers["location"]
+    assert location.startswith(CALLBACK)  # the code only ever goes to Claude's callback
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    for form in (
+        token_form(code, client_secret=None),
+        token_form(code, client_secret="guess"),
+        token_form(code, client_id="attacker", client_secret=None),
+        token_form(code, client_id=None, client_secret=None),
+    ):
+        response = await http.post("/token", data=form)
+        assert response.status_code == 401 and "access_token" not in response.text
+    for text in texts:
+        assert "access_token" not in text and CLIENT_SECRET not in text
+
+
+def _form(**overrides: str | None) -> dict[str, str]:
+    return {k: v for k, v in {**AUTHORIZE, **overrides}.items() if v is not None}
+
+
+# (method, path, params or body, headers) → exact status and error. `location` rows are
+# authorize errors redirected to Claude's callback.
+HOSTILE_AUTHORIZE = [
+    ("unknown client", _form(client_id="someone-else"), 400, "invalid_client", False),
+    ("missing client", _form(client_id=None), 400, "invalid_client", False),
+    ("foreign redirect", _form(redirect_uri="https://evil.example/cb"), 400, "invalid_request", False),
+    ("redirect with extra path", _form(redirect_uri=CALLBACK + "/x"), 400, "invalid_request", False),
+    ("redirect with query", _form(redirect_uri=CALLBACK + "?x=1"), 400, "invalid_request", False),
+    ("redirect case changed", _form(redirect_uri=CALLBACK.upper()), 400, "invalid_request", False),
+    ("http redirect", _form(redirect_uri=CALLBACK.replace("https", "http")), 400, "invalid_request", False),
+    ("missing redirect", _form(redirect_uri=None), 400, "invalid_request", False),
+    ("javascript redirect", _form(redirect_uri="javascript:alert(1)"), 400, "invalid_request", False),
+    ("missing PKCE", _form(code_challenge=None, code_challenge_method=None), 302, "invalid_request", True),
+    ("plain PKCE", _form(code_challenge=VERIFIER, code_challenge_method="plain"), 302, "invalid_request", True),
+    ("PKCE without method", _form(code_challenge_method=None), 302, "invalid_request", True),
+    ("malformed challenge", _form(code_challenge="short"), 302, "invalid_request", True),
+    ("token response type", _form(response_type="token"), 302, "unsupported_response_type", True),
+    ("missing response type", _form(response_type=None), 302, "unsupported_response_type", True),
+    ("other resource", _form(resource="https://evil.example/mcp"), 302, "invalid_target", True),
+    ("resource with fragment", _form(resource=f"{TEST_URL}/mcp#x"), 302, "invalid_target", True),
+    ("unknown scope", _form(scope="admin"), 302, "invalid_scope", True),
+]
+
+
+@pytest.mark.parametrize("label, params, status, error, redirected", HOSTILE_AUTHORIZE, ids=[r[0] for r in HOSTILE_AUTHORIZE])
+async def test_hostile_authorize(http: httpx2.AsyncClient, label: str, params: dict[str, str], status: int, error: str, redirected: bool) -> None:
+    response = await http.get("/authorize", params=params)
+    assert response.status_code == status
+    if redirected:
+        location = response.headers["location"]
+        assert location.startswith(CALLBACK + "?")
+        query = parse_qs(urlsplit(location).query)
+        assert query["error"] == [error] and query["iss"] == [TEST_URL] and "code" not in query
+    else:
+        assert "location" not in response.headers
+        assert response.json()["error"] == error
+
+
+async def test_hostile_authorize_duplicate_parameter(http: httpx2.AsyncClient) -> None:
+    query = urlencode(AUTHORIZE) + "&client_id=" + CLIENT_ID
+    response = await http.get("/authorize?" + query)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+HOSTILE_TOKEN = [
+    ("wrong secret", {"client_secret": "x" * 64}, 401, "invalid_client"),
+    ("missing secret", {"client_secret": None}, 401, "invalid_client"),
+    ("unknown client", {"client_id": "nobody"}, 401, "invalid_client"),
+    ("no client at all", {"client_id": None, "client_secret": None}, 401, "invalid_client"),
+    ("non-ascii secret", {"client_secret": "sécret"}, 401, "invalid_client"),
+    ("wrong verifier", {"code_verifier": "x" * 43}, 400, "invalid_grant"),
+    ("missing verifier", {"code_verifier": None}, 400, "invalid_request"),
+    ("challenge as verifier", {"code_verifier": CHALLENGE}, 400, "invalid_grant"),
+    ("redirect mismatch", {"redirect_uri": "https://claude.com/api/mcp/auth_callback"}, 400, "invalid_grant"),
+    ("missing redirect", {"redirect_uri": None}, 400, "invalid_grant"),
+    ("unknown code", {"code": "made-up"}, 400, "invalid_grant"),
+    ("missing code", {"code": None}, 400, "invalid_request"),
+    ("other resource", {"resource": "https://evil.example/mcp"}, 400, "invalid_target"),
+    ("unsupported grant", {"grant_type": "client_credentials"}, 400, "unsupported_grant_type"),
+    ("password grant", {"grant_type": "password"}, 400, "unsupported_grant_type"),
+    ("missing grant", {"grant_type": None}, 400, "invalid_request"),
+    ("refresh without token", {"grant_type": "refresh_token"}, 400, "invalid_request"),
+    ("refresh with a code", {"grant_type": "refresh_token", "refresh_token": "rcrt_made_up"}, 400, "invalid_grant"),
+]
+
+
+@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_TOKEN, ids=[r[0] for r in HOSTILE_TOKEN])
+async def test_hostile_token(http: httpx2.AsyncClient, label: str, overrides: dict[str, str | None], status: int, error: str) -> None:
+    code = await get_code(http)
+    response = await http.post("/token", data=token_form(code, **overrides))
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert response.headers["cache-control"] == "no-store"
+    # the code is still good after a refused attempt: nothing was consumed
+    if status == 400 and "code" not in overrides:
+        assert (await http.post("/token", data=token_form(code))).status_code == 200
+
+
+async def test_hostile_token_requests(http: httpx2.AsyncClient) -> None:
+    code = await get_code(http)
+    as_json = await http.post("/token", json=token_form(code))
+    assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
+    both = await http.post("/token", data=token_form(code), headers={"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")})
+    assert (both.status_code, both.json()["error"]) == (400, "invalid_request")
+    bad_basic = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers={"Authorization": _basic(f"{CLIENT_ID}:nope")})
+    assert bad_basic.status_code == 401 and bad_basic.headers["www-authenticate"].startswith("Basic")
+    huge = await http.post("/token", content=b"a=" + b"x" * (rc_mcp.MAX_FORM_BYTES + 1), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
+    get = await http.get("/token")
+    assert get.status_code == 405
+    binary = await http.post("/token", content=b"\xff\xfe=\x00", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (binary.status_code, binary.json()["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "headers, query",
+    [
+        ({"Authorization": "Bearer "}, ""),
+        ({"Authorization": "Bearer made-up-token"}, ""),
+        ({"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}, ""),
+        ({"Authorization": "bearer"}, ""),
+        ({}, "access_token=TOKEN"),  # tokens in the query string are never read
+    ],
+)
+async def test_hostile_bearer(app: rc_mcp.App, http: httpx2.AsyncClient, headers: dict[str, str], query: str) -> None:
+    tokens = await get_tokens(http)
+    url = "/mcp?" + query.replace("TOKEN", tokens["access_token"])
+    response = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={"Accept": "application/json, text/event-stream", **headers})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_refresh_token_is_not_an_access_token(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    assert (await mcp_status(http, tokens["refresh_token"])).status_code == 401
+
+
+async def test_dns_rebinding_host_is_refused(app: rc_mcp.App, tmp_path: Path) -> None:
+    async with app.session_manager.run():
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as good:
+            tokens = await get_tokens(good)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://attacker.example") as evil:
+            response = await mcp_status(evil, tokens["access_token"])
+            assert response.status_code == 421
