@@ -56,7 +56,12 @@ ENV_URL = re.compile(r"^https://claude\.ai/code\?environment=env_[A-Za-z0-9_-]+$
 ESC = "\x1b"
 BEL = "\x07"
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 # ── Pure helpers ──────────────────────────────────────────────────────────────────────────────
@@ -875,3 +880,437 @@ async def test_dns_rebinding_host_is_refused(app: rc_mcp.App, tmp_path: Path) ->
         async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://attacker.example") as evil:
             response = await mcp_status(evil, tokens["access_token"])
             assert response.status_code == 421
+
+
+# ── End to end: real sshd, real tmux, the SDK client doing Claude.ai's OAuth flow ─────────────
+
+# In CI the end-to-end tests must run: a missing sshd is a failure there, not a skip.
+REQUIRE_E2E = os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("RC_MCP_REQUIRE_E2E") == "1"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    reason = DevServer.unavailable_reason()
+    if reason:
+        if REQUIRE_E2E:
+            pytest.fail(f"the SSH dev server cannot run here: {reason}")
+        pytest.skip(reason)
+    server = DevServer.start(tmp_path_factory.mktemp("lab"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def devserver(lab: DevServer) -> Iterator[DevServer]:
+    lab.reset()
+    yield lab
+    lab.reset()
+
+
+def ssh_env(lab: DevServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "MCP_SECRET": SECRET,
+        "SSH_HOST": lab.host,
+        "SSH_PORT": str(lab.port),
+        "SSH_USER": lab.user,
+        "SSH_PRIVATE_KEY": str(lab.keys["ed25519"]),
+        "SSH_KNOWN_HOSTS": str(lab.known_hosts),
+        "PROJECTS_BASE_DIR": str(lab.projects),
+        "TOKEN_STORE_PATH": str(tmp_path / "state" / "tokens.json"),
+        "START_TIMEOUT": "20",
+    }
+    env.update(extra)
+    return {k: v for k, v in env.items() if v}
+
+
+def listening_socket(port: int = 0) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+class RunningServer:
+    """rc_mcp's ASGI app under uvicorn in a thread, on a real loopback port."""
+
+    def __init__(self, env: dict[str, str], port: int = 0):
+        sock = listening_socket(port)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = rc_mcp.load_config({**env, "SERVER_URL": self.url})
+        self.app = rc_mcp.create_app(self.config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, lifespan="on", log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], port: int = 0) -> Iterator[RunningServer]:
+    server = RunningServer(env, port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class MemoryTokenStorage:
+    def __init__(self, client_info: OAuthClientInformationFull | None) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info = client_info
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+class ClaudeAi:
+    """Claude.ai's side of a connector added with its own client id and secret: the fixed client,
+    `client_secret_post`, Claude's real callback URL, and a browser that follows /authorize."""
+
+    def __init__(self) -> None:
+        self.storage = MemoryTokenStorage(
+            OAuthClientInformationFull(
+                client_id=CLIENT_ID,
+                client_secret=CLIENT_SECRET,
+                redirect_uris=[CALLBACK],
+                token_endpoint_auth_method="client_secret_post",
+                grant_types=["authorization_code", "refresh_token"],
+                response_types=["code"],
+            )
+        )
+        self.authorizations = 0
+        self._result: AuthorizationCodeResult | None = None
+
+    async def _open_browser(self, url: str) -> None:
+        self.authorizations += 1
+        query = parse_qs(urlsplit(url).query)
+        assert query["code_challenge_method"] == ["S256"] and query["resource"][0].endswith("/mcp")
+        async with httpx2.AsyncClient() as browser:
+            response = await browser.get(url, follow_redirects=False)
+        assert response.status_code == 302, response.text
+        location = response.headers["location"]
+        assert location.startswith(CALLBACK + "?")
+        back = parse_qs(urlsplit(location).query)
+        assert "error" not in back, back
+        self._result = AuthorizationCodeResult(code=back["code"][0], state=back["state"][0], iss=back["iss"][0])
+
+    async def _callback(self) -> AuthorizationCodeResult:
+        assert self._result is not None
+        return self._result
+
+    def provider(self, server_url: str) -> OAuthClientProvider:
+        metadata = OAuthClientMetadata(
+            redirect_uris=[CALLBACK], token_endpoint_auth_method="client_secret_post", client_name="Claude"
+        )
+        return OAuthClientProvider(
+            server_url=server_url + "/mcp",
+            client_metadata=metadata,
+            storage=self.storage,
+            redirect_handler=self._open_browser,
+            callback_handler=self._callback,
+        )
+
+
+@contextlib.asynccontextmanager
+async def connect(server: RunningServer, claude: ClaudeAi) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(auth=claude.provider(server.url), timeout=httpx2.Timeout(30, read=300))
+    async with http:
+        async with Client(streamable_http_client(server.url + "/mcp", http_client=http), mode="legacy") as client:
+            yield client
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+def tmux_sessions(lab: DevServer) -> set[str]:
+    result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
+    return set(result.stdout.split())
+
+
+EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
+
+
+async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi()
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, claude) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert set(tools) == {"start_session", "list_sessions", "stop_session", "list_projects"}
+            assert tools["list_sessions"].annotations.read_only_hint and tools["list_projects"].annotations.idempotent_hint
+            assert tools["stop_session"].annotations.destructive_hint
+            assert tools["start_session"].input_schema["properties"]["name"]["pattern"] == rc_mcp.NAME_PATTERN
+
+            projects = (await call(client, "list_projects"))["projects"]
+            assert projects == EXPECTED_PROJECTS  # no hidden, plain, too deep or escaping directories
+
+            started = await call(client, "start_session", name="alpha", path="alpha")
+            assert started["status"] == "ready" and started["path"] == "alpha"
+            assert re.fullmatch(r"alpha-[0-9a-f]{6}", started["id"])
+            assert ENV_URL.match(started["url"])
+            session = "rc-" + started["id"]
+            # The URL is one claude printed: it is in the pane's raw log on the server.
+            raw_log = devserver.run(f"cat ~/.local/state/rc-mcp/{session}.log").stdout
+            assert started["url"].split("=", 1)[1] in raw_log
+            trace = devserver.fake_claude_trace()[-1]
+            assert trace["argv"][1:] == ["remote-control", "--name", "alpha", "--spawn", "same-dir"]
+            assert trace["stdin_isatty"] and trace["stdout_isatty"]  # a real TTY, not a pipe
+            assert Path(trace["cwd"]) == devserver.projects / "alpha"
+            assert session in tmux_sessions(devserver)
+            mode = devserver.run("stat -c %a ~/.local/state/rc-mcp").stdout.strip()
+            assert mode == "700"
+
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert [(s["id"], s["url"], s["status"], s["path"], s["name"]) for s in listed] == [
+                (started["id"], started["url"], "ready", "alpha", "alpha")
+            ]
+
+            stopped = await call(client, "stop_session", id=started["id"])
+            assert stopped["stopped"] is True
+            assert session not in tmux_sessions(devserver)
+            assert (await call(client, "list_sessions"))["sessions"] == []
+    assert claude.authorizations == 1
+
+
+async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_path: Path) -> None:
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            for project in (await call(client, "list_projects"))["projects"]:
+                started = await call(client, "start_session", name="p", path=project)
+                assert started["status"] == "ready" and started["path"] == project
+            assert len((await call(client, "list_sessions"))["sessions"]) == len(EXPECTED_PROJECTS)
+
+
+async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            # name "alpha-000000" gives id "alpha-000000-xxxxxx": the bare name is a valid id and a
+            # prefix of the real tmux session name.
+            started = await call(client, "start_session", name="alpha-000000", path="alpha")
+            session = "rc-" + started["id"]
+            refused = await call(client, "stop_session", id="alpha-000000")
+            assert refused["stopped"] is False and "list_sessions" in refused["message"]
+            assert "pattern" in await call_error(client, "stop_session", id="al")
+            assert "pattern" in await call_error(client, "stop_session", id=started["id"][:-1])
+            assert session in tmux_sessions(devserver)
+            assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
+
+
+async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi()
+    env = ssh_env(devserver, tmp_path)
+    with running(env) as first:
+        port = first.port
+        async with connect(first, claude) as client:
+            await call(client, "list_sessions")
+    store_text = Path(env["TOKEN_STORE_PATH"]).read_text()
+    assert claude.storage.tokens is not None and claude.storage.tokens.access_token not in store_text
+    with running(env, port=port) as second:  # same URL, so the token's audience still matches
+        async with connect(second, claude) as client:
+            assert (await call(client, "list_sessions"))["sessions"] == []
+    assert claude.authorizations == 1  # no new authorization was needed
+
+
+async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tmp_path: Path) -> None:
+    logins = devserver.accepted_logins()
+    with running(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))) as server:
+        async with connect(server, ClaudeAi()) as client:
+            message = await call_error(client, "start_session", name="alpha", path="alpha")
+            assert "HOST KEY MISMATCH" in message and "Nothing was run" in message
+            assert "list_sessions" not in message
+            assert "HOST KEY MISMATCH" in await call_error(client, "list_sessions")
+    assert devserver.accepted_logins() == logins  # refused before authentication
+    assert devserver.fake_claude_trace() == []
+    assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
+
+
+async def test_e2e_host_key_trusted_on_first_use_then_pinned(devserver: DevServer, tmp_path: Path) -> None:
+    config = rc_mcp.load_config(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=""))
+    runner = rc_mcp.SSHRunner(config)
+    assert (await runner.run("echo hi", timeout=10)).stdout == "hi\n"
+    await runner.close()
+    recorded = config.host_keys_path.read_text().split()
+    expected = devserver.known_hosts.read_text().split()
+    assert recorded[1:] == expected[1:] and recorded[0] == f"[127.0.0.1]:{devserver.port}"
+    assert stat.S_IMODE(config.host_keys_path.stat().st_mode) == 0o600
+    # A later connection to a server with another key is refused.
+    config.host_keys_path.write_text(devserver.known_hosts_wrong.read_text())
+    logins = devserver.accepted_logins()
+    runner = rc_mcp.SSHRunner(config)
+    with pytest.raises(rc_mcp.HostKeyError, match="HOST KEY MISMATCH"):
+        await runner.run("touch ~/pwned", timeout=10)
+    assert devserver.accepted_logins() == logins
+
+
+@pytest.mark.parametrize("key", ["ed25519_enc", "rsa_enc", "ecdsa_enc", "rsa", "ecdsa"])
+async def test_e2e_key_types(devserver: DevServer, tmp_path: Path, key: str) -> None:
+    env = ssh_env(devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys[key]), SSH_PASSPHRASE=devserver.passphrase if key.endswith("_enc") else "")
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(env))
+    try:
+        assert (await runner.run("id -un", timeout=10)).stdout.strip() == devserver.user
+    finally:
+        await runner.close()
+
+
+async def test_e2e_unauthorized_key_is_explained(devserver: DevServer, tmp_path: Path) -> None:
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys["unauthorized"]))))
+    with pytest.raises(rc_mcp.RemoteError, match="authorized_keys"):
+        await runner.run("true", timeout=10)
+
+
+async def test_e2e_one_connection_shared_within_max_sessions(devserver: DevServer, tmp_path: Path) -> None:
+    """sshd's default MaxSessions is 10: twenty overlapping commands must all succeed on one connection."""
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    try:
+        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
+        assert [r.stdout for r in results] == ["ok\n"] * 20
+        assert runner.connects == 1
+    finally:
+        await runner.close()
+
+
+async def test_e2e_reconnects_when_the_connection_drops(devserver: DevServer, tmp_path: Path) -> None:
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    try:
+        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        # Kill this connection's sshd process on the server side.
+        devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert runner.connects == 2
+    finally:
+        await runner.close()
+
+
+async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None:
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    try:
+        with pytest.raises(rc_mcp.RemoteError, match="did not finish within 1 s"):
+            await runner.run("sleep 5", timeout=1)
+        assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
+    finally:
+        await runner.close()
+
+
+async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: Path) -> None:
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
+            assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
+            assert "pattern" in await call_error(client, "start_session", name="x", path="/etc")
+            assert "outside" in await call_error(client, "start_session", name="x", path="escape")
+            assert "pattern" in await call_error(client, "start_session", name="$(id)", path="alpha")
+            assert devserver.fake_claude_trace() == []
+            assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
+
+
+async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.fake_claude_config({"names": {"signedout": {"logged_in": False}}})
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            message = await call_error(client, "start_session", name="signedout", path="beta")
+            assert "You must be logged in to use Remote Control" in message
+            assert "claude auth login" in message and "exited (code 1)" in message
+            assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
+            assert devserver.run("ls ~/.local/state/rc-mcp").stdout.strip() == ""
+
+
+async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.fake_claude_config({"names": {"silent": {"never_url": True}}})
+    with running(ssh_env(devserver, tmp_path, START_TIMEOUT="5")) as server:
+        async with connect(server, ClaudeAi()) as client:
+            started = await call(client, "start_session", name="silent", path="beta")
+            assert started["status"] == "starting" and started["url"] is None
+            assert "list_sessions" in started["message"]
+            assert "rc-" + started["id"] in tmux_sessions(devserver)  # left running
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
+
+
+async def test_e2e_list_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            for i in range(3):
+                await call(client, "start_session", name=f"s{i}", path=["alpha", "beta", "org/repo"][i])
+            runner = server.app.runner
+            before = runner.execs
+            assert len((await call(client, "list_sessions"))["sessions"]) == 3
+            assert runner.execs - before == 1
+
+
+# ── Local mode: `python rc_mcp.py` out of the box ─────────────────────────────────────────────
+
+
+async def test_local_mode_python_rc_mcp_py(tmp_path: Path) -> None:
+    devhome = make_local_devhome(tmp_path / "dev")
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = devhome.env(
+        {
+            "MCP_SECRET": SECRET,
+            "PROJECTS_BASE_DIR": str(devhome.projects),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SERVER_URL": f"http://127.0.0.1:{port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for var in ("SSH_HOST", "TOKEN_STORE_PATH", "XDG_STATE_HOME"):
+        env.pop(var, None)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx2.AsyncClient() as probe:
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                with contextlib.suppress(httpx2.TransportError):
+                    if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                await anyio.sleep(0.05)
+        server = type("Local", (), {"url": f"http://127.0.0.1:{port}"})()
+        async with connect(server, ClaudeAi()) as client:  # type: ignore[arg-type]
+            assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
+            started = await call(client, "start_session", name="local", path="web app")
+            assert started["status"] == "ready" and ENV_URL.match(started["url"])
+            assert [s["id"] for s in (await call(client, "list_sessions"))["sessions"]] == [started["id"]]
+            assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
+        text = log_path.read_text()
+        assert "mode: local" in text and CLIENT_ID in text
+        assert CLIENT_SECRET not in text and SECRET not in text
+        store = devhome.home / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
+        if not (Path("/data").is_dir() and os.access("/data", os.W_OK)):
+            assert store.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
