@@ -170,6 +170,10 @@ class HostKeyError(RemoteError):
     """The dev server's host key is unknown or changed: nothing was run."""
 
 
+class ConnectionLost(Exception):
+    """The SSH connection died before a command started (internal: triggers one reconnect)."""
+
+
 # ── Config ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -614,9 +618,13 @@ def build_start_script(
     """
     q = shlex.quote
     session = TMUX_PREFIX + session_id
-    claude_argv = ["env", *(f"-u{var}" for var in SCRUBBED_ENV), claude_bin, "remote-control"]
-    claude_argv += ["--name", name, "--spawn", spawn]
-    launch = " ".join(q(arg) for arg in claude_argv)
+    # The pane waits for a tmux signal before exec'ing claude, so pipe-pane and remain-on-exit
+    # are in place even when claude fails at once (else its output and exit status are lost).
+    go = f"{session}-go"
+    pane_argv = ["/bin/sh", "-c", 'tmux wait-for "$0" && exec "$@"', go]
+    pane_argv += ["env", *(f"-u{var}" for var in SCRUBBED_ENV), claude_bin, "remote-control"]
+    pane_argv += ["--name", name, "--spawn", spawn]
+    launch = " ".join(q(arg) for arg in pane_argv)
     return _remote_script(
         f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; timeout={int(timeout)}",
         f"state={REMOTE_STATE_DIR}",
@@ -637,12 +645,13 @@ def build_start_script(
         ': > "$log"; rm -f -- "$url_file"',
         # pipe-pane runs its command with /bin/sh: quote the log path for it.
         "qlog=$(printf '%s' \"$log\" | sed \"s/'/'\\\\\\\\''/g\")",
-        # One tmux invocation: the pane keeps a real TTY for claude, and pipe-pane and
-        # remain-on-exit are in place before claude can print or die. Several words after
-        # new-session's options are exec'd directly, so the user's login shell does not matter.
+        # One tmux invocation: the pane keeps a real TTY for claude; pipe-pane and remain-on-exit
+        # are set before the pane is told to start claude. Several words after new-session's
+        # options are exec'd directly, so the user's login shell does not matter.
         f'tmux new-session -d -s "$session" -x 200 -y 50 -c "$dir" {launch} \\; '
         'pipe-pane -o -t "=$session:" "cat >> \'$qlog\'" \\; '
-        'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
+        'set-option -t "=$session:" remain-on-exit on \\; '
+        f"wait-for -S {q(go)} >/dev/null 2>&1 "
         "|| { echo '@@error tmux'; rm -f -- \"$meta\" \"$log\"; exit 0; }",
         "echo '@@state launched'",
         'deadline=$(( $(date +%s) + timeout )); answered=0; status=timeout',
@@ -678,9 +687,10 @@ def build_list_script() -> str:
     metadata of sessions that no longer exist — only in this server's own state directory."""
     return _remote_script(
         f"state={REMOTE_STATE_DIR}",
-        # The possibly empty field goes last: read collapses adjacent tabs.
-        "panes=$(tmux list-panes -a -F '#{session_name}\t#{pane_dead}\t#{session_created}\t#{pane_dead_status}' 2>/dev/null)",
-        "printf '%s\\n' \"$panes\" | while IFS='\t' read -r session dead created code; do",
+        # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
+        # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
+        "panes=$(tmux list-panes -a -F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}' 2>/dev/null)",
+        "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$created\" \"$code\"",
         '  [ -f "$state/$session.meta" ] && sed \'s/^/@@meta\t/\' "$state/$session.meta"',
@@ -692,7 +702,7 @@ def build_list_script() -> str:
         f'for f in "$state"/{TMUX_PREFIX}*.meta; do',
         '  [ -e "$f" ] || continue',
         '  s=$(basename -- "$f" .meta)',
-        '  case "\n$panes" in *"\n$s\t"*) ;; *) rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url" ;; esac',
+        '  case "\n$panes" in *"\n$s:"*) ;; *) rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url" ;; esac',
         "done",
         "echo '@@end'",
     )
@@ -939,6 +949,7 @@ class SSHRunner:
         self.config = config
         self.description = f"SSH {config.ssh_user}@{config.ssh_target}"
         self._transport: paramiko.Transport | None = None
+        self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
         self._connect_lock = threading.Lock()
         self._channels = threading.BoundedSemaphore(SSH_MAX_CHANNELS)
         self.connects = 0  # how many connections were opened (for tests and benchmarks)
@@ -1065,38 +1076,86 @@ class SSHRunner:
         log.info("connected to %s (%s)", self.description, host_key_fingerprint(transport.get_remote_server_key()))
         return transport
 
-    def _transport_for(self, stale: paramiko.Transport | None = None) -> paramiko.Transport:
+    def _acquire(self) -> paramiko.Transport:
+        """The shared connection (opened or reopened as needed), counted as in use."""
         with self._connect_lock:
-            current = self._transport
-            if current is not None and (current is stale or not current.is_active()):
-                current.close()
-                current = self._transport = None
-            if current is None:
-                current = self._transport = self._connect()
-            return current
+            transport = self._transport
+            if transport is not None and not transport.is_active():
+                self._transport = None
+                self._close_if_idle(transport)
+                transport = None
+            if transport is None:
+                transport = self._transport = self._connect()
+            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            return transport
 
-    def _open_channel(self) -> paramiko.Channel:
-        transport = self._transport_for()
-        try:
-            return transport.open_session(timeout=self.config.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError):
-            # The connection dropped since its last use: reconnect once. Safe, nothing ran yet.
-            transport = self._transport_for(stale=transport)
+    def _release(self, transport: paramiko.Transport, retire: bool = False) -> None:
+        """Give the connection back; a retired one takes no new commands and closes when idle."""
+        with self._connect_lock:
+            self._in_use[transport] -= 1
+            if retire and self._transport is transport:
+                self._transport = None
+            if transport is not self._transport:
+                self._close_if_idle(transport)
+
+    def _close_if_idle(self, transport: paramiko.Transport) -> None:
+        if self._in_use.get(transport, 0) <= 0:
+            self._in_use.pop(transport, None)
+            transport.close()
+
+    def _open_channel(self, transport: paramiko.Transport) -> paramiko.Channel:
+        deadline = time.monotonic() + self.config.connect_timeout
+        delay = 0.02
+        while True:
             try:
-                return transport.open_session(timeout=self.config.connect_timeout)
+                return transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
+            except paramiko.ChannelException as exc:
+                # sshd refused the channel (MaxSessions): a closed channel frees its slot only
+                # once sshd has reaped its command, a moment later. The connection is fine.
+                if time.monotonic() + delay >= deadline:
+                    raise RemoteError(
+                        f"the dev server refused a new SSH channel ({exc}); too many commands at once — try again"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+                raise ConnectionLost(str(exc)) from exc
 
     def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
         with self._channels:
-            channel = self._open_channel()
+            for attempt in (1, 2):
+                transport = self._acquire()
+                try:
+                    channel = self._open_channel(transport)
+                    break
+                except ConnectionLost as exc:
+                    # The connection dropped since its last use: reconnect once. Safe: nothing ran.
+                    self._release(transport, retire=True)
+                    if attempt == 2:
+                        raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+                except BaseException:
+                    self._release(transport)
+                    raise
             self.execs += 1
+            retire = False
             try:
                 # The login shell may be fish or zsh: run POSIX sh explicitly.
                 channel.exec_command("/bin/sh -c " + shlex.quote(script))
                 return self._read(channel, timeout, on_line)
+            except RemoteError:
+                # Timed out: the command still holds its channel slot on the server, so new
+                # commands go to a fresh connection.
+                retire = True
+                raise
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                retire = True
+                raise RemoteError(
+                    f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
+                    "it may or may not have completed — call list_sessions to see the current state"
+                ) from exc
             finally:
                 channel.close()
+                self._release(transport, retire)
 
     def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
         deadline = time.monotonic() + timeout
@@ -1130,21 +1189,21 @@ class SSHRunner:
             stderr += channel.recv_stderr(65536)
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    def connect(self) -> None:
-        """Open the connection now (start-up warm-up and `check`)."""
-        self._transport_for()
-
-    def server_key(self) -> paramiko.PKey:
-        return self._transport_for().get_remote_server_key()
+    def connect(self) -> paramiko.PKey:
+        """Open the connection now (start-up warm-up and `check`); returns the server's host key."""
+        transport = self._acquire()
+        self._release(transport)
+        return transport.get_remote_server_key()
 
     async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
         return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
 
     async def close(self) -> None:
         with self._connect_lock:
-            if self._transport is not None:
-                self._transport.close()
-                self._transport = None
+            for transport in {*self._in_use, *([self._transport] if self._transport else [])}:
+                transport.close()
+            self._in_use.clear()
+            self._transport = None
 
 
 def make_runner(config: Config) -> Runner:
@@ -2102,8 +2161,7 @@ async def run_checks(config: Config) -> list[CheckLine]:
     runner = make_runner(config)
     try:
         if isinstance(runner, SSHRunner):
-            await anyio.to_thread.run_sync(runner.connect)
-            key = runner.server_key()
+            key = await anyio.to_thread.run_sync(runner.connect)
             lines.append(CheckLine(True, "SSH", f"{runner.description}, host key {key.get_name()} {host_key_fingerprint(key)}"))
         result = await runner.run(build_check_script(config.projects_base_dir, config.claude_bin), timeout=config.command_timeout)
     except RemoteError as exc:
