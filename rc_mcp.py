@@ -657,8 +657,11 @@ def build_start_script(
         'deadline=$(( $(date +%s) + timeout )); answered=0; status=timeout',
         "while :; do",
         f"  if grep -a -q -E {q(ENV_URL_ERE)} \"$log\"; then status=ready; break; fi",
-        '  dead=$(tmux display-message -p -t "=$session:" \'#{pane_dead}\' 2>/dev/null) || { status=gone; break; }',
-        '  [ "$dead" = 1 ] && { status=exited; break; }',
+        # Dead with a known exit status or signal: tmux learns the status a moment after the pty closes.
+        '  pane=$(tmux display-message -p -t "=$session:" \'#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}\' 2>/dev/null) '
+        "|| { status=gone; break; }",
+        '  case "$pane" in 1::?*) status=exited; code="signal ${pane##*:}"; break ;; '
+        '1:?*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac',
         # First run: claude asks before enabling Remote Control. The user asked for exactly that.
         f"  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} \"$log\"; then",
         '    tmux send-keys -t "=$session:" y Enter; answered=1; echo \'@@state consent\'',
@@ -670,9 +673,7 @@ def build_start_script(
         f"  grep -a -o -E {q(ENV_URL_ERE)} \"$log\" | tail -n 1 > \"$url_file\"",
         "fi",
         'echo "@@status $status"',
-        'if [ $status = exited ]; then',
-        '  echo "@@exit $(tmux display-message -p -t "=$session:" \'#{pane_dead_status}\' 2>/dev/null)"',
-        "fi",
+        '[ $status = exited ] && echo "@@exit $code"',
         "echo '@@log'",
         f'tail -c {LOG_TAIL_BYTES} "$log" 2>/dev/null',
         # A dead or vanished session is cleaned up here, after its output was read.
