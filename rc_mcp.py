@@ -592,6 +592,11 @@ def tail_lines(raw: str, count: int = 12) -> str:
     return "\n".join(deduped[-count:])
 
 
+# ── Remote scripts ────────────────────────────────────────────────────────────────────────────
+# Every command sent to the dev server is built here: pure functions returning POSIX sh, every
+# interpolated value validated first and shlex-quoted. Output lines starting with @@ are for us.
+
+
 def spawn_mode(worktree: bool) -> str:
     return "worktree" if worktree else "same-dir"
 
@@ -1028,9 +1033,11 @@ class SSHRunner:
     def _open_socket(self) -> socket.socket:
         config = self.config
         last_error: OSError | None = None
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM
-        ):
+        try:
+            addresses = socket.getaddrinfo(config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise RemoteError(f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check SSH_HOST.") from exc
+        for family, kind, proto, _, address in addresses:
             sock = socket.socket(family, kind, proto)
             # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -1409,7 +1416,7 @@ class Sessions:
         return sorted(projects, key=str.lower)
 
 
-# ── OAuth ─────────────────────────────────────────────────────────────────────────────────────
+# ── HTTP plumbing ─────────────────────────────────────────────────────────────────────────────
 
 
 @dataclass
@@ -1489,6 +1496,9 @@ def require_form(request: Request) -> dict[str, str]:
     if content_type != "application/x-www-form-urlencoded":
         raise OAuthError(400, "invalid_request", "send the parameters as application/x-www-form-urlencoded")
     return parse_params(request.body)
+
+
+# ── OAuth ─────────────────────────────────────────────────────────────────────────────────────
 
 
 class OAuthServer:
