@@ -358,6 +358,105 @@ def test_parse_control_lines(output: str, control: list[tuple[str, list[str]]], 
     assert rc_mcp.parse_control_lines(output) == (control, tail)
 
 
+@pytest.mark.parametrize(
+    "raw, params",
+    [
+        ("a=1&b=", {"a": "1", "b": ""}),
+        ("redirect_uri=https%3A%2F%2Fclaude.ai%2Fx&state=%F0%9F%94%91", {"redirect_uri": "https://claude.ai/x", "state": "🔑"}),
+        (b"grant_type=authorization_code", {"grant_type": "authorization_code"}),
+        ("", {}),
+    ],
+)
+def test_parse_params(raw: str | bytes, params: dict[str, str]) -> None:
+    assert rc_mcp.parse_params(raw) == params
+
+
+@pytest.mark.parametrize("raw", ["a=1&a=2", "&".join(f"k{i}=v" for i in range(65)), b"a=\xff", "a=%ff"])
+def test_parse_params_rejects(raw: str | bytes) -> None:
+    with pytest.raises(rc_mcp.OAuthError) as caught:
+        rc_mcp.parse_params(raw)
+    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "url, values, result",
+    [
+        (CALLBACK, {"code": "c", "state": "s&t"}, CALLBACK + "?code=c&state=s%26t"),
+        ("https://x.example/cb?keep=1", {"error": "access_denied"}, "https://x.example/cb?keep=1&error=access_denied"),
+    ],
+)
+def test_add_query(url: str, values: dict[str, str], result: str) -> None:
+    assert rc_mcp.add_query(url, values) == result
+
+
+@pytest.mark.parametrize(
+    "server_url, allowed, refused",
+    [
+        ("https://rc.example.com", ["rc.example.com", "rc.example.com:443", "127.0.0.1:3000"], ["evil.example", "rc.example.com.evil.example"]),
+        ("http://127.0.0.1:8080", ["127.0.0.1:8080", "localhost:8080"], ["attacker.example:8080"]),
+        ("https://[2001:db8::1]", ["[2001:db8::1]"], ["2001:db8::1"]),
+    ],
+)
+def test_allowed_hosts(server_url: str, allowed: list[str], refused: list[str]) -> None:
+    hosts = rc_mcp.allowed_hosts(server_url)
+    patterns = [h[:-2] for h in hosts if h.endswith(":*")]
+
+    def accepted(host: str) -> bool:  # the SDK's rule: exact, or "name:*" for any port
+        return host in hosts or any(host.startswith(p + ":") for p in patterns)
+
+    assert all(accepted(h) for h in allowed) and not any(accepted(h) for h in refused)
+
+
+@pytest.mark.parametrize("value, result", [("true", True), ("1", True), ("Yes", True), ("on", True), ("false", False), ("0", False), ("no", False), ("", False)])
+def test_parse_bool(value: str, result: bool) -> None:
+    assert rc_mcp.parse_bool(value) is result
+
+
+def test_host_key_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    key_path = _keygen(tmp_path / "host", "ed25519")
+    expected = subprocess.run(["ssh-keygen", "-lf", str(key_path)], capture_output=True, text=True, check=True).stdout.split()[1]
+    assert rc_mcp.host_key_fingerprint(paramiko.Ed25519Key.from_private_key_file(str(key_path))) == expected
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: rc_mcp.build_list_script(),
+        lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
+        lambda: rc_mcp.build_projects_script("~/it's here"),
+        lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
+    ],
+)
+def test_scripts_are_valid_posix_sh(builder: Any) -> None:
+    subprocess.run(["/bin/sh", "-n", "-c", builder()], check=True)
+
+
+def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
+    base = tmp_path / "projects"
+    outside = tmp_path / "outside"
+    for repo in ("alpha/.git", "org/repo/.git", "web app/.git", "with-claude/.claude", "nested/deeper/gamma/.git", ".hidden/.git", "notes", "org/.hidden/.git"):
+        (base / repo).mkdir(parents=True)
+    (outside / ".git").mkdir(parents=True)
+    (base / "escape").symlink_to(outside)
+    (base / "inner-link").symlink_to(base / "alpha")
+    (base / "bad\nname").mkdir()
+    (base / "bad\nname" / ".git").mkdir()
+    result = subprocess.run(["/bin/sh", "-c", rc_mcp.build_projects_script(str(base))], capture_output=True, text=True, check=True)
+    _, _, listing = result.stdout.partition("@@projects\n")
+    found = sorted(p for p in listing.split("\0") if p)
+    assert found == ["alpha", "bad\nname", "inner-link", "org/repo", "web app", "with-claude"]  # the script lists, Python filters
+
+
+def test_read_value_or_file(tmp_path: Path) -> None:
+    one_line = "-----BEGIN X-----\\nabc\\n-----END X-----"  # a key pasted into a one-line variable
+    assert rc_mcp.read_value_or_file(one_line) == "-----BEGIN X-----\nabc\n-----END X-----"
+    key = tmp_path / "key"
+    key.write_text("KEY")
+    assert rc_mcp.read_value_or_file(str(key)) == "KEY"
+    with pytest.raises(FileNotFoundError):
+        rc_mcp.read_value_or_file(str(tmp_path / "missing"))
+
+
 # ── Config ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -1108,6 +1207,20 @@ async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_pa
             assert len((await call(client, "list_sessions"))["sessions"]) == len(EXPECTED_PROJECTS)
 
 
+async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_path: Path) -> None:
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server, ClaudeAi()) as client:
+            result = await client.call_tool("start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress)
+            assert not result.is_error
+    assert [p for p, _ in seen] == [0, 1, 3]
+    assert "connecting" in (seen[0][1] or "") and "launched" in (seen[1][1] or "") and "ready" in (seen[2][1] or "")
+
+
 async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
         async with connect(server, ClaudeAi()) as client:
@@ -1262,6 +1375,47 @@ async def test_e2e_list_sessions_is_one_round_trip(devserver: DevServer, tmp_pat
             before = runner.execs
             assert len((await call(client, "list_sessions"))["sessions"]) == 3
             assert runner.execs - before == 1
+
+
+async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.run(
+        "mkdir -p ~/.local/state/rc-mcp && cd ~/.local/state/rc-mcp && "
+        "printf 'name\\tgone\\npath\\talpha\\n' > rc-gone-abcdef.meta && : > rc-gone-abcdef.log && "
+        "echo keep > other-file && mkdir -p ~/elsewhere && : > ~/elsewhere/rc-x-000000.meta"
+    )
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    try:
+        sessions = rc_mcp.Sessions(runner.config, runner)
+        assert await sessions.list() == []
+    finally:
+        await runner.close()
+    left = devserver.run("ls ~/.local/state/rc-mcp; ls ~/elsewhere").stdout.split()
+    assert left == ["other-file", "rc-x-000000.meta"]
+
+
+async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path) -> None:
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    assert [line.what for line in lines] == ["configuration", "token store", "SSH", "tmux", "claude", "claude login", "projects base"]
+    assert all(line.ok for line in lines), [str(line) for line in lines]
+    assert devserver.host_key_fingerprint in str(lines[2]) and "(Claude Code)" in str(lines[4])
+    devserver.fake_claude_config({"logged_in": False})
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, PROJECTS_BASE_DIR="/nonexistent")))
+    failed = {line.what: str(line) for line in lines if not line.ok}
+    assert set(failed) == {"claude login", "projects base"}
+    assert "claude auth login" in failed["claude login"] and "PROJECTS_BASE_DIR" in failed["projects base"]
+
+
+def test_e2e_check_command_exit_codes(devserver: DevServer, tmp_path: Path) -> None:
+    def check(**extra: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "MCP_", "PROJECTS_"))}
+        env.update(ssh_env(devserver, tmp_path, **extra))
+        return subprocess.run([sys.executable, str(ROOT / "rc_mcp.py"), "check"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+    good = check()
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.count("✓") == 7 and "✗" not in good.stdout
+    bad = check(SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))
+    assert bad.returncode == 1 and "✗ dev server: HOST KEY MISMATCH" in bad.stdout
 
 
 # ── Local mode: `python rc_mcp.py` out of the box ─────────────────────────────────────────────
