@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import re
 import secrets
 import shlex
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -33,16 +31,13 @@ import anyio
 import httpx2
 import paramiko
 import pytest
-import uvicorn
 from mcp.client import Client
-from mcp.client.auth import OAuthClientProvider
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 import rc_mcp
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+from testbed.harness import ClaudeAi, connect, listening_socket, running  # noqa: E402
 from testbed.lab import DevServer, make_local_devhome  # noqa: E402
 
 SECRET = "test-secret-0123456789"
@@ -1024,118 +1019,6 @@ def ssh_env(lab: DevServer, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if v}
 
 
-def listening_socket(port: int = 0) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    return sock
-
-
-class RunningServer:
-    """rc_mcp's ASGI app under uvicorn in a thread, on a real loopback port."""
-
-    def __init__(self, env: dict[str, str], port: int = 0):
-        sock = listening_socket(port)
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = rc_mcp.load_config({**env, "SERVER_URL": self.url})
-        self.app = rc_mcp.create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, lifespan="on", log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@contextlib.contextmanager
-def running(env: dict[str, str], port: int = 0) -> Iterator[RunningServer]:
-    server = RunningServer(env, port)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class MemoryTokenStorage:
-    def __init__(self, client_info: OAuthClientInformationFull | None) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info = client_info
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-class ClaudeAi:
-    """Claude.ai's side of a connector added with its own client id and secret: the fixed client,
-    `client_secret_post`, Claude's real callback URL, and a browser that follows /authorize."""
-
-    def __init__(self) -> None:
-        self.storage = MemoryTokenStorage(
-            OAuthClientInformationFull(
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                redirect_uris=[CALLBACK],
-                token_endpoint_auth_method="client_secret_post",
-                grant_types=["authorization_code", "refresh_token"],
-                response_types=["code"],
-            )
-        )
-        self.authorizations = 0
-        self._result: AuthorizationCodeResult | None = None
-
-    async def _open_browser(self, url: str) -> None:
-        self.authorizations += 1
-        query = parse_qs(urlsplit(url).query)
-        assert query["code_challenge_method"] == ["S256"] and query["resource"][0].endswith("/mcp")
-        async with httpx2.AsyncClient() as browser:
-            response = await browser.get(url, follow_redirects=False)
-        assert response.status_code == 302, response.text
-        location = response.headers["location"]
-        assert location.startswith(CALLBACK + "?")
-        back = parse_qs(urlsplit(location).query)
-        assert "error" not in back, back
-        self._result = AuthorizationCodeResult(code=back["code"][0], state=back["state"][0], iss=back["iss"][0])
-
-    async def _callback(self) -> AuthorizationCodeResult:
-        assert self._result is not None
-        return self._result
-
-    def provider(self, server_url: str) -> OAuthClientProvider:
-        metadata = OAuthClientMetadata(
-            redirect_uris=[CALLBACK], token_endpoint_auth_method="client_secret_post", client_name="Claude"
-        )
-        return OAuthClientProvider(
-            server_url=server_url + "/mcp",
-            client_metadata=metadata,
-            storage=self.storage,
-            redirect_handler=self._open_browser,
-            callback_handler=self._callback,
-        )
-
-
-@contextlib.asynccontextmanager
-async def connect(server: RunningServer, claude: ClaudeAi) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(auth=claude.provider(server.url), timeout=httpx2.Timeout(30, read=300))
-    async with http:
-        async with Client(streamable_http_client(server.url + "/mcp", http_client=http), mode="legacy") as client:
-            yield client
-
-
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content
@@ -1158,9 +1041,9 @@ EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
 
 
 async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi()
+    claude = ClaudeAi(SECRET)
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, claude) as client:
+        async with connect(server.url, claude) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             assert set(tools) == {"start_session", "list_sessions", "stop_session", "list_projects"}
             assert tools["list_sessions"].annotations.read_only_hint and tools["list_projects"].annotations.idempotent_hint
@@ -1200,7 +1083,7 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevSe
 
 async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             for project in (await call(client, "list_projects"))["projects"]:
                 started = await call(client, "start_session", name="p", path=project)
                 assert started["status"] == "ready" and started["path"] == project
@@ -1214,7 +1097,7 @@ async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_pat
         seen.append((progress, message))
 
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             result = await client.call_tool("start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress)
             assert not result.is_error
     assert [p for p, _ in seen] == [0, 1, 3]
@@ -1223,7 +1106,7 @@ async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_pat
 
 async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             # name "alpha-000000" gives id "alpha-000000-xxxxxx": the bare name is a valid id and a
             # prefix of the real tmux session name.
             started = await call(client, "start_session", name="alpha-000000", path="alpha")
@@ -1237,16 +1120,16 @@ async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: 
 
 
 async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi()
+    claude = ClaudeAi(SECRET)
     env = ssh_env(devserver, tmp_path)
     with running(env) as first:
         port = first.port
-        async with connect(first, claude) as client:
+        async with connect(first.url, claude) as client:
             await call(client, "list_sessions")
     store_text = Path(env["TOKEN_STORE_PATH"]).read_text()
     assert claude.storage.tokens is not None and claude.storage.tokens.access_token not in store_text
     with running(env, port=port) as second:  # same URL, so the token's audience still matches
-        async with connect(second, claude) as client:
+        async with connect(second.url, claude) as client:
             assert (await call(client, "list_sessions"))["sessions"] == []
     assert claude.authorizations == 1  # no new authorization was needed
 
@@ -1254,7 +1137,7 @@ async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path
 async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tmp_path: Path) -> None:
     logins = devserver.accepted_logins()
     with running(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             message = await call_error(client, "start_session", name="alpha", path="alpha")
             assert "HOST KEY MISMATCH" in message and "Nothing was run" in message
             assert "list_sessions" not in message
@@ -1333,7 +1216,7 @@ async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None
 
 async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
             assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
             assert "pattern" in await call_error(client, "start_session", name="x", path="/etc")
@@ -1346,7 +1229,7 @@ async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: P
 async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
     devserver.fake_claude_config({"names": {"signedout": {"logged_in": False}}})
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             message = await call_error(client, "start_session", name="signedout", path="beta")
             assert "You must be logged in to use Remote Control" in message
             assert "claude auth login" in message and "exited (code 1)" in message
@@ -1357,7 +1240,7 @@ async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServe
 async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_path: Path) -> None:
     devserver.fake_claude_config({"names": {"silent": {"never_ready": True}}})
     with running(ssh_env(devserver, tmp_path, START_TIMEOUT="5")) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             started = await call(client, "start_session", name="silent", path="beta")
             assert started["status"] == "starting" and started["url"] is None
             assert "list_sessions" in started["message"]
@@ -1368,7 +1251,7 @@ async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_pat
 
 async def test_e2e_list_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server, ClaudeAi()) as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
             for i in range(3):
                 await call(client, "start_session", name=f"s{i}", path=["alpha", "beta", "org/repo"][i])
             runner = server.app.runner
@@ -1451,8 +1334,7 @@ async def test_local_mode_python_rc_mcp_py(tmp_path: Path) -> None:
                     if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
                         break
                 await anyio.sleep(0.05)
-        server = type("Local", (), {"url": f"http://127.0.0.1:{port}"})()
-        async with connect(server, ClaudeAi()) as client:  # type: ignore[arg-type]
+        async with connect(f"http://127.0.0.1:{port}", ClaudeAi(SECRET)) as client:
             assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
             started = await call(client, "start_session", name="local", path="web app")
             assert started["status"] == "ready" and ENV_URL.match(started["url"])

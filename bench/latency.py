@@ -17,20 +17,17 @@ All traffic stays on 127.0.0.1, and everything started here is stopped before it
 from __future__ import annotations
 
 import argparse, asyncio, contextlib, http.client, inspect, json, logging, math, os, shutil, socket
-import statistics, subprocess, sys, tempfile, threading, time
+import statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
-import httpx2, paramiko, uvicorn  # noqa: E401
+import paramiko  # noqa: E401
 from mcp.client import Client
-from mcp.client.auth import OAuthClientProvider
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import rc_mcp  # noqa: E402
+from testbed.harness import ClaudeAi, RunningServer, connect  # noqa: E402
 from testbed.lab import DevServer, free_port  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
@@ -63,62 +60,7 @@ def summary(name: str, times: list[float]) -> dict:
     return {"name": name, "n": len(times), "median_ms": statistics.median(times), "p90_ms": p90}
 
 
-# ── The server under test and a Claude.ai-like client ──
-class RunningServer:
-    """rc_mcp's ASGI app under uvicorn in a thread, on a loopback socket."""
-
-    def __init__(self, env: dict[str, str]):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.config = rc_mcp.load_config({**env, "SERVER_URL": self.url})
-        self.app = rc_mcp.create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, lifespan="on", log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("rc_mcp did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-class TokenMemory:
-    """The fixed client (id and secret derived from MCP_SECRET), tokens kept in memory."""
-
-    tokens = None
-    client_info = OAuthClientInformationFull(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris=[CALLBACK], response_types=["code"],
-        token_endpoint_auth_method="client_secret_post", grant_types=["authorization_code", "refresh_token"])
-
-    async def get_tokens(self): return self.tokens  # noqa: E704
-    async def set_tokens(self, tokens): self.tokens = tokens  # noqa: E704
-    async def get_client_info(self): return self.client_info  # noqa: E704
-    async def set_client_info(self, info): self.client_info = info  # noqa: E704
-
-
-def oauth_provider(server_url: str) -> OAuthClientProvider:
-    """The SDK's full OAuth flow; the "browser" follows /authorize to Claude's callback URL."""
-    codes: list[AuthorizationCodeResult] = []
-
-    async def open_browser(url: str) -> None:
-        async with httpx2.AsyncClient() as browser:
-            location = (await browser.get(url, follow_redirects=False)).headers["location"]
-        back = parse_qs(urlsplit(location).query)
-        codes.append(AuthorizationCodeResult(code=back["code"][0], state=back["state"][0], iss=back["iss"][0]))
-
-    async def callback() -> AuthorizationCodeResult:
-        return codes[-1]
-
-    metadata = OAuthClientMetadata(redirect_uris=[CALLBACK], token_endpoint_auth_method="client_secret_post")
-    return OAuthClientProvider(server_url=server_url + "/mcp", client_metadata=metadata, storage=TokenMemory(),
-                               redirect_handler=open_browser, callback_handler=callback)
-
-
+# ── Helpers ──
 async def tool(client: Client, name: str, /, **arguments) -> dict:
     result = await client.call_tool(name, arguments)
     if result.is_error:
@@ -198,36 +140,35 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
     try:
         baseline = await sample(lambda: exec_true(transport), rep, warm, lambda status: status == 0)
         rows.append(summary("baseline: paramiko exec true", baseline))
-        async with httpx2.AsyncClient(auth=oauth_provider(server.url), timeout=httpx2.Timeout(30, read=120)) as http:
-            async with Client(streamable_http_client(server.url + "/mcp", http_client=http), mode="legacy") as client:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
 
-                async def list_rows(k: int) -> None:
-                    ssh = lambda: runner.run(script, timeout=30)  # noqa: E731
-                    ssh_ok = lambda r: r.stdout.count("@@session\t") == k  # noqa: E731
-                    rows.append(summary(f"ssh list ({k} sessions)", await sample(ssh, rep, warm, ssh_ok)))
-                    mcp = lambda: tool(client, "list_sessions")  # noqa: E731
-                    mcp_ok = lambda r: len(r["sessions"]) == k  # noqa: E731
-                    rows.append(summary(f"mcp list_sessions ({k})", await sample(mcp, rep, warm, mcp_ok)))
+            async def list_rows(k: int) -> None:
+                ssh = lambda: runner.run(script, timeout=30)  # noqa: E731
+                ssh_ok = lambda r: r.stdout.count("@@session\t") == k  # noqa: E731
+                rows.append(summary(f"ssh list ({k} sessions)", await sample(ssh, rep, warm, ssh_ok)))
+                mcp = lambda: tool(client, "list_sessions")  # noqa: E731
+                mcp_ok = lambda r: len(r["sessions"]) == k  # noqa: E731
+                rows.append(summary(f"mcp list_sessions ({k})", await sample(mcp, rep, warm, mcp_ok)))
 
-                rows.append(summary("mcp list_tools (no SSH)", await sample(client.list_tools, rep, warm)))
-                await list_rows(0)
-                starts, stops = [], []
-                for i in range(warm + rep):  # rotate directories: a stopped claude frees its lock a moment later
-                    t0 = time.perf_counter()
-                    started = await tool(client, "start_session", name=f"b{i}", path=BUSY_DIRS[i % BUSY])
-                    t1 = time.perf_counter()
-                    stopped = await tool(client, "stop_session", id=started["id"])
-                    t2 = time.perf_counter()
-                    if started["status"] != "ready" or not stopped["stopped"]:
-                        raise RuntimeError(f"start/stop failed: {started} {stopped}")
-                    if i >= warm:
-                        starts.append((t1 - t0) * 1000)
-                        stops.append((t2 - t1) * 1000)
-                rows += [summary("mcp start_session", starts), summary("mcp stop_session", stops)]
-                busy = [await tool(client, "start_session", name=f"busy{i}", path=d) for i, d in enumerate(BUSY_DIRS)]
-                await list_rows(BUSY)
-                for started in busy:
-                    await tool(client, "stop_session", id=started["id"])
+            rows.append(summary("mcp list_tools (no SSH)", await sample(client.list_tools, rep, warm)))
+            await list_rows(0)
+            starts, stops = [], []
+            for i in range(warm + rep):  # rotate directories: a stopped claude frees its lock a moment later
+                t0 = time.perf_counter()
+                started = await tool(client, "start_session", name=f"b{i}", path=BUSY_DIRS[i % BUSY])
+                t1 = time.perf_counter()
+                stopped = await tool(client, "stop_session", id=started["id"])
+                t2 = time.perf_counter()
+                if started["status"] != "ready" or not stopped["stopped"]:
+                    raise RuntimeError(f"start/stop failed: {started} {stopped}")
+                if i >= warm:
+                    starts.append((t1 - t0) * 1000)
+                    stops.append((t2 - t1) * 1000)
+            rows += [summary("mcp start_session", starts), summary("mcp stop_session", stops)]
+            busy = [await tool(client, "start_session", name=f"busy{i}", path=d) for i, d in enumerate(BUSY_DIRS)]
+            await list_rows(BUSY)
+            for started in busy:
+                await tool(client, "stop_session", id=started["id"])
         meta.update(server_ssh_connects=server.app.runner.connects, server_ssh_execs=server.app.runner.execs)
     finally:
         transport.close()
