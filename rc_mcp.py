@@ -89,6 +89,33 @@ FIXED_CLIENT_REDIRECT_URIS = (
 )
 SCOPE = "mcp:tools"  # what the original server advertised; Claude.ai also sends "mcp"
 ACCEPTED_SCOPES = frozenset({"mcp:tools", "mcp", "offline_access"})
+AUTHORIZE_PARAMETERS = (
+    "response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state", "scope", "resource",
+)
+REFRESH_GRACE = 30  # seconds the previous refresh token still works once (concurrent refreshes)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MAX_REGISTERED_CLIENTS = 64
+UNUSED_CLIENT_TTL = 24 * 3600  # a registered client never approved on the consent page expires
+MAX_CLIENT_NAME = 80
+CONSENT_MAX_FAILURES = 5  # wrong consent passwords from one address…
+CONSENT_FAILURE_WINDOW = 900  # …within this many seconds → 429
+# Claude's hosted client ids: known without fetching (the fetch often meets a bot challenge).
+KNOWN_CLIENT_METADATA: dict[str, dict[str, Any]] = {
+    "https://claude.ai/oauth/mcp-oauth-client-metadata": {
+        "client_name": "Claude",
+        "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+        "token_endpoint_auth_method": "none",
+    },
+    "https://claude.ai/oauth/claude-code-client-metadata": {
+        "client_name": "Claude Code",
+        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],  # any port
+        "token_endpoint_auth_method": "none",
+    },
+}
+CIMD_TIMEOUT = 5.0
+CIMD_MAX_BYTES = 64 * 1024
+CIMD_CACHE_TTL = 600
+CIMD_CACHE_ENTRIES = 64
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}-[0-9a-f]{6}$"
@@ -776,7 +803,35 @@ def parse_control_lines(output: str) -> tuple[list[tuple[str, list[str]]], str]:
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 STORE_VERSION = 1
-STORE_KINDS = ("codes", "access", "refresh")
+STORE_KINDS = ("codes", "access", "refresh", "clients")
+
+
+def import_legacy_store(
+    old: Mapping[str, Any], now: float, *, client_id: str, resource: str, access_ttl: int, refresh_ttl: int
+) -> dict[str, Any]:
+    """Convert the Node.js server's token file: `{"tokens": {<plaintext token>: {clientId, scopes,
+    expiresAt (ms), type?: "refresh"}}, "codes": {…}}`. Tokens of the fixed client are hashed and
+    kept with their expiry (refresh tokens had none: they get a fresh lifetime); codes are dropped
+    (they carried the client secret and live minutes anyway)."""
+    data: dict[str, Any] = {"version": STORE_VERSION, **{kind: {} for kind in STORE_KINDS}}
+    for token, record in (old.get("tokens") or {}).items():
+        if not isinstance(token, str) or not isinstance(record, dict) or record.get("clientId") != client_id:
+            continue
+        scopes = record.get("scopes") if isinstance(record.get("scopes"), list) else []
+        scope = " ".join(str(s) for s in scopes if str(s) in ACCEPTED_SCOPES) or SCOPE
+        grant = {"client_id": client_id, "scope": scope, "resource": resource, "grant_id": secrets.token_hex(16)}
+        if record.get("type") == "refresh":
+            data["refresh"][hash_secret(token)] = {**grant, "expires_at": now + refresh_ttl}
+        else:
+            expires_ms = record.get("expiresAt")
+            expires_at = expires_ms / 1000 if isinstance(expires_ms, (int, float)) else now + access_ttl
+            if expires_at > now:
+                data["access"][hash_secret(token)] = {**grant, "expires_at": expires_at}
+    return data
+
+
+def is_legacy_store(data: Any) -> bool:
+    return isinstance(data, dict) and "version" not in data and isinstance(data.get("tokens"), dict)
 
 
 class TokenStore:
@@ -784,37 +839,65 @@ class TokenStore:
 
     The file is 0600 in a 0700 directory, written atomically (temp file in the same directory,
     fsync, rename), writes are serialized, and expired records are pruned on every write. A file
-    that cannot be read is moved aside, loudly, never overwritten.
+    that cannot be read is moved aside, loudly, never overwritten. The older Node.js server's
+    file is imported (tokens hashed) after a 0600 backup of the original.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None = None,
+    ):
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
         self._data: dict[str, Any] = self._empty()
-        self._load()
+        self._load(import_legacy)
 
     @staticmethod
     def _empty() -> dict[str, Any]:
         return {"version": STORE_VERSION, **{kind: {} for kind in STORE_KINDS}}
 
-    def _load(self) -> None:
+    def _load(self, import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None) -> None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return
         try:
             data = json.loads(raw)
+            if is_legacy_store(data) and import_legacy is not None:
+                self._import(raw, import_legacy(data, self._clock()))
+                return
             if not (
                 isinstance(data, dict)
                 and data.get("version") == STORE_VERSION
-                and all(isinstance(data.get(kind), dict) for kind in STORE_KINDS)
+                and all(isinstance(data.get(kind, {}), dict) for kind in STORE_KINDS)
             ):
                 raise ValueError("not an rc_mcp token store")
         except ValueError as exc:
             self._quarantine(str(exc))
             return
+        self._data = {**self._empty(), **data}
+
+    def _import(self, original: bytes, data: dict[str, Any]) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        backup = self.path.with_name(f"{self.path.name}.nodejs-backup-{stamp}")
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the original held plaintext tokens
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(original)
+            handle.flush()
+            os.fsync(handle.fileno())
         self._data = data
+        self._save()
+        log.warning(
+            "imported the Node.js server's token file %s: %d access and %d refresh tokens, now stored as hashes "
+            "(original kept as %s, mode 0600 — delete it once the connector works)",
+            self.path,
+            len(data["access"]),
+            len(data["refresh"]),
+            backup,
+        )
 
     def _quarantine(self, reason: str) -> None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -861,10 +944,10 @@ class TokenStore:
         with self._lock:
             self._save()
 
-    def find(self, kind: str, secret: str) -> dict[str, Any] | None:
-        """The unexpired record of a code or token (no I/O: used on every /mcp request)."""
+    def find(self, kind: str, secret: str, hashed: bool = True) -> dict[str, Any] | None:
+        """The unexpired record of a code, token or client (no I/O: used on every /mcp request)."""
         with self._lock:
-            record = self._data[kind].get(hash_secret(secret))
+            record = self._data[kind].get(hash_secret(secret) if hashed else secret)
             if record is None or record["expires_at"] <= self._clock():
                 return None
             return dict(record)
@@ -1431,6 +1514,7 @@ class Request:
     query: str
     headers: dict[str, str]  # lower-case names; a repeated header keeps its first value
     body: bytes
+    client: str = ""  # the peer address (a proxy's, behind one)
 
 
 @dataclass
@@ -1506,17 +1590,220 @@ def require_form(request: Request) -> dict[str, str]:
 # ── OAuth ─────────────────────────────────────────────────────────────────────────────────────
 
 
-class OAuthServer:
-    """The authorization server for the fixed client, and the bearer check for /mcp."""
+@dataclass(frozen=True)
+class OAuthClient:
+    """A client this server will issue codes to: the fixed one (confidential, MCP_SECRET-derived),
+    one registered through /register, or one identified by its metadata document URL (both public)."""
 
-    def __init__(self, config: Config, store: TokenStore):
+    client_id: str
+    kind: Literal["fixed", "registered", "metadata_document"]
+    name: str
+    redirect_uris: tuple[str, ...] = ()
+
+    @property
+    def public(self) -> bool:
+        return self.kind != "fixed"
+
+    def accepts_redirect(self, uri: str) -> bool:
+        if self.kind == "fixed":
+            return uri in self.redirect_uris  # exact string match, OAuth 2.1 §4.1.3
+        return any(redirect_uri_matches(registered, uri) for registered in self.redirect_uris)
+
+
+def validate_redirect_uri(uri: Any) -> str:
+    """A registrable redirect URI: https without fragment, or http on a loopback address (RFC 8252 §7.3)."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000 or re.search(r"[\x00-\x20\x7f]", uri):
+        raise ValueError(f"redirect URI {str(uri)[:100]!r} is malformed")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 — raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"redirect URI {uri[:100]!r} is malformed") from exc
+    if "#" in uri or parts.username is not None or parts.password is not None:
+        raise ValueError(f"redirect URI {uri[:100]!r} must not carry a fragment or credentials")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return uri
+    raise ValueError(f"redirect URI {uri[:100]!r} must be https, or http on 127.0.0.1, localhost or [::1]")
+
+
+def redirect_uri_matches(registered: str, requested: str) -> bool:
+    """Exact match, except that a loopback redirect URI matches on any port (RFC 8252 §7.3)."""
+    if registered == requested:
+        return True
+    try:
+        r, q = urlsplit(registered), urlsplit(requested)
+        q.port  # noqa: B018
+    except ValueError:
+        return False
+    return (
+        r.scheme == q.scheme == "http"
+        and r.hostname in LOOPBACK_HOSTS
+        and (r.hostname, r.path, r.query, q.fragment) == (q.hostname, q.path, q.query, "")
+        and q.username is None
+    )
+
+
+def validate_client_metadata_document(url: str, document: Any) -> OAuthClient:
+    """A Client ID Metadata Document: its client_id is its own URL, and it lists redirect URIs."""
+    if not isinstance(document, dict):
+        raise ValueError("the client metadata document is not a JSON object")
+    if document.get("client_id") != url:
+        raise ValueError("the client metadata document's client_id is not its own URL")
+    uris = document.get("redirect_uris")
+    if not isinstance(uris, list) or not uris:
+        raise ValueError("the client metadata document lists no redirect_uris")
+    method = document.get("token_endpoint_auth_method", "none")
+    if method != "none":
+        raise ValueError(f"token_endpoint_auth_method {str(method)[:40]!r} is not supported for metadata documents")
+    name = document.get("client_name") if isinstance(document.get("client_name"), str) else urlsplit(url).hostname
+    return OAuthClient(url, "metadata_document", clean_client_name(name or url), tuple(validate_redirect_uri(u) for u in uris))
+
+
+def clean_client_name(name: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", "", name).strip()[:MAX_CLIENT_NAME] or "unnamed client"
+
+
+def is_metadata_document_url(client_id: str) -> bool:
+    try:
+        parts = urlsplit(client_id)
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/") and len(client_id) <= 2000
+
+
+class ClientMetadataFetcher:
+    """Fetches Client ID Metadata Documents with SSRF guards: https only, public addresses only,
+    no redirects, a 5 s timeout, a 64 KB cap, results cached. Claude's own documents are known
+    in advance (fetching them is often blocked by a bot challenge)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._cache: dict[str, tuple[float, OAuthClient]] = {}
+
+    async def get(self, url: str) -> OAuthClient:
+        if url in KNOWN_CLIENT_METADATA:
+            return validate_client_metadata_document(url, {"client_id": url, **KNOWN_CLIENT_METADATA[url]})
+        cached = self._cache.get(url)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        client = validate_client_metadata_document(url, await self.fetch(url))
+        if len(self._cache) >= CIMD_CACHE_ENTRIES:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[url] = (self._clock() + CIMD_CACHE_TTL, client)
+        return client
+
+    async def fetch(self, url: str) -> Any:
+        import ipaddress
+
+        import httpx2
+
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+            raise ValueError("client metadata documents must be fetched over https")
+        try:
+            infos = await anyio.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValueError(f"cannot resolve {parts.hostname}") from exc
+
+        def is_public(address: str) -> bool:
+            return ipaddress.ip_address(address.split("%")[0]).is_global
+
+        # SSRF: an attacker-chosen client_id must not make this server reach internal services.
+        if not infos or not all(is_public(str(info[4][0])) for info in infos):
+            raise ValueError(f"{parts.hostname} does not resolve to public addresses only")
+        async with httpx2.AsyncClient(timeout=CIMD_TIMEOUT, follow_redirects=False, trust_env=False) as http:
+            async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
+                stream = response.extensions.get("network_stream")
+                peer = stream.get_extra_info("server_addr") if stream is not None else None
+                if peer and not is_public(str(peer[0])):
+                    raise ValueError(f"{parts.hostname} connected to a non-public address")
+                if response.status_code != 200:
+                    raise ValueError(f"fetching the client metadata document answered {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > CIMD_MAX_BYTES:
+                        raise ValueError("the client metadata document is larger than 64 KB")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ValueError("the client metadata document is not JSON") from exc
+
+
+class ConsentThrottle:
+    """Repeated wrong consent passwords from one address are answered 429 for a while."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def retry_after(self, address: str) -> int:
+        now = self._clock()
+        recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
+        if len(recent) < CONSENT_MAX_FAILURES:
+            return 0
+        return int(recent[0] + CONSENT_FAILURE_WINDOW - now) + 1
+
+    def fail(self, address: str) -> None:
+        now = self._clock()
+        if address not in self._failures and len(self._failures) >= 10_000:
+            self._failures.pop(next(iter(self._failures)))
+        recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
+        self._failures[address] = [*recent, now]
+
+
+CONSENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Allow {client} to start Claude Code sessions?</title>
+<style>
+body{{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f4ef;color:#1f1e1d}}
+main{{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:12px;box-shadow:0 1px 4px #0002}}
+h1{{font-size:1.25rem;margin:0 0 1rem}} .host{{font-family:monospace;word-break:break-all}}
+.error{{background:#fde8e8;color:#8a1c1c;padding:.5rem .75rem;border-radius:8px}}
+label{{display:block;margin:1rem 0 .25rem;font-weight:600}}
+input[type=password]{{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #aaa;border-radius:8px}}
+.buttons{{display:flex;gap:.75rem;margin-top:1.25rem}}
+button{{flex:1;padding:.7rem;font-size:1rem;border-radius:8px;border:1px solid #888;background:#fff}}
+button[value=approve]{{background:#c96442;border-color:#c96442;color:#fff}}
+</style></head>
+<body><main>
+<h1>Allow <strong>{client}</strong> to start Claude Code sessions on {dev_server}?</h1>
+<p>Approving lets this app list your projects and start, list and stop Claude Code sessions there —
+that is, run code on that machine. It will be sent back to <span class="host">{redirect_host}</span>.</p>
+{error}
+<form method="post" action="/authorize">
+{hidden}
+<label for="password">Owner password (the server's MCP_SECRET)</label>
+<input id="password" name="password" type="password" autocomplete="current-password" autofocus>
+<div class="buttons">
+<button type="submit" name="action" value="deny">Deny</button>
+<button type="submit" name="action" value="approve">Approve</button>
+</div>
+</form>
+</main></body></html>
+"""
+
+
+class OAuthServer:
+    """The authorization server (fixed client, registered and metadata-document clients with the
+    owner's consent) and the bearer check for /mcp."""
+
+    def __init__(self, config: Config, store: TokenStore, fetcher: ClientMetadataFetcher | None = None):
         self.config = config
         self.store = store
+        self.fetcher = fetcher or ClientMetadataFetcher()
+        self.throttle = ConsentThrottle()
         self.issuer = config.server_url  # one string, byte-identical everywhere
         self.resource = config.resource
         self._resource_key = canonical_resource(config.resource)
-        self.client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
+        client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
+        self.fixed_client = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
+        self.client_id = client_id
         self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
+        self.dev_server = config.ssh_host or "this server"
 
     # Metadata -----------------------------------------------------------------------------
 
@@ -1526,15 +1813,17 @@ class OAuthServer:
             "issuer": self.issuer,
             "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
+            "registration_endpoint": f"{self.issuer}/register",
             "revocation_endpoint": f"{self.issuer}/revoke",
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": [SCOPE],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
+            "client_id_metadata_document_supported": True,
         }
 
     def protected_resource_metadata(self) -> dict[str, Any]:
@@ -1546,6 +1835,55 @@ class OAuthServer:
             "bearer_methods_supported": ["header"],
             "resource_name": "rc_mcp — Claude Code sessions on your dev server",
         }
+
+    # Clients ------------------------------------------------------------------------------
+
+    def _registered_client(self, client_id: str) -> OAuthClient | None:
+        record = self.store.find("clients", client_id, hashed=False)
+        if record is None:
+            return None
+        return OAuthClient(client_id, "registered", record["client_name"], tuple(record["redirect_uris"]))
+
+    async def _client_for_authorize(self, client_id: str) -> OAuthClient | None:
+        if secret_equal(client_id, self.fixed_client.client_id):
+            return self.fixed_client
+        if is_metadata_document_url(client_id):
+            try:
+                return await self.fetcher.get(client_id)
+            except Exception as exc:  # any failure to fetch or validate: the client is unknown
+                log.info("client metadata document %s refused: %s", client_id[:200], exc)
+                raise OAuthError(400, "invalid_client", f"cannot use the client metadata document: {exc}") from None
+        return self._registered_client(client_id)
+
+    def _authenticate_client(self, request: Request, form: Mapping[str, str]) -> OAuthClient:
+        """RFC 6749 §2.3.1: client_secret_basic or client_secret_post for the fixed client, never
+        both; public clients send only their client_id (`none`)."""
+        header = request.headers.get("authorization")
+        basic = parse_basic_auth(header) if header else None
+        challenge = {"WWW-Authenticate": 'Basic realm="rc_mcp"'} if header else {}
+        if header and basic is None:
+            raise OAuthError(401, "invalid_client", "malformed Authorization header", challenge)
+        if basic is not None:
+            if "client_secret" in form or form.get("client_id", basic[0]) != basic[0]:
+                raise OAuthError(400, "invalid_request", "use one client authentication method, not two")
+            client_id, client_secret = basic
+        else:
+            client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if not client_id:
+            raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
+        if secret_equal(client_id, self.fixed_client.client_id):
+            if not secret_equal(client_secret, self._client_secret):
+                raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
+            return self.fixed_client
+        client = self._registered_client(client_id)
+        if client is None and is_metadata_document_url(client_id):
+            client = OAuthClient(client_id, "metadata_document", client_id)  # its codes were bound at /authorize
+        if client is None:
+            # Claude.ai registers again when it sees this.
+            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret; register again", challenge)
+        if client_secret is not None:
+            raise OAuthError(401, "invalid_client", "this is a public client: send only its client_id", challenge)
+        return client
 
     # Shared checks ------------------------------------------------------------------------
 
@@ -1568,28 +1906,6 @@ class OAuthServer:
             raise OAuthError(400, "invalid_scope", f"scope {' '.join(unknown)!r} is not available; use {SCOPE!r}")
         return " ".join(requested)
 
-    def _authenticate_client(self, request: Request, form: Mapping[str, str]) -> str:
-        """RFC 6749 §2.3.1: client_secret_basic or client_secret_post, never both."""
-        header = request.headers.get("authorization")
-        basic = parse_basic_auth(header) if header else None
-        challenge = {"WWW-Authenticate": 'Basic realm="rc_mcp"'} if header else {}
-        if header and basic is None:
-            raise OAuthError(401, "invalid_client", "malformed Authorization header", challenge)
-        if basic is not None:
-            if "client_secret" in form or form.get("client_id", basic[0]) != basic[0]:
-                raise OAuthError(400, "invalid_request", "use one client authentication method, not two")
-            client_id, client_secret = basic
-        else:
-            client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        if not client_id:
-            raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
-        # Both comparisons always run: the timing does not tell which one failed.
-        id_ok = secret_equal(client_id, self.client_id)
-        secret_ok = secret_equal(client_secret, self._client_secret)
-        if not (id_ok and secret_ok):
-            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
-        return client_id
-
     def _issue_tokens(self, data: dict[str, Any], now: float, grant: Mapping[str, Any]) -> dict[str, Any]:
         config = self.config
         access = "rcat_" + secrets.token_urlsafe(32)
@@ -1597,12 +1913,16 @@ class OAuthServer:
         record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
         data["access"][hash_secret(access)] = {**record, "expires_at": now + config.access_token_ttl}
         data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + config.refresh_token_ttl}
+        registered = data["clients"].get(grant["client_id"])
+        if registered is not None:  # a client in use does not expire
+            registered["expires_at"] = max(registered["expires_at"], now + config.refresh_token_ttl)
         return {
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": config.access_token_ttl,
             "refresh_token": refresh,
             "scope": grant["scope"],
+            "_refresh_key": hash_secret(refresh),
         }
 
     @staticmethod
@@ -1615,16 +1935,79 @@ class OAuthServer:
                 revoked += 1
         return revoked
 
-    # Endpoints ----------------------------------------------------------------------------
+    # Registration -------------------------------------------------------------------------
+
+    async def register(self, request: Request) -> Response:
+        """RFC 7591: registers a public client. Never reveals a secret: the client still needs the
+        owner's approval on the consent page before it gets a code."""
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise OAuthError(400, "invalid_client_metadata", "send the registration as application/json")
+        try:
+            metadata = json.loads(request.body)
+        except ValueError:
+            raise OAuthError(400, "invalid_client_metadata", "the body is not JSON") from None
+        if not isinstance(metadata, dict):
+            raise OAuthError(400, "invalid_client_metadata", "the body must be a JSON object")
+        uris = metadata.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or len(uris) > 10:
+            raise OAuthError(400, "invalid_redirect_uri", "redirect_uris must list 1 to 10 URIs")
+        try:
+            redirect_uris = [validate_redirect_uri(uri) for uri in uris]
+        except ValueError as exc:
+            raise OAuthError(400, "invalid_redirect_uri", str(exc)) from None
+        grant_types = metadata.get("grant_types", ["authorization_code", "refresh_token"])
+        if not isinstance(grant_types, list) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
+            raise OAuthError(400, "invalid_client_metadata", "grant_types may only be authorization_code and refresh_token")
+        response_types = metadata.get("response_types", ["code"])
+        if not isinstance(response_types, list) or set(response_types) != {"code"}:
+            raise OAuthError(400, "invalid_client_metadata", "response_types must be [\"code\"]")
+        name = metadata.get("client_name")
+        client_name = clean_client_name(name if isinstance(name, str) else "")
+        client_id = "rcc_" + secrets.token_urlsafe(18)
+
+        def remember(data: dict[str, Any], now: float) -> Any:
+            clients = data["clients"]
+            if len(clients) >= MAX_REGISTERED_CLIENTS:
+                # Unauthenticated callers must not fill the disk: drop the oldest never-approved one.
+                unused = sorted((rec["created_at"], cid) for cid, rec in clients.items() if not rec.get("approved"))
+                if not unused:
+                    return OAuthError(400, "invalid_client_metadata", "too many registered clients; try again later")
+                del clients[unused[0][1]]
+            clients[client_id] = {
+                "client_name": client_name,
+                "redirect_uris": redirect_uris,
+                "created_at": now,
+                "expires_at": now + UNUSED_CLIENT_TTL,
+            }
+            return now
+
+        now = await anyio.to_thread.run_sync(self.store.transact, remember)
+        log.info("register: public client %s (%s)", client_id[:12], client_name)
+        return json_response(
+            201,
+            {
+                "client_id": client_id,
+                "client_id_issued_at": int(now),
+                "client_name": client_name,
+                "redirect_uris": redirect_uris,
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",  # even when client_secret_post was asked for
+                "scope": SCOPE,
+            },
+        )
+
+    # Authorization ------------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
         params = parse_params(request.query) if request.method == "GET" else require_form(request)
         client_id = params.get("client_id")
         redirect_uri = params.get("redirect_uri")
         # RFC 6749 §4.1.2.1: a bad client or redirect URI is answered here, never redirected to.
-        if not client_id or not secret_equal(client_id, self.client_id):
+        client = await self._client_for_authorize(client_id) if client_id else None
+        if client is None:
             raise OAuthError(400, "invalid_client", "unknown client_id")
-        if redirect_uri not in FIXED_CLIENT_REDIRECT_URIS:  # exact string match, OAuth 2.1 §4.1.3
+        if not redirect_uri or not client.accepts_redirect(redirect_uri):
             raise OAuthError(400, "invalid_request", "redirect_uri is not registered for this client")
         state = params.get("state")
 
@@ -1647,14 +2030,31 @@ class OAuthServer:
             resource = self._check_resource(params.get("resource"))
             scope = self._parse_scope(params.get("scope"))
         except OAuthError as exc:
-            log.info("authorize refused for client %s: %s", client_id[:8], exc)
+            log.info("authorize refused for client %s: %s", client.client_id[:12], exc)
             return back(error=exc.error, error_description=exc.description)
+
+        if client.public:
+            # Everyone but the fixed client needs the owner's approval on a page.
+            action = params.get("action") if request.method == "POST" else None
+            if action == "deny":
+                log.info("authorize: the owner denied %s", client.name)
+                return back(error="access_denied", error_description="the owner denied access")
+            if action != "approve":
+                return self._consent_page(request, client, redirect_uri, params)
+            address = request.client
+            wait = self.throttle.retry_after(address)
+            if wait:
+                return self._consent_page(request, client, redirect_uri, params, status=429, retry_after=wait)
+            if not secret_equal(params.get("password"), self.config.mcp_secret):
+                self.throttle.fail(address)
+                log.warning("authorize: wrong consent password from %s for %s", address, client.name)
+                return self._consent_page(request, client, redirect_uri, params, status=403)
 
         code = secrets.token_urlsafe(32)
 
         def remember(data: dict[str, Any], now: float) -> None:
             data["codes"][hash_secret(code)] = {
-                "client_id": client_id,
+                "client_id": client.client_id,
                 "redirect_uri": redirect_uri,
                 "code_challenge": challenge,
                 "resource": resource,
@@ -1662,28 +2062,82 @@ class OAuthServer:
                 "grant_id": secrets.token_hex(16),
                 "expires_at": now + CODE_TTL,
             }
+            registered = data["clients"].get(client.client_id)
+            if registered is not None:
+                registered["approved"] = True
+                registered["expires_at"] = max(registered["expires_at"], now + self.config.refresh_token_ttl)
 
         await anyio.to_thread.run_sync(self.store.transact, remember)
-        log.info("authorize: code issued to client %s for %s", client_id[:8], urlsplit(redirect_uri).netloc)
+        log.info("authorize: code issued to %s for %s", client.name, urlsplit(redirect_uri).netloc)
         return back(code=code)
+
+    def _consent_page(
+        self,
+        request: Request,
+        client: OAuthClient,
+        redirect_uri: str,
+        params: Mapping[str, str],
+        status: int = 200,
+        retry_after: int = 0,
+    ) -> Response:
+        import html
+
+        hidden = "\n".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in params.items()
+            if k in AUTHORIZE_PARAMETERS
+        )
+        error = ""
+        if status == 403:
+            error = '<p class="error" role="alert">Wrong password. Try again.</p>'
+        elif status == 429:
+            error = f'<p class="error" role="alert">Too many wrong passwords. Try again in {retry_after} seconds.</p>'
+        target = urlsplit(redirect_uri)
+        page = CONSENT_PAGE.format(
+            client=html.escape(client.name),
+            dev_server=html.escape(self.dev_server),
+            redirect_host=html.escape(target.netloc),
+            error=error,
+            hidden=hidden,
+        )
+        origin = f"{target.scheme}://{target.netloc}"
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            *NO_STORE,
+            ("X-Frame-Options", "DENY"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            # No scripts, no external assets, not framable; the form posts here and redirects to the client.
+            (
+                "Content-Security-Policy",
+                f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {origin}; "
+                "frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ]
+        if retry_after:
+            headers.append(("Retry-After", str(retry_after)))
+        return Response(status, page.encode(), headers)
+
+    # Tokens -------------------------------------------------------------------------------
 
     async def token(self, request: Request) -> Response:
         # RFC 6749 order: authenticate the client, then the grant.
         form = require_form(request)
-        client_id = self._authenticate_client(request, form)
+        client = self._authenticate_client(request, form)
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            payload = await self._exchange_code(client_id, form)
+            payload = await self._exchange_code(client, form)
         elif grant_type == "refresh_token":
-            payload = await self._refresh(client_id, form)
+            payload = await self._refresh(client, form)
         elif not grant_type:
             raise OAuthError(400, "invalid_request", "grant_type is required")
         else:
             raise OAuthError(400, "unsupported_grant_type", "use authorization_code or refresh_token")
-        log.info("token: %s grant for client %s", grant_type, client_id[:8])
+        payload.pop("_refresh_key", None)
+        log.info("token: %s grant for %s", grant_type, client.name)
         return json_response(200, payload)
 
-    async def _exchange_code(self, client_id: str, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _exchange_code(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
         code, verifier = form.get("code"), form.get("code_verifier")
         if not code:
             raise OAuthError(400, "invalid_request", "code is required")
@@ -1694,12 +2148,12 @@ class OAuthServer:
         def exchange(data: dict[str, Any], now: float) -> Any:
             record = data["codes"].get(hash_secret(code))
             # A code of another client is treated as if it did not exist.
-            if record is None or record["expires_at"] <= now or not secret_equal(client_id, record["client_id"]):
+            if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
                 return OAuthError(400, "invalid_grant", "the authorization code is invalid or expired")
             if record.get("used_at"):
                 # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
                 self._revoke_grant(data, record["grant_id"])
-                log.warning("authorization code replayed for client %s: its tokens were revoked", client_id[:8])
+                log.warning("authorization code replayed for %s: its tokens were revoked", client.name)
                 return OAuthError(400, "invalid_grant", "the authorization code was already used; its tokens are revoked")
             if redirect_uri != record["redirect_uri"]:
                 return OAuthError(400, "invalid_grant", "redirect_uri does not match the authorization request")
@@ -1712,7 +2166,7 @@ class OAuthServer:
 
         return await anyio.to_thread.run_sync(self.store.transact, exchange)
 
-    async def _refresh(self, client_id: str, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _refresh(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
         refresh_token = form.get("refresh_token")
         if not refresh_token:
             raise OAuthError(400, "invalid_request", "refresh_token is required")
@@ -1721,23 +2175,35 @@ class OAuthServer:
         def rotate(data: dict[str, Any], now: float) -> Any:
             key = hash_secret(refresh_token)
             record = data["refresh"].get(key)
-            if record is None or record["expires_at"] <= now or not secret_equal(client_id, record["client_id"]):
+            if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
                 return OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            if record.get("rotated_at") is not None:
+                successor = data["refresh"].get(record.get("successor", ""))
+                in_grace = now - record["rotated_at"] <= REFRESH_GRACE and not record.get("grace_used")
+                if not (in_grace and successor is not None and successor.get("rotated_at") is None):
+                    # OAuth 2.1 §4.3.1: reuse of a rotated refresh token means it leaked.
+                    self._revoke_grant(data, record["grant_id"])
+                    log.warning("rotated refresh token reused by %s: the grant was revoked", client.name)
+                    return OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
+                record["grace_used"] = True  # concurrent refreshes: the previous token works once more
             try:
                 granted_scope = self._parse_scope(scope, granted=record["scope"])  # never wider than granted
             except OAuthError as exc:
                 return exc
             if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
                 return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
-            del data["refresh"][key]  # rotation: each refresh token works once
-            return self._issue_tokens(data, now, {**record, "scope": granted_scope})
+            issued = self._issue_tokens(data, now, {**record, "scope": granted_scope})
+            if record.get("rotated_at") is None:
+                record["rotated_at"] = now  # kept (until it expires) to detect reuse
+                record["successor"] = issued["_refresh_key"]
+            return issued
 
         return await anyio.to_thread.run_sync(self.store.transact, rotate)
 
     async def revoke(self, request: Request) -> Response:
         """RFC 7009: revoke the client's own token (a refresh token takes its grant along)."""
         form = require_form(request)
-        client_id = self._authenticate_client(request, form)
+        client = self._authenticate_client(request, form)
         token = form.get("token")
         if not token:
             raise OAuthError(400, "invalid_request", "token is required")
@@ -1746,23 +2212,13 @@ class OAuthServer:
             key = hash_secret(token)
             for kind in ("refresh", "access"):
                 record = data[kind].get(key)
-                if record is not None and secret_equal(client_id, record["client_id"]):
+                if record is not None and secret_equal(client.client_id, record["client_id"]):
                     if kind == "refresh":
                         self._revoke_grant(data, record["grant_id"])
                     data[kind].pop(key, None)
 
         await anyio.to_thread.run_sync(self.store.transact, revoke)
         return json_response(200, {})  # also for unknown tokens (RFC 7009 §2.2)
-
-    async def register(self, request: Request) -> Response:
-        # Never hand out the fixed client's credentials: in the original server this let anyone
-        # obtain a token and run code on the dev server.
-        raise OAuthError(
-            400,
-            "invalid_client_metadata",
-            "dynamic client registration is not available: run `python rc_mcp.py credentials` on the server "
-            "and enter that client id and secret in the connector's advanced settings",
-        )
 
     # Resource server ----------------------------------------------------------------------
 
@@ -1974,17 +2430,25 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         body=bytes(body),
+        client=str((scope.get("client") or ("",))[0]),
     )
 
 
 class App:
     """The router: path → handler. OAuth errors are rendered in one place."""
 
-    def __init__(self, config: Config, *, runner: Runner | None = None, store: TokenStore | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        runner: Runner | None = None,
+        store: TokenStore | None = None,
+        fetcher: ClientMetadataFetcher | None = None,
+    ):
         self.config = config
-        self.store = store or TokenStore(config.token_store_path)
+        self.store = store or open_token_store(config)
         self.runner = runner or make_runner(config)
-        self.oauth = OAuthServer(config, self.store)
+        self.oauth = OAuthServer(config, self.store, fetcher)
         self.sessions = Sessions(config, self.runner)
         self.mcp = build_mcp_server(self.sessions)
         self.mcp.streamable_http_app(
@@ -2000,6 +2464,7 @@ class App:
         self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Awaitable[Response]]]] = {
             "/health": (("GET",), self._health),
             "/.well-known/oauth-authorization-server": (("GET",), self._as_metadata),
+            "/.well-known/openid-configuration": (("GET",), self._as_metadata),  # some clients look here
             "/.well-known/oauth-protected-resource": (("GET",), self._pr_metadata),
             "/.well-known/oauth-protected-resource/mcp": (("GET",), self._pr_metadata),
             "/register": (("POST",), oauth.register),
@@ -2106,6 +2571,23 @@ class App:
             log.error("dev server not reachable yet: %s", exc)
 
 
+def open_token_store(config: Config, clock: Callable[[], float] = time.time) -> TokenStore:
+    """The token store, importing the Node.js server's file if that is what TOKEN_STORE_PATH holds."""
+    client_id, _ = derive_client_credentials(config.mcp_secret)
+
+    def import_legacy(old: Mapping[str, Any], now: float) -> dict[str, Any]:
+        return import_legacy_store(
+            old,
+            now,
+            client_id=client_id,
+            resource=config.resource,
+            access_ttl=config.access_token_ttl,
+            refresh_ttl=config.refresh_token_ttl,
+        )
+
+    return TokenStore(config.token_store_path, clock=clock, import_legacy=import_legacy)
+
+
 def create_app(config: Config, *, runner: Runner | None = None) -> App:
     return App(config, runner=runner)
 
@@ -2169,7 +2651,7 @@ class CheckLine:
 async def run_checks(config: Config) -> list[CheckLine]:
     lines = [CheckLine(True, "configuration", describe_mode(config))]
     try:
-        store = TokenStore(config.token_store_path)
+        store = open_token_store(config)
         store.ensure_writable()
         lines.append(CheckLine(True, "token store", f"{config.token_store_path} is writable"))
     except OSError as exc:

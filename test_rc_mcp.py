@@ -664,8 +664,9 @@ def app(tmp_path: Path, clock: Clock) -> rc_mcp.App:
 
 @pytest.fixture
 async def http(app: rc_mcp.App) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as client:
-        yield client
+    async with app.session_manager.run():  # ASGITransport sends no lifespan events
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as client:
+            yield client
 
 
 AUTHORIZE = {
@@ -725,8 +726,11 @@ async def test_metadata_uses_one_issuer_string(http: httpx2.AsyncClient) -> None
     assert server["issuer"] == TEST_URL
     assert server["code_challenge_methods_supported"] == ["S256"]
     assert server["authorization_response_iss_parameter_supported"] is True
-    assert set(server["token_endpoint_auth_methods_supported"]) == {"client_secret_post", "client_secret_basic"}
-    assert "registration_endpoint" not in server
+    # "none" is what makes Claude.ai offer CIMD; public clients still need the owner's consent
+    assert set(server["token_endpoint_auth_methods_supported"]) == {"client_secret_post", "client_secret_basic", "none"}
+    assert server["client_id_metadata_document_supported"] is True
+    assert server["registration_endpoint"] == f"{TEST_URL}/register"
+    assert (await http.get("/.well-known/openid-configuration")).json() == server
 
 
 async def test_health(http: httpx2.AsyncClient) -> None:
@@ -745,18 +749,17 @@ async def test_mcp_without_token_points_at_the_metadata(http: httpx2.AsyncClient
 
 
 async def test_code_flow_with_post_and_basic_client_auth(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    async with app.session_manager.run():
-        tokens = await get_tokens(http)
-        assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
-        for path in ("/mcp", "/mcp/"):  # both answered, no redirect
-            response = await mcp_status(http, tokens["access_token"], path=path)
-            assert response.status_code == 200, response.text
-            assert "start_session" in response.text
-        code = await get_code(http)
-        basic = {"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
-        response = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers=basic)
+    tokens = await get_tokens(http)
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
+    for path in ("/mcp", "/mcp/"):  # both answered, no redirect
+        response = await mcp_status(http, tokens["access_token"], path=path)
         assert response.status_code == 200, response.text
-        assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
+        assert "start_session" in response.text
+    code = await get_code(http)
+    basic = {"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
+    response = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers=basic)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
 
 
 async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
@@ -764,16 +767,43 @@ async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
     assert response.status_code == 302 and "code=" in response.headers["location"]
 
 
+def refresh_form(refresh_token: str, **extra: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **extra}
+
+
 async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
-    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    first = await http.post("/token", data=form)
+    first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
     assert first.status_code == 200
     assert first.json()["refresh_token"] != tokens["refresh_token"]
-    again = await http.post("/token", data=form)
-    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-    narrower = await http.post("/token", data={**form, "refresh_token": first.json()["refresh_token"], "scope": "mcp:tools"})
+    narrower = await http.post("/token", data=refresh_form(first.json()["refresh_token"], scope="mcp:tools"))
     assert narrower.status_code == 200
+    wider = await http.post("/token", data=refresh_form(narrower.json()["refresh_token"], scope="mcp:tools offline_access"))
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+
+
+async def test_concurrent_refresh_gets_one_grace_use(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+    """Two refreshes racing with the same token must not log the user out; a third use is theft."""
+    tokens = await get_tokens(http)
+    first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    second = await http.post("/token", data=refresh_form(tokens["refresh_token"]))  # the racing twin
+    assert first.status_code == second.status_code == 200
+    for issued in (first.json(), second.json()):  # both answers are usable
+        assert (await mcp_status(http, issued["access_token"])).status_code != 401
+    third = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert (third.status_code, third.json()["error"]) == (400, "invalid_grant")
+    for issued in (first.json(), second.json()):  # reuse revoked the whole grant
+        assert (await mcp_status(http, issued["access_token"])).status_code == 401
+        assert (await http.post("/token", data=refresh_form(issued["refresh_token"]))).status_code == 400
+
+
+async def test_rotated_refresh_token_after_the_grace_window_revokes_the_grant(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+    tokens = await get_tokens(http)
+    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
+    clock.now += rc_mcp.REFRESH_GRACE + 1
+    reuse = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert (reuse.status_code, reuse.json()["error"]) == (400, "invalid_grant")
+    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).json()["error"] == "invalid_grant"
 
 
 async def test_replayed_code_revokes_its_tokens(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
@@ -807,10 +837,17 @@ async def test_revocation(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
 
 
 async def test_register_never_hands_out_credentials(http: httpx2.AsyncClient) -> None:
-    for body in ({"redirect_uris": [CALLBACK]}, {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}, {}):
+    for body in (
+        {"redirect_uris": [CALLBACK]},
+        {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "client_secret_post", "client_name": "Claude"},
+        {"redirect_uris": ["http://127.0.0.1:6274/oauth/callback"], "token_endpoint_auth_method": "none"},
+    ):
         response = await http.post("/register", json=body)
-        assert response.status_code == 400
+        assert response.status_code == 201, response.text
+        registered = response.json()
+        assert registered["token_endpoint_auth_method"] == "none" and "client_secret" not in registered
         assert CLIENT_SECRET not in response.text and CLIENT_ID not in response.text
+        assert registered["client_id"] != CLIENT_ID and registered["redirect_uris"] == body["redirect_uris"]
 
 
 async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
@@ -967,13 +1004,11 @@ async def test_refresh_token_is_not_an_access_token(app: rc_mcp.App, http: httpx
     assert (await mcp_status(http, tokens["refresh_token"])).status_code == 401
 
 
-async def test_dns_rebinding_host_is_refused(app: rc_mcp.App, tmp_path: Path) -> None:
-    async with app.session_manager.run():
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as good:
-            tokens = await get_tokens(good)
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://attacker.example") as evil:
-            response = await mcp_status(evil, tokens["access_token"])
-            assert response.status_code == 421
+async def test_dns_rebinding_host_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://attacker.example") as evil:
+        response = await mcp_status(evil, tokens["access_token"])
+        assert response.status_code == 421
 
 
 # ── End to end: real sshd, real tmux, the SDK client doing Claude.ai's OAuth flow ─────────────
