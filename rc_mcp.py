@@ -850,7 +850,7 @@ class TokenStore:
         import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None = None,
     ):
         self.path = path
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         self._data: dict[str, Any] = self._empty()
         self._load(import_legacy)
@@ -867,7 +867,7 @@ class TokenStore:
         try:
             data = json.loads(raw)
             if is_legacy_store(data) and import_legacy is not None:
-                self._import(raw, import_legacy(data, self._clock()))
+                self._import(raw, import_legacy(data, self.clock()))
                 return
             if not (
                 isinstance(data, dict)
@@ -918,7 +918,7 @@ class TokenStore:
                 del records[key]
 
     def _save(self) -> None:
-        self._prune(self._clock())
+        self._prune(self.clock())
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)  # mode 0600
@@ -948,7 +948,7 @@ class TokenStore:
         """The unexpired record of a code, token or client (no I/O: used on every /mcp request)."""
         with self._lock:
             record = self._data[kind].get(hash_secret(secret) if hashed else secret)
-            if record is None or record["expires_at"] <= self._clock():
+            if record is None or record["expires_at"] <= self.clock():
                 return None
             return dict(record)
 
@@ -958,7 +958,7 @@ class TokenStore:
         `change` may return an OAuthError to raise after its changes (e.g. a revocation) are saved.
         """
         with self._lock:
-            result = change(self._data, self._clock())
+            result = change(self._data, self.clock())
             self._save()
         if isinstance(result, OAuthError):
             raise result
@@ -1794,8 +1794,8 @@ class OAuthServer:
     def __init__(self, config: Config, store: TokenStore, fetcher: ClientMetadataFetcher | None = None):
         self.config = config
         self.store = store
-        self.fetcher = fetcher or ClientMetadataFetcher()
-        self.throttle = ConsentThrottle()
+        self.fetcher = fetcher or ClientMetadataFetcher(store.clock)
+        self.throttle = ConsentThrottle(store.clock)
         self.issuer = config.server_url  # one string, byte-identical everywhere
         self.resource = config.resource
         self._resource_key = canonical_resource(config.resource)

@@ -884,6 +884,185 @@ async def test_no_unauthenticated_sequence_yields_a_token(http: httpx2.AsyncClie
         assert "access_token" not in text and CLIENT_SECRET not in text
 
 
+# Public clients: registration, the owner's consent page, metadata documents ──────────────────
+
+INSPECTOR_CALLBACK = "http://localhost:6274/oauth/callback"
+
+
+async def register(http: httpx2.AsyncClient, redirect_uri: str = INSPECTOR_CALLBACK, name: str = "MCP Inspector") -> str:
+    response = await http.post("/register", json={"redirect_uris": [redirect_uri], "client_name": name, "token_endpoint_auth_method": "client_secret_post"})
+    assert response.status_code == 201, response.text
+    return response.json()["client_id"]
+
+
+def public_authorize(client_id: str, redirect_uri: str) -> dict[str, str]:
+    return {**AUTHORIZE, "client_id": client_id, "redirect_uri": redirect_uri}
+
+
+async def consent(http: httpx2.AsyncClient, params: dict[str, str], **form: str) -> httpx2.Response:
+    return await http.post("/authorize", data={**params, **form})
+
+
+async def test_public_client_needs_the_owners_approval(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    client_id = await register(http)
+    params = public_authorize(client_id, INSPECTOR_CALLBACK)
+    page = await http.get("/authorize", params=params)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "MCP Inspector" in page.text and "localhost:6274" in page.text and 'type="password"' in page.text
+    assert not re.search(r"<script|<link|<img|src=|href=|url\(", page.text)  # no JavaScript, no external assets
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store" and "code=" not in page.text
+    denied = await consent(http, params, action="deny")
+    assert denied.status_code == 302
+    back = parse_qs(urlsplit(denied.headers["location"]).query)
+    assert back["error"] == ["access_denied"] and back["state"] == ["opaque-state"] and back["iss"] == [TEST_URL]
+    wrong = await consent(http, params, action="approve", password="guess")
+    assert wrong.status_code == 403 and "Wrong password" in wrong.text and "location" not in wrong.headers
+    approved = await consent(http, params, action="approve", password=SECRET)
+    assert approved.status_code == 302
+    back = parse_qs(urlsplit(approved.headers["location"]).query)
+    assert approved.headers["location"].startswith(INSPECTOR_CALLBACK + "?") and back["iss"] == [TEST_URL]
+    form = token_form(back["code"][0], client_id=client_id, client_secret=None, redirect_uri=INSPECTOR_CALLBACK)
+    tokens = await http.post("/token", data=form)
+    assert tokens.status_code == 200, tokens.text
+    assert (await mcp_status(http, tokens.json()["access_token"])).status_code == 200
+    refreshed = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"], "client_id": client_id})
+    assert refreshed.status_code == 200
+    with_secret = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"], "client_id": client_id, "client_secret": CLIENT_SECRET})
+    assert (with_secret.status_code, with_secret.json()["error"]) == (401, "invalid_client")
+
+
+async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Clock) -> None:
+    params = public_authorize(await register(http), INSPECTOR_CALLBACK)
+    for _ in range(rc_mcp.CONSENT_MAX_FAILURES):
+        assert (await consent(http, params, action="approve", password="guess")).status_code == 403
+    blocked = await consent(http, params, action="approve", password=SECRET)  # even the right one, for now
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0 and "location" not in blocked.headers
+    clock.now += rc_mcp.CONSENT_FAILURE_WINDOW + 1
+    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
+
+
+async def test_loopback_redirect_of_a_registered_client_matches_any_port(http: httpx2.AsyncClient) -> None:
+    client_id = await register(http, "http://127.0.0.1:6276/oauth/callback")
+    page = await http.get("/authorize", params=public_authorize(client_id, "http://127.0.0.1:50123/oauth/callback"))
+    assert page.status_code == 200
+    for other in ("http://127.0.0.1:50123/other", "http://localhost:50123/oauth/callback", "https://127.0.0.1:6276/oauth/callback"):
+        refused = await http.get("/authorize", params=public_authorize(client_id, other))
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "client_id, redirect_uri",
+    [
+        ("https://claude.ai/oauth/mcp-oauth-client-metadata", CALLBACK),
+        ("https://claude.ai/oauth/claude-code-client-metadata", "http://localhost:53682/callback"),
+        ("https://claude.ai/oauth/claude-code-client-metadata", "http://127.0.0.1:40000/callback"),
+    ],
+)
+async def test_claude_metadata_document_clients(http: httpx2.AsyncClient, client_id: str, redirect_uri: str) -> None:
+    params = public_authorize(client_id, redirect_uri)
+    page = await http.get("/authorize", params=params)
+    assert page.status_code == 200 and "Claude" in page.text
+    approved = await consent(http, params, action="approve", password=SECRET)
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    tokens = await http.post("/token", data=token_form(code, client_id=client_id, client_secret=None, redirect_uri=redirect_uri))
+    assert tokens.status_code == 200, tokens.text
+
+
+class FakeFetcher(rc_mcp.ClientMetadataFetcher):
+    """Serves metadata documents from a dict instead of the network."""
+
+    def __init__(self, documents: dict[str, Any]) -> None:
+        super().__init__()
+        self.documents = documents
+        self.fetches = 0
+
+    async def fetch(self, url: str) -> Any:
+        self.fetches += 1
+        if url not in self.documents:
+            raise ValueError("404")
+        return self.documents[url]
+
+
+DOC_URL = "https://app.example/oauth/client.json"
+
+
+@pytest.mark.parametrize(
+    "document, ok, valid",
+    [
+        ({"client_id": DOC_URL, "client_name": "Example", "redirect_uris": ["https://app.example/cb"]}, True, True),
+        ({"client_id": "https://other.example/client.json", "redirect_uris": ["https://app.example/cb"]}, False, False),
+        ({"client_id": DOC_URL, "redirect_uris": ["https://elsewhere.example/cb"]}, False, True),  # redirect not listed
+        ({"client_id": DOC_URL, "redirect_uris": ["javascript:alert(1)"]}, False, False),
+        ({"client_id": DOC_URL, "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}, False, False),
+        (["not", "an", "object"], False, False),
+    ],
+)
+async def test_fetched_metadata_documents_are_validated(tmp_path: Path, clock: Clock, document: Any, ok: bool, valid: bool) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
+    fetcher = FakeFetcher({DOC_URL: document})
+    app = rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock), fetcher=fetcher)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
+        for _ in range(2):
+            response = await http.get("/authorize", params=public_authorize(DOC_URL, "https://app.example/cb"))
+            if ok:
+                assert response.status_code == 200 and "Example" in response.text
+            else:
+                assert response.status_code == 400 and "location" not in response.headers
+    assert fetcher.fetches == (1 if valid else 2)  # a valid document is cached
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://localhost/client.json", "https://127.0.0.1/client.json", "https://[::1]/client.json", "https://10.0.0.1/c.json", "https://169.254.169.254/latest"],
+)
+async def test_metadata_documents_are_never_fetched_from_private_addresses(url: str) -> None:
+    with pytest.raises(ValueError, match="public addresses"):
+        await rc_mcp.ClientMetadataFetcher().fetch(url)
+
+
+def test_node_token_file_is_imported_with_a_private_backup(tmp_path: Path) -> None:
+    path = tmp_path / "oauth-tokens.json"
+    now_ms = time.time() * 1000
+    legacy = {
+        "tokens": {
+            "11111111-aaaa-4aaa-8aaa-111111111111": {"clientId": CLIENT_ID, "scopes": ["mcp:tools"], "expiresAt": now_ms + 3_600_000, "resource": "http://x/mcp"},
+            "22222222-bbbb-4bbb-8bbb-222222222222": {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
+            "33333333-cccc-4ccc-8ccc-333333333333": {"clientId": CLIENT_ID, "scopes": [], "expiresAt": now_ms - 1000},
+            "44444444-dddd-4ddd-8ddd-444444444444": {"clientId": "someone-else", "scopes": [], "type": "refresh"},
+        },
+        "codes": {"55555555-eeee-4eee-8eee-555555555555": {"client": {"client_secret": CLIENT_SECRET}, "params": {}}},
+    }
+    original = json.dumps(legacy)
+    path.write_text(original)
+    path.chmod(0o644)
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path)))
+    store = rc_mcp.open_token_store(config)
+    assert store.find("access", "11111111-aaaa-4aaa-8aaa-111111111111")["resource"] == f"{TEST_URL}/mcp"
+    assert store.find("refresh", "22222222-bbbb-4bbb-8bbb-222222222222") is not None
+    assert store.find("access", "33333333-cccc-4ccc-8ccc-333333333333") is None  # expired stays expired
+    assert store.find("refresh", "44444444-dddd-4ddd-8ddd-444444444444") is None
+    text = path.read_text()
+    assert "11111111" not in text and CLIENT_SECRET not in text and stat.S_IMODE(path.stat().st_mode) == 0o600
+    [backup] = tmp_path.glob("oauth-tokens.json.nodejs-backup-*")
+    assert backup.read_text() == original and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert rc_mcp.open_token_store(config).find("access", "11111111-aaaa-4aaa-8aaa-111111111111") is not None  # once
+
+
+async def test_node_tokens_keep_working_after_the_switch(tmp_path: Path) -> None:
+    path = tmp_path / "oauth-tokens.json"
+    access, refresh = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+    path.write_text(json.dumps({"tokens": {
+        access: {"clientId": CLIENT_ID, "scopes": [], "expiresAt": time.time() * 1000 + 86_400_000},
+        refresh: {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
+    }, "codes": {}}))
+    app = rc_mcp.create_app(rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path))))
+    async with app.session_manager.run():
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
+            assert (await mcp_status(http, access)).status_code == 200
+            assert (await http.post("/token", data=refresh_form(refresh))).status_code == 200
+
+
 def _form(**overrides: str | None) -> dict[str, str]:
     return {k: v for k, v in {**AUTHORIZE, **overrides}.items() if v is not None}
 
