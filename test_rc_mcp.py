@@ -1160,6 +1160,136 @@ async def test_hostile_token_requests(http: httpx2.AsyncClient) -> None:
     assert (binary.status_code, binary.json()["error"]) == (400, "invalid_request")
 
 
+HOSTILE_REGISTER = [
+    ("javascript redirect", {"redirect_uris": ["javascript:alert(1)"]}, "invalid_redirect_uri"),
+    ("data redirect", {"redirect_uris": ["data:text/html,<script>alert(1)</script>"]}, "invalid_redirect_uri"),
+    ("plain http to a remote host", {"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+    ("http to a private address", {"redirect_uris": ["http://10.0.0.5/cb"]}, "invalid_redirect_uri"),
+    ("fragment", {"redirect_uris": ["https://app.example/cb#frag"]}, "invalid_redirect_uri"),
+    ("credentials in the URI", {"redirect_uris": ["https://user:pw@app.example/cb"]}, "invalid_redirect_uri"),
+    ("relative URI", {"redirect_uris": ["/cb"]}, "invalid_redirect_uri"),
+    ("custom scheme", {"redirect_uris": ["myapp://cb"]}, "invalid_redirect_uri"),
+    ("space in URI", {"redirect_uris": ["https://app.example/c b"]}, "invalid_redirect_uri"),
+    ("bad port", {"redirect_uris": ["https://app.example:99999/cb"]}, "invalid_redirect_uri"),
+    ("no redirect URIs", {"redirect_uris": []}, "invalid_redirect_uri"),
+    ("redirect URIs not a list", {"redirect_uris": "https://app.example/cb"}, "invalid_redirect_uri"),
+    ("eleven redirect URIs", {"redirect_uris": [f"https://app.example/{i}" for i in range(11)]}, "invalid_redirect_uri"),
+    ("non-string redirect URI", {"redirect_uris": [42]}, "invalid_redirect_uri"),
+    ("password grant", {"redirect_uris": [CALLBACK], "grant_types": ["password"]}, "invalid_client_metadata"),
+    ("client_credentials grant", {"redirect_uris": [CALLBACK], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+    ("implicit response type", {"redirect_uris": [CALLBACK], "response_types": ["token"]}, "invalid_client_metadata"),
+]
+
+
+@pytest.mark.parametrize("label, body, error", HOSTILE_REGISTER, ids=[r[0] for r in HOSTILE_REGISTER])
+async def test_hostile_register(app: rc_mcp.App, http: httpx2.AsyncClient, label: str, body: dict[str, Any], error: str) -> None:
+    response = await http.post("/register", json=body)
+    assert (response.status_code, response.json()["error"]) == (400, error)
+    assert app.store.count("clients") == 0
+
+
+@pytest.mark.parametrize(
+    "label, content, content_type, status, error",
+    [
+        ("not JSON", b"{nope", "application/json", 400, "invalid_client_metadata"),
+        ("a JSON list", b"[]", "application/json", 400, "invalid_client_metadata"),
+        ("form-encoded", b"redirect_uris=https://a.example/cb", "application/x-www-form-urlencoded", 400, "invalid_client_metadata"),
+        ("oversize", b'{"client_name": "' + b"x" * 70000 + b'"}', "application/json", 413, "invalid_request"),
+    ],
+)
+async def test_hostile_register_bodies(http: httpx2.AsyncClient, label: str, content: bytes, content_type: str, status: int, error: str) -> None:
+    response = await http.post("/register", content=content, headers={"Content-Type": content_type})
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+async def test_registration_cannot_fill_the_disk(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS + 20):
+        assert (await http.post("/register", json={"redirect_uris": [f"https://app{i}.example/cb"]})).status_code == 201
+    assert app.store.count("clients") == rc_mcp.MAX_REGISTERED_CLIENTS
+    # a client the owner approved is never evicted by strangers' registrations
+    approved = await register(http)
+    params = public_authorize(approved, INSPECTOR_CALLBACK)
+    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
+    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS):
+        await http.post("/register", json={"redirect_uris": [f"https://again{i}.example/cb"]})
+    assert (await http.get("/authorize", params=params)).status_code == 200
+
+
+async def test_unused_registrations_expire(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+    client_id = await register(http)
+    clock.now += rc_mcp.UNUSED_CLIENT_TTL + 1
+    response = await http.get("/authorize", params=public_authorize(client_id, INSPECTOR_CALLBACK))
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_client")
+    unknown = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": client_id})
+    assert (unknown.status_code, unknown.json()["error"]) == (401, "invalid_client")  # Claude.ai re-registers
+
+
+HOSTILE_PUBLIC = [
+    ("unregistered client id", {"client_id": "rcc_made_up"}, 400, "invalid_client"),
+    ("fixed client with a loopback redirect", {"client_id": CLIENT_ID, "redirect_uri": INSPECTOR_CALLBACK}, 400, "invalid_request"),
+    ("metadata URL on plain http", {"client_id": "http://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": CALLBACK}, 400, "invalid_client"),
+    ("Claude's document with another callback", {"client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": "https://evil.example/cb"}, 400, "invalid_request"),
+    ("Claude Code's document with a remote callback", {"client_id": "https://claude.ai/oauth/claude-code-client-metadata", "redirect_uri": "http://evil.example/callback"}, 400, "invalid_request"),
+    ("metadata document on a private address", {"client_id": "https://127.0.0.1/client.json", "redirect_uri": CALLBACK}, 400, "invalid_client"),
+]
+
+
+@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_PUBLIC, ids=[r[0] for r in HOSTILE_PUBLIC])
+async def test_hostile_public_clients(http: httpx2.AsyncClient, label: str, overrides: dict[str, str], status: int, error: str) -> None:
+    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert "location" not in response.headers
+
+
+async def test_hostile_consent_requests(http: httpx2.AsyncClient) -> None:
+    client_id = await register(http)
+    params = public_authorize(client_id, INSPECTOR_CALLBACK)
+    # approval without the password, with an empty one, or by GET: never a code
+    for response in (
+        await consent(http, params, action="approve"),
+        await consent(http, params, action="approve", password=""),
+        await http.get("/authorize", params={**params, "action": "approve", "password": SECRET}),
+        await consent(http, params, action="approve", password=CLIENT_SECRET),
+    ):
+        assert response.status_code in (200, 403) and "location" not in response.headers
+    # tampering with the hidden fields is checked again on the POST
+    tampered = await consent(http, {**params, "redirect_uri": "https://evil.example/cb"}, action="approve", password=SECRET)
+    assert (tampered.status_code, tampered.json()["error"]) == (400, "invalid_request")
+    plain = await consent(http, {**params, "code_challenge_method": "plain"}, action="approve", password=SECRET)
+    assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
+
+
+async def test_public_client_cannot_use_another_clients_code(http: httpx2.AsyncClient) -> None:
+    first, second = await register(http), await register(http)
+    approved = await consent(http, public_authorize(first, INSPECTOR_CALLBACK), action="approve", password=SECRET)
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    stolen = await http.post("/token", data=token_form(code, client_id=second, client_secret=None, redirect_uri=INSPECTOR_CALLBACK))
+    assert (stolen.status_code, stolen.json()["error"]) == (400, "invalid_grant")
+    fixed = await http.post("/token", data=token_form(code, redirect_uri=INSPECTOR_CALLBACK))
+    assert (fixed.status_code, fixed.json()["error"]) == (400, "invalid_grant")
+
+
+HOSTILE_REVOKE = [
+    ("no client auth", {"token": "x"}, 401, "invalid_client"),
+    ("wrong secret", {"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"}, 401, "invalid_client"),
+    ("no token", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("label, form, status, error", HOSTILE_REVOKE, ids=[r[0] for r in HOSTILE_REVOKE])
+async def test_hostile_revoke(http: httpx2.AsyncClient, label: str, form: dict[str, str], status: int, error: str) -> None:
+    response = await http.post("/revoke", data=form)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+async def test_revoking_another_clients_token_does_nothing(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    other = await register(http)
+    response = await http.post("/revoke", data={"token": tokens["access_token"], "client_id": other})
+    assert response.status_code == 200
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+
+
 @pytest.mark.parametrize(
     "headers, query",
     [
