@@ -1478,6 +1478,109 @@ async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path
     assert claude.authorizations == 1  # no new authorization was needed
 
 
+@pytest.mark.parametrize("mode", ["credentials", "dcr", "cimd"])
+async def test_e2e_each_claude_ai_registration_mode(devserver: DevServer, tmp_path: Path, mode: str) -> None:
+    """Claude.ai's three ways to identify itself, each with its real callback URL, `resource` and auth method."""
+    claude = ClaudeAi(SECRET, mode=mode, owner_password=SECRET)
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server.url, claude) as client:
+            assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
+    assert claude.authorizations == 1
+    assert claude.consent_pages == (0 if mode == "credentials" else 1)  # only the fixed client skips the page
+    info = claude.storage.client_info
+    if mode == "dcr":
+        assert info is not None and info.token_endpoint_auth_method == "none" and info.client_secret is None
+    if mode == "cimd":
+        assert info is not None and info.client_id == "https://claude.ai/oauth/mcp-oauth-client-metadata"
+
+
+async def test_e2e_without_the_owner_password_no_public_client_gets_in(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi(SECRET, mode="dcr", owner_password="not the secret")
+    with running(ssh_env(devserver, tmp_path)) as server:
+        with pytest.raises(BaseException) as caught:
+            async with connect(server.url, claude) as client:
+                await client.list_tools()
+        assert "403" in repr(caught.value) or "/authorize answered" in str(caught.getrepr())
+    assert claude.storage.tokens is None
+
+
+async def test_e2e_silent_refresh_after_expiry(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi(SECRET)
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server.url, claude) as client:
+            await call(client, "list_sessions")
+            first = claude.storage.tokens
+            assert first is not None
+            # The access token expires, on the server and by the client's clock: the next call
+            # must refresh silently, without a new authorization.
+            server.app.store.transact(lambda data, now: [r.update(expires_at=now - 1) for r in data["access"].values()])
+            claude.last_provider.context.token_expiry_time = time.time() - 1
+            await call(client, "list_sessions")
+            assert claude.storage.tokens is not None and claude.storage.tokens.access_token != first.access_token
+            assert claude.storage.tokens.refresh_token != first.refresh_token  # rotated
+    assert claude.authorizations == 1
+
+
+async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi(SECRET)
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server.url, claude) as client:
+            await call(client, "list_sessions")
+        tokens = claude.storage.tokens
+        assert tokens is not None
+        async with httpx2.AsyncClient() as http:
+            revoked = await http.post(
+                server.url + "/revoke",
+                data={"token": tokens.refresh_token, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            )
+            assert revoked.status_code == 200
+            after = await http.post(
+                server.url + "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json, text/event-stream"},
+            )
+            assert after.status_code == 401
+        async with connect(server.url, claude) as client:  # the client has to authorize again
+            await call(client, "list_sessions")
+    assert claude.authorizations == 2
+
+
+INSPECTOR = os.environ.get("RC_MCP_INSPECTOR")  # a folder with node@22 and @modelcontextprotocol/inspector (.ci/run)
+
+
+def test_e2e_mcp_inspector_cli_lists_tools(devserver: DevServer, tmp_path: Path) -> None:
+    """The MCP Inspector CLI (2.x) lists the tools with a token obtained through the OAuth flow."""
+    if not INSPECTOR:
+        if REQUIRE_E2E:
+            pytest.fail("RC_MCP_INSPECTOR is not set: .ci/run installs the Inspector and sets it")
+        pytest.skip("set RC_MCP_INSPECTOR to a folder with node@22 and @modelcontextprotocol/inspector installed")
+    node = Path(INSPECTOR) / "node_modules" / "node" / "bin" / "node"
+    cli = Path(INSPECTOR) / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "cli" / "build" / "index.js"
+    claude = ClaudeAi(SECRET)
+    with running(ssh_env(devserver, tmp_path)) as server:
+
+        async def authorize() -> str:
+            async with connect(server.url, claude) as client:
+                await client.list_tools()
+            assert claude.storage.tokens is not None
+            return claude.storage.tokens.access_token
+
+        token = anyio.run(authorize)
+
+        def inspector(*extra: str) -> subprocess.CompletedProcess[str]:
+            command = [str(node), str(cli), server.url + "/mcp", "--transport", "http", "--method", "tools/list"]
+            command += ["--stored-auth-only", "--format", "json", "-q", *extra]
+            env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+        listed = inspector("--header", f"Authorization: Bearer {token}")
+        assert listed.returncode == 0, listed.stderr
+        names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
+        assert names == {"start_session", "list_sessions", "stop_session", "list_projects"}
+        refused = inspector("--header", "Authorization: Bearer not-a-token")
+        assert refused.returncode == 3 and "auth_required" in refused.stderr
+
+
 async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tmp_path: Path) -> None:
     logins = devserver.accepted_logins()
     with running(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))) as server:

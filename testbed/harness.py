@@ -9,6 +9,8 @@ official MCP SDK's `OAuthClientProvider`, so the whole OAuth flow runs for real.
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import socket
 import threading
 import time
@@ -84,11 +86,27 @@ class MemoryTokenStorage:
         self.client_info = client_info
 
 
+CLAUDE_METADATA_URL = "https://claude.ai/oauth/mcp-oauth-client-metadata"
+
+
 class ClaudeAi:
-    def __init__(self, mcp_secret: str) -> None:
-        client_id, client_secret = rc_mcp.derive_client_credentials(mcp_secret)
-        self.storage = MemoryTokenStorage(
-            OAuthClientInformationFull(
+    """Claude.ai's side of a connector, in each of its three registration modes:
+
+    - "credentials": the connector's own client id and secret (the fixed client, `client_secret_post`);
+    - "dcr": Dynamic Client Registration (asks for `client_secret_post`, gets a public client);
+    - "cimd": Claude's Client ID Metadata Document URL as the client id.
+
+    Always Claude's real callback URL and `resource`. The "browser" follows /authorize; when the
+    owner's consent page comes back it fills in `owner_password` and submits the form.
+    """
+
+    def __init__(self, mcp_secret: str, mode: str = "credentials", owner_password: str | None = None) -> None:
+        self.mode = mode
+        self.owner_password = owner_password
+        client_info = None
+        if mode == "credentials":
+            client_id, client_secret = rc_mcp.derive_client_credentials(mcp_secret)
+            client_info = OAuthClientInformationFull(
                 client_id=client_id,
                 client_secret=client_secret,
                 redirect_uris=[CALLBACK],
@@ -96,8 +114,9 @@ class ClaudeAi:
                 grant_types=["authorization_code", "refresh_token"],
                 response_types=["code"],
             )
-        )
+        self.storage = MemoryTokenStorage(client_info)
         self.authorizations = 0
+        self.consent_pages = 0
         self._result: AuthorizationCodeResult | None = None
 
     async def _open_browser(self, url: str) -> None:
@@ -107,9 +126,17 @@ class ClaudeAi:
             raise AssertionError(f"not an authorization request Claude.ai would make: {url}")
         async with httpx2.AsyncClient() as browser:
             response = await browser.get(url, follow_redirects=False)
+            if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/html"):
+                self.consent_pages += 1
+                if self.owner_password is None:
+                    raise AssertionError("the consent page asked for the owner's password")
+                form = {html.unescape(k): html.unescape(v) for k, v in HIDDEN_INPUT.findall(response.text)}
+                form.update(action="approve", password=self.owner_password)
+                target = urlsplit(url)._replace(query="").geturl()
+                response = await browser.post(target, data=form, follow_redirects=False)
         location = response.headers.get("location", "")
         if response.status_code != 302 or not location.startswith(CALLBACK + "?"):
-            raise AssertionError(f"/authorize answered {response.status_code} {location or response.text}")
+            raise AssertionError(f"/authorize answered {response.status_code} {location or response.text[:300]}")
         back = parse_qs(urlsplit(location).query)
         if "error" in back:
             raise AssertionError(f"/authorize refused: {back}")
@@ -121,16 +148,20 @@ class ClaudeAi:
         return self._result
 
     def provider(self, server_url: str) -> OAuthClientProvider:
-        metadata = OAuthClientMetadata(
-            redirect_uris=[CALLBACK], token_endpoint_auth_method="client_secret_post", client_name="Claude"
-        )
-        return OAuthClientProvider(
+        method = "none" if self.mode == "cimd" else "client_secret_post"
+        metadata = OAuthClientMetadata(redirect_uris=[CALLBACK], token_endpoint_auth_method=method, client_name="Claude")
+        self.last_provider = OAuthClientProvider(
             server_url=server_url + "/mcp",
             client_metadata=metadata,
             storage=self.storage,
             redirect_handler=self._open_browser,
             callback_handler=self._callback,
+            client_metadata_url=CLAUDE_METADATA_URL if self.mode == "cimd" else None,
         )
+        return self.last_provider
+
+
+HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
 
 
 @contextlib.asynccontextmanager
