@@ -144,6 +144,7 @@ SCRUBBED_ENV = (
     "CLAUDE_CODE_USE_FOUNDRY",
 )
 LOG_TAIL_BYTES = 8192
+PRIVATE_ENV = frozenset({"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"})  # never passed to local commands
 
 DEFAULT_START_TIMEOUT = 45.0  # Claude.ai gives a tool call 300 s
 DEFAULT_COMMAND_TIMEOUT = 30.0
@@ -162,6 +163,11 @@ SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-
 # class proves the URL was written completely (raw pty logs end it with ESC[0m, BEL or \r).
 ENV_URL_ERE = r"https://claude\.ai/code\?(environment|bridge)=env_[A-Za-z0-9_-]+[^A-Za-z0-9_-]"
 CONSENT_PROMPT = "Enable Remote Control? (y/n)"
+CONNECTING_LABEL = "Connecting"
+# Prompts that wait for a person at the dev server: workspace trust, and the spawn-mode question.
+ATTENTION_ERE = r"Trust .*\? \[y/N\]|Quick safety check|Spawn mode for this project"
+LIST_TAIL_BYTES = 3072
+PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 
 ENV_BOOL_TRUE = frozenset({"1", "true", "yes", "on"})
 ENV_BOOL_FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -216,6 +222,7 @@ class Config:
     known_hosts: paramiko.HostKeys | None  # SSH_KNOWN_HOSTS; None: trust on first use
     claude_bin: str
     spawn_worktree: bool
+    permission_mode: str | None  # claude's default when None
     token_store_path: Path
     host: str
     port: int
@@ -362,6 +369,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
     server_url = (get("SERVER_URL") or f"http://localhost:{port}").rstrip("/")
     parts = urlsplit(server_url)
+    try:
+        parts.port  # noqa: B018 — raises on a bad port
+    except ValueError:
+        parts = urlsplit("invalid:")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(f"SERVER_URL has value {server_url!r}: must be the public http(s) URL of this server.")
     elif parts.path or parts.query or parts.fragment or parts.username:
@@ -381,6 +392,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
     claude_bin = get("CLAUDE_BIN", "claude") or "claude"
     if re.search(r"[\x00-\x1f\x7f]", claude_bin) or claude_bin.startswith("-"):
         problems.append(f"CLAUDE_BIN has value {claude_bin!r}: must be a command name or a path.")
+
+    permission_mode = get("PERMISSION_MODE")
+    if permission_mode is not None and permission_mode not in PERMISSION_MODES:
+        problems.append(f"PERMISSION_MODE has value {permission_mode!r}: use one of {', '.join(PERMISSION_MODES)}.")
 
     try:
         spawn_worktree = parse_bool(get("SPAWN_WORKTREE", "false") or "false")
@@ -445,6 +460,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         known_hosts=known_hosts,
         claude_bin=claude_bin,
         spawn_worktree=spawn_worktree,
+        permission_mode=permission_mode,
         token_store_path=token_store_path,
         host=host,
         port=port,
@@ -608,6 +624,108 @@ def extract_remote_control_urls(raw: str) -> RemoteControlUrls:
     return RemoteControlUrls(environment_url, session_url)
 
 
+# What a failed or stuck claude printed → the cause and the fix on the dev server, first match wins.
+FAILURE_EXPLANATIONS: tuple[tuple[str, str], ...] = (
+    (
+        r"You must be logged in to use Remote Control",
+        "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai account "
+        "(Pro, Max, Team or Enterprise), then start again.",
+    ),
+    (
+        r"requires a full-scope login token",
+        "claude is using a long-lived token (`claude setup-token` / CLAUDE_CODE_OAUTH_TOKEN), which cannot run Remote "
+        "Control: run `claude auth login` on the dev server and remove that token from its settings.",
+    ),
+    (
+        r"feature-flag evaluation, which is disabled because (\w+) is set",
+        "{0} is set for claude on the dev server (in a settings file or the login environment) and switches Remote "
+        "Control off: remove it there, then start again.",
+    ),
+    (
+        r"feature-flag evaluation, which is unavailable",
+        "claude cannot reach its feature-flag service from the dev server: check that it can reach the internet "
+        "(proxy settings), then start again.",
+    ),
+    (
+        r"is your home directory, and for security home-directory trust is never saved",
+        "claude refuses to run in the home directory: pick a project directory.",
+    ),
+    (
+        r"Workspace not trusted|Quick safety check|Trust .*\? \[y/N\]",
+        "claude does not trust {path} yet: on the dev server run `claude` once in that directory and accept the "
+        "trust dialog (trusting the projects base directory covers every project in it), then start again.",
+    ),
+    (
+        r"Another `claude remote-control` instance \(pid (\d+)\)",
+        "a `claude remote-control` that rc_mcp did not start (pid {0}) already serves {path}: use that one, or stop "
+        "it on the dev server (`kill {0}`) and start again.",
+    ),
+    (
+        r"not yet enabled for your account|environments are not available for your account",
+        "Remote Control is not available for this claude.ai account: it needs a Pro, Max, Team or Enterprise plan "
+        "(on Team and Enterprise an admin must allow it).",
+    ),
+    (
+        r"Multi-session Remote Control is not enabled",
+        "this Claude Code version is too old for server mode: run `claude update` on the dev server.",
+    ),
+    (
+        r"Unknown argument|is not supported by claude remote-control|--spawn requires one of",
+        "this Claude Code version does not accept rc_mcp's arguments: run `claude update` on the dev server.",
+    ),
+    (
+        r"ANTHROPIC_API_KEY|API key|Bedrock|Vertex|Foundry|ANTHROPIC_BASE_URL",
+        "Remote Control needs a claude.ai login, not an API key or a cloud provider: on the dev server run "
+        "`claude auth login` and remove ANTHROPIC_API_KEY / provider settings from claude's settings.",
+    ),
+    (
+        r"Spawn mode for this project",
+        "claude is asking for a spawn mode on the dev server: run `claude remote-control` there once and choose.",
+    ),
+    (
+        r"command not found|No such file or directory",
+        "the claude CLI was not found on the dev server: install Claude Code there, or set CLAUDE_BIN to its "
+        "absolute path (`command -v claude` in a login shell shows it).",
+    ),
+)
+
+SessionStatus = Literal["starting", "ready", "connected", "needs attention", "exited"]
+STATUS_LABEL_RE = re.compile(r"·[^·\n]{1,3}·\s*(Connecting|Ready|Connected)\b")
+ATTENTION_RE = re.compile(ATTENTION_ERE + "|" + re.escape(CONSENT_PROMPT) + r"|Reconnecting\b")
+
+
+def explain_failure(raw: str, path: str = "the project") -> str | None:
+    """The cause and the fix for what claude printed, or None when it is not a known failure."""
+    text = strip_terminal(raw)
+    for pattern, explanation in FAILURE_EXPLANATIONS:
+        match = re.search(pattern, text)
+        if match:
+            return explanation.format(*match.groups(), path=path)
+    return None
+
+
+def classify_session(raw: str) -> tuple[SessionStatus, str | None]:
+    """A running session's status from the end of its output: the newest status label or prompt wins."""
+    text = strip_terminal(raw)
+    status: SessionStatus = "starting"
+    reason: str | None = None
+    position = -1
+    for match in STATUS_LABEL_RE.finditer(text):
+        status, position = {"Connecting": "starting", "Ready": "ready", "Connected": "connected"}[match.group(1)], match.start()  # type: ignore[assignment]
+    attention = None
+    for attention in ATTENTION_RE.finditer(text):
+        pass
+    if attention is not None and attention.start() > position:
+        status = "needs attention"
+        if attention.group(0).startswith("Reconnecting"):
+            reason = "claude lost its connection to claude.ai and is reconnecting"
+        elif attention.group(0) == CONSENT_PROMPT:
+            reason = "claude is waiting for an answer to 'Enable Remote Control? (y/n)' on the dev server"
+        else:
+            reason = explain_failure(attention.group(0)) or "claude is waiting for an answer on the dev server"
+    return status, reason
+
+
 def tail_lines(raw: str, count: int = 12) -> str:
     """The last lines of claude's output as readable text, repaints collapsed."""
     lines = [line.rstrip() for line in strip_terminal(raw).split("\n")]
@@ -621,7 +739,8 @@ def tail_lines(raw: str, count: int = 12) -> str:
 
 # ── Remote scripts ────────────────────────────────────────────────────────────────────────────
 # Every command sent to the dev server is built here: pure functions returning POSIX sh, every
-# interpolated value validated first and shlex-quoted. Output lines starting with @@ are for us.
+# interpolated value validated first and shlex-quoted. Output lines starting with @@ are for us;
+# raw claude output is framed as `@@tail` … `@@end-<nonce>` with a nonce chosen per call.
 
 
 def spawn_mode(worktree: bool) -> str:
@@ -630,6 +749,20 @@ def spawn_mode(worktree: bool) -> str:
 
 def _remote_script(*lines: str) -> str:
     return "\n".join((REMOTE_PATH_PREFIX, *lines)) + "\n"
+
+
+def _emit_tail(path_expr: str, nonce: str, size: int = LOG_TAIL_BYTES) -> str:
+    """sh that prints the end of a log file, framed so nothing in it can pass for a control line."""
+    return f"printf '@@tail\\n'; tail -c {size} {path_expr} 2>/dev/null; printf '\\n@@end-%s\\n' {shlex.quote(nonce)}"
+
+
+# A pane is dead once tmux knows its exit status or signal (it learns them a moment after the pty closes).
+_PANE_STATE = (
+    '  pane=$(tmux display-message -p -t "=$session:" \'#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}\' '
+    "2>/dev/null) || { status=gone; break; }\n"
+    '  case "$pane" in 1::?*) status=exited; code="signal ${pane##*:}"; break ;; '
+    '1:?*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac'
+)
 
 
 def build_start_script(
@@ -641,24 +774,25 @@ def build_start_script(
     claude_bin: str,
     spawn: str,
     timeout: float,
+    nonce: str,
+    permission_mode: str | None = None,
 ) -> str:
     """Launch claude in a detached tmux session and wait, on the server, for its URL.
 
-    Prints `@@error <code>` for a refusal before launch; otherwise `@@state launched`, then
-    `@@status ready|exited|timeout|gone`, `@@exit <code>` for a dead pane, and `@@log` followed by
-    the tail of claude's output. One SSH command, no client-side polling.
+    Prints `@@error <code>` for a refusal before launch, or `@@existing <session>` when one of our
+    sessions already serves that directory; otherwise `@@state launched|consent|connecting` as
+    they happen, then `@@status ready|exited|attention|timeout|gone` (`@@exit <code>` for a dead
+    pane), the URL as `@@url`, and the tail of claude's output. One SSH command, no polling from here.
     """
     q = shlex.quote
     session = TMUX_PREFIX + session_id
-    # The pane waits for a tmux signal before exec'ing claude, so pipe-pane and remain-on-exit
-    # are in place even when claude fails at once (else its output and exit status are lost).
-    go = f"{session}-go"
-    pane_argv = ["/bin/sh", "-c", 'tmux wait-for "$0" && exec "$@"', go]
-    pane_argv += ["env", *(f"-u{var}" for var in SCRUBBED_ENV), claude_bin, "remote-control"]
-    pane_argv += ["--name", name, "--spawn", spawn]
-    launch = " ".join(q(arg) for arg in pane_argv)
+    claude_args = ["remote-control", "--name", name, "--spawn", spawn]
+    if permission_mode:
+        claude_args += ["--permission-mode", permission_mode]
+    scrub = " ".join(f"-u{var}" for var in SCRUBBED_ENV)
     return _remote_script(
-        f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; timeout={int(timeout)}",
+        f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; name={q(name)}; timeout={int(timeout)}",
+        f"claude={shell_path(claude_bin)}",
         f"state={REMOTE_STATE_DIR}",
         'log="$state/$session.log"; meta="$state/$session.meta"; url_file="$state/$session.url"',
         "command -v tmux >/dev/null 2>&1 || { echo '@@error no-tmux'; exit 0; }",
@@ -669,55 +803,74 @@ def build_start_script(
         # claude never saves trust for the home directory, so a session there could never start.
         'home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
         '[ "$dir" = "$home_real" ] && { echo \'@@error home\'; exit 0; }',
-        f"command -v -- {q(claude_bin)} >/dev/null 2>&1 || {{ echo '@@error no-claude'; exit 0; }}",
+        'command -v -- "$claude" >/dev/null 2>&1 || { echo \'@@error no-claude\'; exit 0; }',
         "umask 077",
         'mkdir -p -- "$state" && chmod 700 -- "$state" || { echo \'@@error state\'; exit 0; }',
+        # One Remote Control server per directory: a live session of ours there is the answer.
+        f'for m in "$state"/{TMUX_PREFIX}*.meta; do',
+        '  [ -f "$m" ] || continue; s=${m##*/}; s=${s%.meta}; here=0',
+        "  while IFS='\t' read -r k v; do [ \"$k\" = dir ] && [ \"$v\" = \"$dir\" ] && here=1; done < \"$m\"",
+        '  [ $here = 1 ] || continue',
+        '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
+        '  echo "@@existing $s"',
+        "  [ -s \"$state/$s.url\" ] && IFS= read -r u < \"$state/$s.url\" && printf '@@url\\t%s\\n' \"$u\"",
+        "  " + _emit_tail('"$state/$s.log"', nonce),
+        "  exit 0",
+        "done",
         'tmux has-session -t "=$session" 2>/dev/null && { echo \'@@error exists\'; exit 0; }',
-        f"printf 'name\\t%s\\npath\\t%s\\nstarted\\t%s\\n' {q(name)} \"$rel\" \"$(date +%s)\" > \"$meta\"",
-        ': > "$log"; rm -f -- "$url_file"',
-        # pipe-pane runs its command with /bin/sh: quote the log path for it.
-        "qlog=$(printf '%s' \"$log\" | sed \"s/'/'\\\\\\\\''/g\")",
-        # One tmux invocation: the pane keeps a real TTY for claude; pipe-pane and remain-on-exit
-        # are set before the pane is told to start claude. Several words after new-session's
-        # options are exec'd directly, so the user's login shell does not matter.
-        f'tmux new-session -d -s "$session" -x 200 -y 50 -c "$dir" {launch} \\; '
+        'rm -f -- "$url_file"',
+        # pipe-pane runs its command through /bin/sh after expanding tmux formats: quote for both.
+        "qlog=$(printf '%s' \"$log\" | sed -e \"s/'/'\\\\\\\\''/g\" -e 's/#/##/g')",
+        # tmux expands formats (#{…}, #(…)) in -c: start the client in the directory instead.
+        'cd -- "$dir" || { echo \'@@error no-dir\'; exit 0; }',
+        # The pane has a real TTY for claude. It waits for a signal before exec'ing claude, so
+        # pipe-pane and remain-on-exit are in place even if claude dies at once; and the words
+        # after new-session's options are exec'd directly, so the login shell does not matter.
+        # Variables that make Remote Control refuse to start are removed from claude's environment.
+        'tmux new-session -d -s "$session" -x 200 -y 50 '
+        "/bin/sh -c 'tmux wait-for \"$0\" && exec \"$@\"' \"$session-go\" "
+        f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
         'pipe-pane -o -t "=$session:" "cat >> \'$qlog\'" \\; '
-        'set-option -t "=$session:" remain-on-exit on \\; '
-        f"wait-for -S {q(go)} >/dev/null 2>&1 "
-        "|| { echo '@@error tmux'; rm -f -- \"$meta\" \"$log\"; exit 0; }",
+        'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
+        "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
+        # Our files exist only while the session does (list_sessions relies on that).
+        "printf 'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n' \"$name\" \"$rel\" \"$dir\" \"$(date +%s)\" > \"$meta\"",
+        'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
-        'deadline=$(( $(date +%s) + timeout )); answered=0; status=timeout',
+        'deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; status=timeout',
         "while :; do",
         f"  if grep -a -q -E {q(ENV_URL_ERE)} \"$log\"; then status=ready; break; fi",
-        # Dead with a known exit status or signal: tmux learns the status a moment after the pty closes.
-        '  pane=$(tmux display-message -p -t "=$session:" \'#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}\' 2>/dev/null) '
-        "|| { status=gone; break; }",
-        '  case "$pane" in 1::?*) status=exited; code="signal ${pane##*:}"; break ;; '
-        '1:?*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac',
+        _PANE_STATE,
+        f"  if [ $connecting = 0 ] && grep -a -q -F {q(CONNECTING_LABEL)} \"$log\"; then",
+        "    connecting=1; echo '@@state connecting'",
+        "  fi",
         # First run: claude asks before enabling Remote Control. The user asked for exactly that.
         f"  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} \"$log\"; then",
         '    tmux send-keys -t "=$session:" y Enter; answered=1; echo \'@@state consent\'',
         "  fi",
+        # Prompts only a person should answer (workspace trust; spawn mode, which --spawn avoids).
+        f"  grep -a -q -E {q(ATTENTION_ERE)} \"$log\" && {{ status=attention; break; }}",
         '  [ "$(date +%s)" -ge "$deadline" ] && break',
         "  sleep 0.1",
         "done",
         'if [ $status = ready ]; then',
         f"  grep -a -o -E {q(ENV_URL_ERE)} \"$log\" | tail -n 1 > \"$url_file\"",
+        "  IFS= read -r u < \"$url_file\" && printf '@@url\\t%s\\n' \"$u\"",
         "fi",
         'echo "@@status $status"',
         '[ $status = exited ] && echo "@@exit $code"',
-        "echo '@@log'",
-        f'tail -c {LOG_TAIL_BYTES} "$log" 2>/dev/null',
-        # A dead or vanished session is cleaned up here, after its output was read.
-        'if [ $status = exited ] || [ $status = gone ]; then',
-        '  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- "$meta" "$log" "$url_file"',
-        "fi",
+        _emit_tail('"$log"', nonce),
+        # A session that died or waits for a person is cleaned up, after its output was read.
+        'case $status in exited|gone|attention)',
+        '  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- "$meta" "$log" "$url_file" ;;',
+        "esac",
     )
 
 
-def build_list_script() -> str:
-    """Every `rc-*` tmux session with its metadata and cached URL, in one round trip. Also drops
-    metadata of sessions that no longer exist — only in this server's own state directory."""
+def build_list_script(nonce: str) -> str:
+    """Every `rc-*` tmux session with its metadata, cached URL and the end of its output, in one
+    round trip. Also drops files of sessions that no longer exist — only in this server's own
+    state directory."""
     return _remote_script(
         f"state={REMOTE_STATE_DIR}",
         # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
@@ -726,21 +879,26 @@ def build_list_script() -> str:
         "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$created\" \"$code\"",
-        # Shell builtins only in this loop: a fork per session per line would dominate the cost.
+        # Shell builtins where they repeat per session: a fork per session per line adds up.
         '  if [ -f "$state/$session.meta" ]; then',
         "    while IFS= read -r line; do printf '@@meta\\t%s\\n' \"$line\"; done < \"$state/$session.meta\"",
         "  fi",
-        '  if [ ! -s "$state/$session.url" ] && [ -f "$state/$session.log" ]; then',
+        '  [ -f "$state/$session.log" ] || continue',
+        '  if [ ! -s "$state/$session.url" ]; then',
         f"    grep -a -o -E {shlex.quote(ENV_URL_ERE)} \"$state/$session.log\" | tail -n 1 > \"$state/$session.url\"",
         "  fi",
         "  if [ -s \"$state/$session.url\" ] && IFS= read -r url < \"$state/$session.url\"; then",
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
+        "  " + _emit_tail('"$state/$session.log"', nonce, LIST_TAIL_BYTES),
         "done",
+        # Files are written only after their session exists, so a session that is not running
+        # now (checked again: one may have started since the snapshot) has left them behind.
         f'for f in "$state"/{TMUX_PREFIX}*.meta; do',
         '  [ -e "$f" ] || continue',
         '  s=${f##*/}; s=${s%.meta}',
-        '  case "\n$panes" in *"\n$s:"*) ;; *) rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url" ;; esac',
+        '  case "\n$panes" in *"\n$s:"*) continue ;; esac',
+        '  tmux has-session -t "=$s" 2>/dev/null || rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url"',
         "done",
         "echo '@@end'",
     )
@@ -750,54 +908,72 @@ def build_stop_script(session_id: str) -> str:
     session = shlex.quote(TMUX_PREFIX + session_id)
     return _remote_script(
         f"state={REMOTE_STATE_DIR}; session={session}",
+        "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
         # `=` makes the target exact: "rc-al" must never match "rc-alpha-…".
         'if tmux kill-session -t "=$session" 2>/dev/null; then r=stopped; else r=not-found; fi',
         'rm -f -- "$state/$session.meta" "$state/$session.log" "$state/$session.url"',
+        # claude holds its directory until it has exited: wait (≤ 5 s) so a new start there works.
+        # A zombie counts as exited (some containers' init never reaps orphans).
+        'alive() { kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" 2>/dev/null | grep -q "^Z"; }',
+        'i=0; while [ -n "$pid" ] && [ $i -lt 50 ] && alive "$pid"; do sleep 0.1; i=$((i + 1)); done',
         'echo "@@$r"',
     )
 
 
 def build_projects_script(base_dir: str) -> str:
     """Directories up to two levels below the base that hold `.git` or `.claude`, NUL-separated;
-    hidden ones are skipped by the glob, symlinks leading outside the base are dropped."""
+    hidden ones are skipped by the glob; symlinks leading outside the base and the home directory
+    (where claude cannot run) are dropped."""
     return _remote_script(
         f"cd -P -- {shell_path(base_dir)} 2>/dev/null || {{ echo '@@error no-base'; exit 0; }}",
-        "base_real=$(pwd -P)",
+        'base_real=$(pwd -P); home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
         "echo '@@projects'",
         "for d in */ */*/; do",
         '  [ -d "$d" ] || continue',
         '  d=${d%/}',
         '  { [ -e "$d/.git" ] || [ -e "$d/.claude" ]; } || continue',
         '  real=$(cd -P -- "$d" 2>/dev/null && pwd -P) || continue',
+        '  [ "$real" = "$home_real" ] && continue',
         "  case \"$real/\" in \"${base_real%/}\"/?*) printf '%s\\0' \"$d\" ;; esac",
         "done",
     )
 
 
 def build_check_script(base_dir: str, claude_bin: str) -> str:
-    q = shlex.quote
+    base = shell_path(base_dir)
     return _remote_script(
+        f"claude={shell_path(claude_bin)}",
         "printf '@@tmux\\t%s\\n' \"$(tmux -V 2>/dev/null)\"",
-        f"printf '@@claude_path\\t%s\\n' \"$(command -v -- {q(claude_bin)} 2>/dev/null)\"",
-        f"printf '@@claude_version\\t%s\\n' \"$({q(claude_bin)} --version 2>/dev/null | head -n 1)\"",
-        f"printf '@@claude_auth\\t%s\\n' \"$({q(claude_bin)} auth status --json 2>/dev/null | tr -d '\\n')\"",
-        f"if [ -d {shell_path(base_dir)} ] && [ -r {shell_path(base_dir)} ] && [ -x {shell_path(base_dir)} ]; "
-        "then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
+        "printf '@@claude_path\\t%s\\n' \"$(command -v -- \"$claude\" 2>/dev/null)\"",
+        # Where a login shell finds claude, to suggest CLAUDE_BIN when the plain PATH does not.
+        "printf '@@claude_login_path\\t%s\\n' \"$(bash -lc 'command -v claude' 2>/dev/null </dev/null | tail -n 1)\"",
+        "printf '@@claude_version\\t%s\\n' \"$(\"$claude\" --version 2>/dev/null </dev/null | head -n 1)\"",
+        "printf '@@claude_auth\\t%s\\n' \"$(\"$claude\" auth status --json 2>/dev/null </dev/null | tr -d '\\n')\"",
+        f"if [ -d {base} ] && [ -r {base} ] && [ -x {base} ]; then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
     )
 
 
-def parse_control_lines(output: str) -> tuple[list[tuple[str, list[str]]], str]:
-    """Split script output into `@@key\\tfields` lines and whatever follows `@@log`."""
-    lines: list[tuple[str, list[str]]] = []
-    head, sep, log_tail = output.partition("\n@@log\n")
-    if not sep and output.startswith("@@log\n"):
-        head, log_tail = "", output[len("@@log\n") :]
-    for line in head.splitlines():
+def parse_script_output(output: str, nonce: str = "") -> list[tuple[str, list[str]]]:
+    """Script output as (key, fields) pairs: `@@key\\tfield\\tfield` lines, and ("tail", [text])
+    for each framed piece of raw claude output. Anything else (a chatty login shell) is ignored."""
+    events: list[tuple[str, list[str]]] = []
+    end_marker = f"\n@@end-{nonce}\n"
+    position = 0
+    while position < len(output):
+        newline = output.find("\n", position)
+        line = output[position:] if newline < 0 else output[position:newline]
+        position = len(output) if newline < 0 else newline + 1
+        if line == "@@tail" and nonce:
+            end = output.find(end_marker, position - 1)
+            tail = output[position:] if end < 0 else output[position:end]
+            position = len(output) if end < 0 else end + len(end_marker)
+            events.append(("tail", [tail]))
+            continue
         match = re.match(r"@@([a-z_-]+)[ \t]?(.*)$", line)
         if match:
             rest = match.group(2)
-            lines.append((match.group(1), rest.split("\t") if rest else []))
-    return lines, log_tail
+            events.append((match.group(1), rest.split("\t") if rest else []))
+    return events
 
 
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
@@ -851,7 +1027,8 @@ class TokenStore:
     ):
         self.path = path
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the in-memory data
+        self._write_lock = threading.Lock()  # one read-modify-write-persist at a time
         self._data: dict[str, Any] = self._empty()
         self._load(import_legacy)
 
@@ -918,13 +1095,20 @@ class TokenStore:
                 del records[key]
 
     def _save(self) -> None:
-        self._prune(self.clock())
+        """Persist the current data. Callers hold the write lock, not the data lock: /mcp requests
+        read tokens while the file is written and fsynced."""
+        with self._lock:
+            self._prune(self.clock())
+            snapshot = json.dumps(self._data, separators=(",", ":"))
         directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+        elif directory.stat().st_mode & 0o077 and directory.stat().st_uid == os.getuid():
+            log.warning("%s is accessible to other users: `chmod 700 %s`", directory, directory)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)  # mode 0600
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(self._data, handle, separators=(",", ":"))
+                handle.write(snapshot)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -941,7 +1125,7 @@ class TokenStore:
 
     def ensure_writable(self) -> None:
         """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
-        with self._lock:
+        with self._write_lock:
             self._save()
 
     def find(self, kind: str, secret: str, hashed: bool = True) -> dict[str, Any] | None:
@@ -953,12 +1137,13 @@ class TokenStore:
             return dict(record)
 
     def transact(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
-        """Run `change(data, now)` under the lock and persist the result.
+        """Run `change(data, now)` atomically and persist the result; writes happen one at a time.
 
         `change` may return an OAuthError to raise after its changes (e.g. a revocation) are saved.
         """
-        with self._lock:
-            result = change(self._data, self.clock())
+        with self._write_lock:
+            with self._lock:
+                result = change(self._data, self.clock())
             self._save()
         if isinstance(result, OAuthError):
             raise result
@@ -998,6 +1183,8 @@ class LocalRunner:
     description = "local (this machine, no SSH)"
 
     async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+        # This server's own secrets must not reach tmux, claude or the sessions' environment.
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh",
             "-c",
@@ -1005,27 +1192,34 @@ class LocalRunner:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # so a timeout can end the whole process group
+            env=env,
+            start_new_session=True,  # so the whole process group can be ended
         )
         assert proc.stdout is not None and proc.stderr is not None
-        stdout: list[bytes] = []
+        stdout = bytearray()
 
         async def read_stdout() -> None:
-            async for line in proc.stdout:  # type: ignore[union-attr]
-                stdout.append(line)
+            pending = b""
+            while chunk := await proc.stdout.read(65536):  # type: ignore[union-attr]
+                stdout.extend(chunk)
                 if on_line is not None:
-                    await on_line(line.decode(errors="replace").rstrip("\n"))
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        await on_line(line.decode(errors="replace"))
 
         try:
             async with asyncio.timeout(timeout):
                 stderr, _ = await asyncio.gather(proc.stderr.read(), read_stdout())
                 await proc.wait()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
             raise RemoteError(f"the command on this machine did not finish within {timeout:g} s") from None
-        return CommandResult(proc.returncode or 0, b"".join(stdout).decode(errors="replace"), stderr.decode(errors="replace"))
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        return CommandResult(proc.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     async def close(self) -> None:
         return None
@@ -1045,31 +1239,34 @@ class SSHRunner:
         self._transport: paramiko.Transport | None = None
         self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
         self._connect_lock = threading.Lock()
-        self._channels = threading.BoundedSemaphore(SSH_MAX_CHANNELS)
+        # Awaited before a worker thread is taken, so waiting commands never hold threads that
+        # the token endpoints need.
+        self._channels: asyncio.Semaphore | None = None
         self.connects = 0  # how many connections were opened (for tests and benchmarks)
         self.execs = 0  # how many commands were run
 
     # Host keys ----------------------------------------------------------------------------
 
-    def _verify_host_key(self, key: paramiko.PKey) -> None:
+    def _known_keys(self) -> tuple[str, Any]:
+        """Where the dev server's key is pinned or recorded, and the keys there for it."""
         config = self.config
-        target = config.ssh_target
-        offered = f"{key.get_name()} {host_key_fingerprint(key)}"
         if config.known_hosts is not None:
-            source = "SSH_KNOWN_HOSTS"
-            known = config.known_hosts.lookup(target)
-        else:
-            source = str(config.host_keys_path)
-            recorded = paramiko.HostKeys()
-            if config.host_keys_path.exists():
-                try:
-                    recorded = parse_known_hosts(config.host_keys_path.read_text())
-                except ValueError as exc:
-                    raise HostKeyError(f"cannot read recorded host keys in {source}: {exc}") from exc
-            known = recorded.lookup(target)
-            if not known:
-                self._record_host_key(key)
-                return
+            return "SSH_KNOWN_HOSTS", config.known_hosts.lookup(config.ssh_target)
+        source = str(config.host_keys_path)
+        try:
+            return source, parse_known_hosts(config.host_keys_path.read_text()).lookup(config.ssh_target)
+        except FileNotFoundError:
+            return source, None
+        except (OSError, ValueError) as exc:
+            raise HostKeyError(f"cannot read the recorded host keys in {source} ({exc}). Nothing was run. Fix or delete that file.") from exc
+
+    def _verify_host_key(self, key: paramiko.PKey) -> None:
+        target = self.config.ssh_target
+        offered = f"{key.get_name()} {host_key_fingerprint(key)}"
+        source, known = self._known_keys()
+        if not known and self.config.known_hosts is None:
+            self._record_host_key(key)
+            return
         if not known:
             raise HostKeyError(
                 f"{source} has no key for {target}; the server offered {offered}. Nothing was run. "
@@ -1089,13 +1286,16 @@ class SSHRunner:
 
     def _record_host_key(self, key: paramiko.PKey) -> None:
         path = self.config.host_keys_path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         line = f"{self.config.ssh_target} {key.get_name()} {key.get_base64()}\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise HostKeyError(f"cannot record the dev server's host key in {path} ({exc}); set SSH_KNOWN_HOSTS") from exc
         log.warning(
             "first connection to %s: recorded its host key %s %s in %s (trust on first use). "
             "Set SSH_KNOWN_HOSTS to pin it instead.",
@@ -1106,14 +1306,7 @@ class SSHRunner:
         )
 
     def _known_key_types(self) -> list[str]:
-        config = self.config
-        if config.known_hosts is not None:
-            known = config.known_hosts.lookup(config.ssh_target)
-        elif config.host_keys_path.exists():
-            with contextlib.suppress(ValueError, OSError):
-                known = parse_known_hosts(config.host_keys_path.read_text()).lookup(config.ssh_target)
-        else:
-            known = None
+        known = self._known_keys()[1]
         return list(known.keys()) if known else []
 
     # Connection ---------------------------------------------------------------------------
@@ -1126,11 +1319,15 @@ class SSHRunner:
         except OSError as exc:
             raise RemoteError(f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check SSH_HOST.") from exc
         for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(config.connect_timeout)
             try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                last_error = exc
+                continue
+            try:
+                # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(config.connect_timeout)
                 sock.connect(address)
                 return sock
             except OSError as exc:
@@ -1218,40 +1415,39 @@ class SSHRunner:
                 raise ConnectionLost(str(exc)) from exc
 
     def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
-        with self._channels:
-            for attempt in (1, 2):
-                transport = self._acquire()
-                try:
-                    channel = self._open_channel(transport)
-                    break
-                except ConnectionLost as exc:
-                    # The connection dropped since its last use: reconnect once. Safe: nothing ran.
-                    self._release(transport, retire=True)
-                    if attempt == 2:
-                        raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
-                except BaseException:
-                    self._release(transport)
-                    raise
-            self.execs += 1
-            retire = False
+        for attempt in (1, 2):
+            transport = self._acquire()
             try:
-                # The login shell may be fish or zsh: run POSIX sh explicitly.
-                channel.exec_command("/bin/sh -c " + shlex.quote(script))
-                return self._read(channel, timeout, on_line)
-            except RemoteError:
-                # Timed out: the command still holds its channel slot on the server, so new
-                # commands go to a fresh connection.
-                retire = True
+                channel = self._open_channel(transport)
+                break
+            except ConnectionLost as exc:
+                # The connection dropped since its last use: reconnect once. Safe: nothing ran.
+                self._release(transport, retire=True)
+                if attempt == 2:
+                    raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+            except BaseException:
+                self._release(transport)
                 raise
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                retire = True
-                raise RemoteError(
-                    f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
-                    "it may or may not have completed — call list_sessions to see the current state"
-                ) from exc
-            finally:
-                channel.close()
-                self._release(transport, retire)
+        self.execs += 1
+        retire = False
+        try:
+            # The login shell may be fish or zsh: run POSIX sh explicitly.
+            channel.exec_command("/bin/sh -c " + shlex.quote(script))
+            return self._read(channel, timeout, on_line)
+        except RemoteError:
+            # Timed out: the command still holds its channel slot on the server, so new
+            # commands go to a fresh connection.
+            retire = True
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            retire = True
+            raise RemoteError(
+                f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
+                "it may or may not have completed — call list_sessions to see the current state"
+            ) from exc
+        finally:
+            channel.close()
+            self._release(transport, retire)
 
     def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
         deadline = time.monotonic() + timeout
@@ -1292,7 +1488,10 @@ class SSHRunner:
         return transport.get_remote_server_key()
 
     async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
-        return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
+        if self._channels is None:
+            self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS)
+        async with self._channels:
+            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
 
     async def close(self) -> None:
         with self._connect_lock:
@@ -1308,23 +1507,25 @@ def make_runner(config: Config) -> Runner:
 
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
-SessionStatus = Literal["starting", "ready", "exited"]
-
 
 class SessionStarted(BaseModel):
     id: str = Field(description="Session id, for stop_session")
     url: str | None = Field(description="Open this at claude.ai/code (null while still starting)")
-    status: Literal["ready", "starting"]
+    status: Literal["ready", "starting", "connected"]
     path: str = Field(description="Project path relative to the projects base directory")
     name: str
+    session_url: str | None = Field(default=None, description="URL of a session a device is attached to")
+    already_running: bool = Field(default=False, description="True when this directory's running session was returned")
     message: str
 
 
 class SessionInfo(BaseModel):
     id: str
     name: str | None = None
-    url: str | None = None
+    url: str | None = Field(default=None, description="Environment URL to open at claude.ai/code")
+    session_url: str | None = None
     status: SessionStatus
+    reason: str | None = Field(default=None, description="Why the session needs attention, and the fix")
     path: str | None = None
     started: str | None = Field(default=None, description="ISO 8601, UTC")
     exit_code: int | None = None
@@ -1364,6 +1565,10 @@ START_ERRORS = {
 }
 
 
+def first(events: list[tuple[str, list[str]]], key: str) -> list[str] | None:
+    return next((fields for k, fields in events if k == key), None)
+
+
 class Sessions:
     """start / list / stop / projects, each one script run by the runner."""
 
@@ -1384,11 +1589,16 @@ class Sessions:
         path: str,
         worktree: bool | None = None,
         on_state: Callable[[str], Awaitable[None]] | None = None,
+        permission_mode: str | None = None,
     ) -> SessionStarted:
         name = validate_name(name)
         path = validate_project_path(path)
-        session_id = f"{name}-{secrets.token_hex(3)}"
         config = self.config
+        permission_mode = permission_mode or config.permission_mode
+        if permission_mode is not None and permission_mode not in PERMISSION_MODES:
+            raise ValueError(f"invalid permission_mode {permission_mode!r}: use one of {', '.join(PERMISSION_MODES)}")
+        session_id = f"{name}-{secrets.token_hex(3)}"
+        nonce = secrets.token_hex(8)
         script = build_start_script(
             base_dir=config.projects_base_dir,
             path=path,
@@ -1397,24 +1607,49 @@ class Sessions:
             claude_bin=config.claude_bin,
             spawn=spawn_mode(config.spawn_worktree if worktree is None else worktree),
             timeout=config.start_timeout,
+            nonce=nonce,
+            permission_mode=permission_mode,
         )
 
         async def on_line(line: str) -> None:
             if on_state is not None and line.startswith("@@state "):
-                await on_state(line[len("@@state ") :])
+                try:
+                    await on_state(line[len("@@state ") :])
+                except Exception as exc:  # a client that went away must not break the start
+                    log.info("progress notification failed: %s", exc)
 
         output = await self._run(script, timeout=config.start_timeout + config.command_timeout, on_line=on_line)
-        fields, log_tail = parse_control_lines(output)
-        control = {key: values for key, values in fields}
-        if "error" in control:
-            code = (control["error"] or ["?"])[0]
+        events = parse_script_output(output, nonce)
+        tail = (first(events, "tail") or [""])[0]
+        urls = extract_remote_control_urls(tail + "\n" + "\n".join((first(events, "url") or [])))
+        error = first(events, "error")
+        if error is not None:
+            code = (error or ["?"])[0]
             template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
             raise ToolFailure(
                 "Not started: "
                 + template.format(base=config.projects_base_dir, path=path, id=session_id, claude=config.claude_bin, code=code)
             )
-        status = (control.get("status") or ["gone"])[0]
-        urls = extract_remote_control_urls(log_tail)
+        existing = first(events, "existing")
+        if existing is not None:
+            existing_id = (existing or [""])[0][len(TMUX_PREFIX) :]
+            status, _ = classify_session(tail)
+            url = urls.environment_url
+            return SessionStarted(
+                id=existing_id,
+                url=url,
+                status="connected" if status == "connected" else ("ready" if url else "starting"),
+                path=path,
+                name=name,
+                session_url=urls.session_url,
+                already_running=True,
+                message=(
+                    f"A Claude Code session ({existing_id}) is already running in {path} — claude serves one per "
+                    "directory, so that one is returned: "
+                    + (f"open {url}." if url else "it has no URL yet; call list_sessions in a minute.")
+                ),
+            )
+        status = (first(events, "status") or ["gone"])[0]
         if status == "ready" and urls.environment_url:
             return SessionStarted(
                 id=session_id,
@@ -1422,6 +1657,7 @@ class Sessions:
                 status="ready",
                 path=path,
                 name=name,
+                session_url=urls.session_url,
                 message=(
                     f"Claude Code session {session_id} is ready in {path}. Open {urls.environment_url} "
                     "(or pick it in the Claude app under Code); stop it with stop_session when done."
@@ -1437,20 +1673,26 @@ class Sessions:
                 message=(
                     f"Session {session_id} was launched in {path} but claude printed no URL within "
                     f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
-                    "URL, or stop_session to give up. Last output:\n" + (tail_lines(log_tail) or "(none)")
+                    "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)")
                 ),
             )
-        exit_code = (control.get("exit") or ["?"])[0] or "?"
+        explanation = explain_failure(tail, path)
+        if status == "attention":
+            cause = explanation or "claude is waiting for an answer on the dev server."
+            raise ToolFailure(f"Not started: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
+        exit_code = (first(events, "exit") or ["?"])[0] or "?"
+        cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
         raise ToolFailure(
             f"claude remote-control exited (code {exit_code}) before printing a URL; nothing is left running. "
-            f"Its last output:\n{tail_lines(log_tail) or '(none)'}"
+            f"Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
         )
 
     async def list(self) -> list[SessionInfo]:
-        output = await self._run(build_list_script())
+        nonce = secrets.token_hex(8)
+        output = await self._run(build_list_script(nonce))
         sessions: dict[str, SessionInfo] = {}
         current: SessionInfo | None = None
-        for key, fields in parse_control_lines(output)[0]:
+        for key, fields in parse_script_output(output, nonce):
             if key == "session" and len(fields) >= 4:
                 current = None
                 session_id = fields[0][len(TMUX_PREFIX) :]
@@ -1466,24 +1708,32 @@ class Sessions:
                     started=started,
                     exit_code=int(fields[3]) if dead and fields[3].lstrip("-").isdigit() else None,
                 )
-            elif current is not None and key == "meta" and len(fields) == 2:
+            elif current is None:
+                continue
+            elif key == "meta" and len(fields) == 2:
                 if fields[0] == "name" and NAME_RE.fullmatch(fields[1]):
                     current.name = fields[1]
                 elif fields[0] == "path":
                     with contextlib.suppress(ValueError):
                         current.path = validate_project_path(fields[1])
-            elif current is not None and key == "url" and fields:
-                url = extract_remote_control_urls(fields[0]).environment_url
-                if url:
-                    current.url = url
-                    if current.status == "starting":
+            elif key == "url" and fields:
+                current.url = extract_remote_control_urls(fields[0]).environment_url
+            elif key == "tail" and fields:
+                urls = extract_remote_control_urls(fields[0])
+                current.session_url = urls.session_url
+                current.url = current.url or urls.environment_url
+                if current.status == "exited":
+                    current.reason = explain_failure(fields[0], current.path or "the project")
+                else:
+                    current.status, current.reason = classify_session(fields[0])
+                    if current.status == "starting" and current.url:
                         current.status = "ready"
         return sorted(sessions.values(), key=lambda s: (s.started or "", s.id))
 
     async def stop(self, session_id: str) -> SessionStopped:
         session_id = validate_session_id(session_id)
-        output = await self._run(build_stop_script(session_id))
-        if "@@stopped" in output.split():
+        events = parse_script_output(await self._run(build_stop_script(session_id)))
+        if first(events, "stopped") is not None:
             return SessionStopped(id=session_id, stopped=True, message=f"Stopped session {session_id}.")
         return SessionStopped(
             id=session_id,
@@ -1493,9 +1743,9 @@ class Sessions:
 
     async def projects(self) -> list[str]:
         output = await self._run(build_projects_script(self.config.projects_base_dir))
-        if output.startswith("@@error"):
+        head, found, listing = output.partition("@@projects\n")
+        if not found:
             raise ToolFailure(START_ERRORS["no-base"].format(base=self.config.projects_base_dir))
-        _, _, listing = output.partition("@@projects\n")
         projects = set()
         for entry in listing.split("\0"):
             with contextlib.suppress(ValueError):
@@ -2252,8 +2502,9 @@ returns (it opens at claude.ai/code or in the Claude app). list_sessions shows w
 stop_session ends a session by its id."""
 
 START_PROGRESS = {
-    "launched": (1, "claude remote-control launched in tmux; waiting for its URL"),
-    "consent": (2, "answered claude's 'Enable Remote Control?' prompt"),
+    "launched": (1, "claude remote-control launched in tmux"),
+    "consent": (1.5, "answered claude's 'Enable Remote Control?' prompt with y"),
+    "connecting": (2, "claude is connecting to claude.ai"),
 }
 
 
@@ -2276,7 +2527,7 @@ def render_sessions(sessions: list[SessionInfo]) -> str:
     for s in sessions:
         where = s.path or "?"
         url = s.url or ("exited" if s.status == "exited" else "no URL yet")
-        lines.append(f"- {s.id} · {s.status} · {where} · {url}")
+        lines.append(f"- {s.id} · {s.status} · {where} · {url}" + (f" — {s.reason}" if s.reason else ""))
     return "\n".join(lines)
 
 
@@ -2319,6 +2570,10 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
             bool | None,
             Field(description="Give each on-demand session its own git worktree (default: server setting)"),
         ] = None,
+        permission_mode: Annotated[
+            Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"] | None,
+            Field(description="claude's permission mode for the sessions (default: server setting, else claude's)"),
+        ] = None,
     ) -> Annotated[CallToolResult, SessionStarted]:
         """Start a Claude Code Remote Control session in a project on the dev server and return the URL
         to open at claude.ai/code. Waits until the session is ready (usually a few seconds)."""
@@ -2329,7 +2584,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
                 await ctx.report_progress(step, 3, message)
 
         await ctx.report_progress(0, 3, "connecting to the dev server")
-        started = await run_tool(sessions.start(name, path, worktree, on_state))
+        started = await run_tool(sessions.start(name, path, worktree, on_state, permission_mode))
         await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
         return tool_result(started, started.message)
 
@@ -2667,12 +2922,14 @@ async def run_checks(config: Config) -> list[CheckLine]:
         return lines
     finally:
         await runner.close()
-    values = {key: (fields[0] if fields else "") for key, fields in parse_control_lines(result.stdout)[0]}
+    values = {key: (fields[0] if fields else "") for key, fields in parse_script_output(result.stdout)}
     tmux = values.get("tmux", "")
     lines.append(CheckLine(bool(tmux), "tmux", tmux or "not found — install tmux on the dev server"))
     claude_path = values.get("claude_path", "")
     if claude_path:
         lines.append(CheckLine(True, "claude", f"{claude_path} ({values.get('claude_version') or 'version unknown'})"))
+    elif values.get("claude_login_path"):
+        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={values['claude_login_path']}"))
     else:
         lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — install Claude Code, or set CLAUDE_BIN to its absolute path"))
     try:

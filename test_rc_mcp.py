@@ -279,20 +279,20 @@ def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
     assert rc_mcp.tail_lines(raw) == "Error: one\nsecond line"
 
 
+def start_script(**overrides: Any) -> str:
+    values: dict[str, Any] = dict(
+        base_dir="/b", path="p", session_id="al-a1b2c3", name="al", claude_bin="claude", spawn="same-dir", timeout=5, nonce="n0nce"
+    )
+    values.update(overrides)
+    return rc_mcp.build_start_script(**values)
+
+
 HOSTILE = ["x'; touch /tmp/pwned; echo '", '"; touch /tmp/pwned; "', "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a\\'b"]
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_start_script_quotes_every_value(hostile: str, tmp_path: Path) -> None:
-    script = rc_mcp.build_start_script(
-        base_dir="/srv/" + hostile,
-        path="p/" + hostile,
-        session_id="alpha-a1b2c3",
-        name="alpha",
-        claude_bin="/opt/" + hostile,
-        spawn="same-dir",
-        timeout=30,
-    )
+    script = start_script(base_dir="/srv/" + hostile, path="p/" + hostile, claude_bin="/opt/" + hostile)
     # Parsing the script as sh must not run anything: `sh -n` reads without executing, and the
     # hostile words appear only inside single quotes.
     subprocess.run(["/bin/sh", "-n", "-c", script], check=True)
@@ -306,10 +306,7 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
     """Run the real script with hostile values: it must refuse (no such directory) and create nothing."""
     marker = tmp_path / "pwned"
     hostile = f"x'; touch {marker}; echo '$(touch {marker})`touch {marker}`"
-    script = rc_mcp.build_start_script(
-        base_dir=str(tmp_path), path=hostile, session_id="alpha-a1b2c3", name="alpha",
-        claude_bin=hostile, spawn="same-dir", timeout=5,
-    )
+    script = start_script(base_dir=str(tmp_path), path=hostile, claude_bin=hostile)
     env = {**os.environ, "HOME": str(tmp_path), "TMUX_TMPDIR": str(tmp_path)}
     result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
     assert "@@error no-dir" in result.stdout
@@ -317,40 +314,41 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
 
 
 def test_scripts_use_exact_tmux_targets() -> None:
-    start = rc_mcp.build_start_script(
-        base_dir="/b", path="p", session_id="al-a1b2c3", name="al", claude_bin="claude", spawn="same-dir", timeout=5
-    )
+    start = start_script()
     stop = rc_mcp.build_stop_script("al-a1b2c3")
     for script in (start, stop):
         targets = re.findall(r"-t (\S+)", script)
         assert targets, script
-        assert all(t.startswith('"=$session') for t in targets), targets
+        assert all(t.startswith(('"=$session', '"=$s:"', '"=$s"')) for t in targets), targets  # always "=…"
     # pane commands need the trailing colon, session commands must not have it
     assert '-t "=$session:"' in start and 'kill-session -t "=$session"' in stop
     assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
 
 
 def test_start_script_scrubs_variables_that_break_remote_control() -> None:
-    script = rc_mcp.build_start_script(
-        base_dir="/b", path="p", session_id="a-a1b2c3", name="a", claude_bin="claude", spawn="worktree", timeout=5
-    )
+    script = start_script(name="a", spawn="worktree", permission_mode="plan")
     for var in ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_GROWTHBOOK", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"):
         assert f"-u{var}" in script
-    assert "remote-control --name a --spawn worktree" in script
+    assert "remote-control --name a --spawn worktree --permission-mode plan" in script
     assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
 
 
 @pytest.mark.parametrize(
-    "output, control, tail",
+    "output, events",
     [
-        ("@@error no-dir\n", [("error", ["no-dir"])], ""),
-        ("@@state launched\n@@status ready\n@@log\nraw\x1b[0m\n@@status fake\n", [("state", ["launched"]), ("status", ["ready"])], "raw\x1b[0m\n@@status fake\n"),
-        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])], ""),
-        ("noise\n@@\n@@ x\nx@@status ready\n", [], ""),
+        ("@@error no-dir\n", [("error", ["no-dir"])]),
+        (
+            "@@state launched\n@@status ready\n@@tail\nraw\x1b[0m\n@@status fake\n@@end-forged\n\n@@end-n0nce\n@@url\tu\n",
+            [("state", ["launched"]), ("status", ["ready"]), ("tail", ["raw\x1b[0m\n@@status fake\n@@end-forged\n"]), ("url", ["u"])],
+        ),
+        ("@@tail\nunterminated", [("tail", ["unterminated"])]),
+        ("@@tail\n\n@@end-n0nce\n", [("tail", [""])]),
+        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])]),
+        ("bash: warning: login noise\n@@\n@@ x\nx@@status ready\n@@stopped\n", [("stopped", [])]),
     ],
 )
-def test_parse_control_lines(output: str, control: list[tuple[str, list[str]]], tail: str) -> None:
-    assert rc_mcp.parse_control_lines(output) == (control, tail)
+def test_parse_script_output(output: str, events: list[tuple[str, list[str]]]) -> None:
+    assert rc_mcp.parse_script_output(output, "n0nce") == events
 
 
 @pytest.mark.parametrize(
@@ -416,7 +414,8 @@ def test_host_key_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "builder",
     [
-        lambda: rc_mcp.build_list_script(),
+        lambda: rc_mcp.build_list_script("n0nce"),
+        lambda: start_script(base_dir="~/p", claude_bin="~/.local/bin/claude"),
         lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
         lambda: rc_mcp.build_projects_script("~/it's here"),
         lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
@@ -1440,12 +1439,14 @@ async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_pat
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, message))
 
+    devserver.fake_claude_config({"names": {"prog": {"connect_delay": 1.0}}})
     with running(ssh_env(devserver, tmp_path)) as server:
         async with connect(server.url, ClaudeAi(SECRET)) as client:
             result = await client.call_tool("start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress)
             assert not result.is_error
-    assert [p for p, _ in seen] == [0, 1, 3]
-    assert "connecting" in (seen[0][1] or "") and "launched" in (seen[1][1] or "") and "ready" in (seen[2][1] or "")
+    assert [p for p, _ in seen] == [0, 1, 2, 3]
+    messages = [m or "" for _, m in seen]
+    assert "dev server" in messages[0] and "launched" in messages[1] and "connecting" in messages[2] and "ready" in messages[3]
 
 
 async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:

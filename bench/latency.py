@@ -4,7 +4,7 @@ Rows (warm-up calls, then N timed ones; median and p90 in ms, each also as a mul
 baseline measured in the same run):
   baseline             raw paramiko exec_command("true") on an open transport (TCP_NODELAY), to exit status
   mcp list_tools       SDK client -> HTTP -> rc_mcp and back, no SSH (the stack's own cost)
-  ssh list (k)         SSHRunner.run(build_list_script()) with k sessions running: list_sessions' remote part
+  ssh list (k)         SSHRunner.run(build_list_script(nonce)) with k sessions running: list_sessions' remote part
   mcp list_sessions(k) the tool through the SDK client (legacy mode, authorized) -> HTTP -> rc_mcp -> SSH -> tmux
   mcp start / stop     start_session end to end (the fake claude needs ~0.3 s to print its URL), stop_session
   fresh interpreters   `python -c pass`; `python -c "import rc_mcp"`, with and without interpreter teardown;
@@ -136,7 +136,7 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
            "SSH_PRIVATE_KEY": str(dev.keys["ed25519"]), "SSH_KNOWN_HOSTS": str(dev.known_hosts),
            "PROJECTS_BASE_DIR": str(dev.projects), "TOKEN_STORE_PATH": str(tmp / "tokens.json")}
     server = RunningServer(env)
-    runner, transport, script = rc_mcp.SSHRunner(server.config), raw_transport(dev), rc_mcp.build_list_script()
+    runner, transport, script = rc_mcp.SSHRunner(server.config), raw_transport(dev), rc_mcp.build_list_script("bench")
     try:
         baseline = await sample(lambda: exec_true(transport), rep, warm, lambda status: status == 0)
         rows.append(summary("baseline: paramiko exec true", baseline))
