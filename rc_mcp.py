@@ -756,12 +756,14 @@ def _emit_tail(path_expr: str, nonce: str, size: int = LOG_TAIL_BYTES) -> str:
     return f"printf '@@tail\\n'; tail -c {size} {path_expr} 2>/dev/null; printf '\\n@@end-%s\\n' {shlex.quote(nonce)}"
 
 
-# A pane is dead once tmux knows its exit status or signal (it learns them a moment after the pty closes).
+# A dead pane's exit status or signal reaches tmux a moment after the pty closes; tmux 3.3 has
+# been seen never to learn it (its child left unreaped), so after 1 s the pane counts as exited.
 _PANE_STATE = (
     '  pane=$(tmux display-message -p -t "=$session:" \'#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}\' '
     "2>/dev/null) || { status=gone; break; }\n"
-    '  case "$pane" in 1::?*) status=exited; code="signal ${pane##*:}"; break ;; '
-    '1:?*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac'
+    '  case "$pane" in 1::) dead=$((dead + 1)); [ $dead -ge 10 ] && { status=exited; code=; break; } ;; '
+    '1::*) status=exited; code="signal ${pane##*:}"; break ;; '
+    '1:*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac'
 )
 
 
@@ -837,7 +839,7 @@ def build_start_script(
         "printf 'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n' \"$name\" \"$rel\" \"$dir\" \"$(date +%s)\" > \"$meta\"",
         'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
-        'deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; status=timeout',
+        'deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout',
         "while :; do",
         f"  if grep -a -q -E {q(ENV_URL_ERE)} \"$log\"; then status=ready; break; fi",
         _PANE_STATE,
@@ -1680,10 +1682,11 @@ class Sessions:
         if status == "attention":
             cause = explanation or "claude is waiting for an answer on the dev server."
             raise ToolFailure(f"Not started: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
-        exit_code = (first(events, "exit") or ["?"])[0] or "?"
+        exit_code = (first(events, "exit") or [""])[0]
         cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
         raise ToolFailure(
-            f"claude remote-control exited (code {exit_code}) before printing a URL; nothing is left running. "
+            f"claude remote-control exited{f' (code {exit_code})' if exit_code else ''} before printing a URL; "
+            "nothing is left running. "
             f"Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
         )
 

@@ -37,7 +37,7 @@ import rc_mcp
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from testbed.harness import ClaudeAi, connect, listening_socket, running  # noqa: E402
+from testbed.harness import ClaudeAi, RunningServer, connect, listening_socket, running  # noqa: E402
 from testbed.lab import DevServer, make_local_devhome  # noqa: E402
 
 SECRET = "test-secret-0123456789"
@@ -1680,7 +1680,7 @@ async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServe
         async with connect(server.url, ClaudeAi(SECRET)) as client:
             message = await call_error(client, "start_session", name="signedout", path="beta")
             assert "You must be logged in to use Remote Control" in message
-            assert "claude auth login" in message and "exited (code 1)" in message
+            assert "claude auth login" in message and "claude remote-control exited" in message
             assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
             assert devserver.run("ls ~/.local/state/rc-mcp").stdout.strip() == ""
 
@@ -1747,6 +1747,141 @@ def test_e2e_check_command_exit_codes(devserver: DevServer, tmp_path: Path) -> N
     assert good.stdout.count("✓") == 7 and "✗" not in good.stdout
     bad = check(SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))
     assert bad.returncode == 1 and "✗ dev server: HOST KEY MISMATCH" in bad.stdout
+
+
+# ── Remote Control states, end to end ─────────────────────────────────────────────────────────
+
+
+def rc_sessions(lab: DevServer) -> set[str]:
+    return {name for name in tmux_sessions(lab) if name.startswith("rc-")}
+
+
+@contextlib.asynccontextmanager
+async def tools(lab: DevServer, tmp_path: Path, **extra: str) -> AsyncIterator[tuple[Client, RunningServer]]:
+    with running(ssh_env(lab, tmp_path, **extra)) as server:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
+            yield client, server
+
+
+async def test_e2e_first_run_consent_is_answered(devserver: DevServer, tmp_path: Path) -> None:
+    settings = devserver.claude_json()
+    settings.pop("remoteDialogSeen", None)
+    devserver.write_claude_json(settings)
+    async with tools(devserver, tmp_path) as (client, _):
+        started = await call(client, "start_session", name="first", path="alpha")
+    assert started["status"] == "ready" and ENV_URL.match(started["url"])
+    assert devserver.claude_json().get("remoteDialogSeen") is True  # answered y, as a person would
+
+
+async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
+    settings = devserver.claude_json()
+    settings["projects"] = {}
+    devserver.write_claude_json(settings)
+    async with tools(devserver, tmp_path) as (client, _):
+        message = await call_error(client, "start_session", name="untrusted", path="alpha")
+    assert "does not trust alpha yet" in message and "run `claude` once in that directory" in message
+    assert "Nothing is left running" in message and "Trust" in message  # claude's own prompt is quoted
+    assert rc_sessions(devserver) == set()
+    assert devserver.run("ls ~/.local/state/rc-mcp").stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "fail, fix",
+    [
+        ("signed_out", "run `claude auth login` there"),
+        ("setup_token", "long-lived token"),
+        ("feature_flag", "DISABLE_TELEMETRY is set for claude on the dev server"),
+        ("feature_flag_unavailable", "feature-flag service"),
+        ("not_enabled", "Pro, Max, Team or Enterprise plan"),
+        ("registration", "Pro, Max, Team or Enterprise plan"),
+        ("multi_session_gate", "`claude update`"),
+        ("api_key", "not an API key"),
+        ("another_instance", "that rc_mcp did not start"),
+    ],
+)
+async def test_e2e_claude_errors_name_their_fix(devserver: DevServer, tmp_path: Path, fail: str, fix: str) -> None:
+    devserver.fake_claude_config({"names": {"broken": {"fail": fail}}})
+    async with tools(devserver, tmp_path) as (client, _):
+        message = await call_error(client, "start_session", name="broken", path="beta")
+    assert fix in message and "claude remote-control exited" in message and "nothing is left running" in message
+    assert rc_sessions(devserver) == set()
+
+
+async def test_e2e_missing_claude_names_claude_bin(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.uninstall_user_claude()
+    async with tools(devserver, tmp_path) as (client, _):
+        message = await call_error(client, "start_session", name="x", path="alpha")
+    assert "was not found on the dev server" in message and "CLAUDE_BIN" in message
+    assert rc_sessions(devserver) == set()
+    async with tools(devserver, tmp_path, CLAUDE_BIN=str(devserver.claude_abs)) as (client, _):
+        assert (await call(client, "start_session", name="x", path="alpha"))["status"] == "ready"
+
+
+async def test_e2e_one_session_per_directory(devserver: DevServer, tmp_path: Path) -> None:
+    async with tools(devserver, tmp_path) as (client, _):
+        first_start = await call(client, "start_session", name="one", path="alpha")
+        again = await call(client, "start_session", name="two", path="alpha/")  # same directory
+        assert again["already_running"] is True and (again["id"], again["url"]) == (first_start["id"], first_start["url"])
+        assert "already running" in again["message"]
+        assert rc_sessions(devserver) == {"rc-" + first_start["id"]}
+        # after a stop, the directory is free again at once
+        assert (await call(client, "stop_session", id=first_start["id"]))["stopped"] is True
+        fresh = await call(client, "start_session", name="three", path="alpha")
+        assert fresh["status"] == "ready" and not fresh["already_running"]
+
+
+async def test_e2e_variables_that_break_remote_control_never_reach_claude(devserver: DevServer, tmp_path: Path) -> None:
+    # A tmux server started from a shell with these set passes them to every pane it creates.
+    devserver.run("DISABLE_TELEMETRY=0 DO_NOT_TRACK=1 ANTHROPIC_API_KEY=sk-test tmux new-session -d -s users-own sleep 600")
+    async with tools(devserver, tmp_path) as (client, _):
+        assert (await call(client, "start_session", name="clean", path="alpha"))["status"] == "ready"
+    present = devserver.fake_claude_trace()[-1]["env_present"]
+    assert not {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "ANTHROPIC_API_KEY"} & set(present)
+
+
+async def test_e2e_permission_mode(devserver: DevServer, tmp_path: Path) -> None:
+    async with tools(devserver, tmp_path, PERMISSION_MODE="acceptEdits") as (client, _):
+        await call(client, "start_session", name="plan", path="alpha", permission_mode="plan")
+        await call(client, "start_session", name="default", path="beta")
+        assert "permission_mode" in await call_error(client, "start_session", name="x", path="org/repo", permission_mode="yolo")
+    argvs = [t["argv"] for t in devserver.fake_claude_trace()]
+    assert argvs[0][-2:] == ["--permission-mode", "plan"] and argvs[1][-2:] == ["--permission-mode", "acceptEdits"]
+
+
+async def wait_for_status(client: Client, session_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        sessions = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+        if sessions.get(session_id, {}).get("status") == status:
+            return sessions[session_id]
+        assert time.monotonic() < deadline, sessions
+        await anyio.sleep(0.1)
+
+
+async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.fake_claude_config({"names": {"attach": {"attach_delay": 0.3}, "dies": {"exit_after": 0.5, "exit_code": 1}}})
+    async with tools(devserver, tmp_path) as (client, _):
+        attached = await call(client, "start_session", name="attach", path="alpha")
+        dies = await call(client, "start_session", name="dies", path="beta")
+        connected = await wait_for_status(client, attached["id"], "connected")
+        assert connected["url"] == attached["url"] and re.match(r"https://claude\.ai/code/session_\w+", connected["session_url"])
+        exited = await wait_for_status(client, dies["id"], "exited")
+        assert exited["exit_code"] in (1, None) and exited["url"] == dies["url"]  # None: tmux never learned it
+        # an exited session stays listed until it is stopped, so its output can be read
+        assert (await call(client, "stop_session", id=dies["id"]))["stopped"] is True
+
+
+async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
+    dirs = [f"many/p{i:02d}" for i in range(30)]
+    devserver.run("cd ~/projects && mkdir -p " + " ".join(dirs)).check_returncode()
+    async with tools(devserver, tmp_path) as (client, server):
+        started = await asyncio.gather(*(call(client, "start_session", name=f"m{i}", path=d) for i, d in enumerate(dirs)))
+        assert all(s["status"] == "ready" for s in started)
+        before = server.app.runner.execs
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert server.app.runner.execs - before == 1
+        assert {s["id"]: s["url"] for s in listed} == {s["id"]: s["url"] for s in started}
+        assert server.app.runner.connects == 1
 
 
 # ── Local mode: `python rc_mcp.py` out of the box ─────────────────────────────────────────────
