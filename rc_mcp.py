@@ -157,7 +157,7 @@ SSH_KEEPALIVE = 30
 OSC8_RE = re.compile(r"\x1b\]8;[^;\x07\x1b]*;([^\x07\x1b]*)(?:\x07|\x1b\\)")
 OSC_RE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 CSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=(env_[A-Za-z0-9_-]{1,124})(?![A-Za-z0-9_-])")
+ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=env_[A-Za-z0-9_-]{1,124}(?![A-Za-z0-9_-])")
 SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-9_-]{1,128})(?![A-Za-z0-9_-])")
 # The same environment URL as a POSIX ERE, for the server-side wait loop. The trailing character
 # class proves the URL was written completely (raw pty logs end it with ESC[0m, BEL or \r).
@@ -612,15 +612,10 @@ def extract_remote_control_urls(raw: str) -> RemoteControlUrls:
     text = "\n".join(candidates)
     env_matches = list(ENV_URL_RE.finditer(text))
     session_matches = list(SESSION_URL_RE.finditer(text))
-    environment_url = None
-    if env_matches:
-        environment_url = f"https://claude.ai/code?environment={env_matches[-1].group(1)}"
-    session_url = None
-    if session_matches:
-        session_id = session_matches[-1].group(1)
-        if session_id.startswith("cse_"):  # the CLI rewrites cse_ ids to session_ in URLs
-            session_id = "session_" + session_id[4:]
-        session_url = f"https://claude.ai/code/{session_id}"
+    # Exactly as printed (2.1.84 wrote ?bridge=, later versions ?environment=); a session URL
+    # without its query string (?from=cli), which only says where the link came from.
+    environment_url = env_matches[-1].group(0) if env_matches else None
+    session_url = f"https://claude.ai/code/{session_matches[-1].group(1)}" if session_matches else None
     return RemoteControlUrls(environment_url, session_url)
 
 

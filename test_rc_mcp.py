@@ -247,8 +247,8 @@ RC_2_1_330 = (
     "raw, environment_url, session_url",
     [
         (RC_2_1_330, f"https://claude.ai/code?environment={ENV_ID}", None),
-        # 2.1.84 printed ?bridge=; the answer is always the current form
-        (f"Code everywhere with the Claude app or https://claude.ai/code?bridge={ENV_ID}\r\n", f"https://claude.ai/code?environment={ENV_ID}", None),
+        # 2.1.84 printed ?bridge=: returned exactly as printed
+        (f"Code everywhere with the Claude app or https://claude.ai/code?bridge={ENV_ID}\r\n", f"https://claude.ai/code?bridge={ENV_ID}", None),
         # OSC-8 hyperlinked session title: only the link target holds the URL
         (
             RC_2_1_330 + f"  {ESC}]8;;https://claude.ai/code/{SESSION}?from=cli{BEL}fix the tests{ESC}]8;;{BEL}\r\n",
@@ -257,8 +257,8 @@ RC_2_1_330 = (
         ),
         # OSC-8 with ST terminators
         (f"{ESC}]8;;https://claude.ai/code/{SESSION}{ESC}\\title{ESC}]8;;{ESC}\\", None, f"https://claude.ai/code/{SESSION}"),
-        # plain "title (url)" form; cse_ ids are shown as session_
-        ("  fix the tests (https://claude.ai/code/cse_0123abc)\r\n", None, "https://claude.ai/code/session_0123abc"),
+        # plain "title (url)" form
+        ("  fix the tests (https://claude.ai/code/cse_0123abc)\r\n", None, "https://claude.ai/code/cse_0123abc"),
         # repaints: the newest URL wins
         (f"https://claude.ai/code?environment=env_old\r{ESC}[1A{ESC}[Jhttps://claude.ai/code?environment=env_new\r\n", "https://claude.ai/code?environment=env_new", None),
         # decoys are never returned
@@ -272,6 +272,59 @@ RC_2_1_330 = (
 def test_extract_remote_control_urls(raw: str, environment_url: str | None, session_url: str | None) -> None:
     urls = rc_mcp.extract_remote_control_urls(raw)
     assert (urls.environment_url, urls.session_url) == (environment_url, session_url)
+
+
+TRANSCRIPTS = ROOT / "testbed" / "transcripts"  # raw pane output per claude version and state (testbed/record_transcripts.py)
+
+
+@pytest.mark.parametrize(
+    "transcript, environment_url, session_url, status, explanation",
+    [
+        ("2.1.330-ready", "https://claude.ai/code?environment=env_01Ready330", "https://claude.ai/code/session_", "ready", None),
+        ("2.1.330-connected", "https://claude.ai/code?environment=env_01Conn330", "https://claude.ai/code/session_01Attached", "connected", None),
+        ("2.1.330-connected-plain-links", "https://claude.ai/code?environment=env_01Plain", "https://claude.ai/code/session_01Plain", "connected", None),
+        ("2.1.197-ready", "https://claude.ai/code?environment=env_01Ready197", "https://claude.ai/code/session_", "ready", None),
+        ("2.1.84-ready", "https://claude.ai/code?bridge=env_01Ready84", "https://claude.ai/code/session_", "ready", None),
+        ("2.1.330-connecting", None, None, "starting", None),
+        ("2.1.330-consent-prompt", None, None, "needs attention", None),
+        ("2.1.330-trust-prompt", None, None, "needs attention", "does not trust"),
+        ("2.1.330-signed-out", None, None, "starting", "claude auth login"),
+        ("2.1.84-signed-out", None, None, "starting", "claude auth login"),
+        ("2.1.330-feature-flag", None, None, "starting", "DISABLE_TELEMETRY is set"),
+    ],
+)
+def test_recorded_transcripts(transcript: str, environment_url: str | None, session_url: str | None, status: str, explanation: str | None) -> None:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode()
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    assert urls.environment_url == environment_url
+    if session_url is None:
+        assert urls.session_url is None
+    else:
+        assert urls.session_url is not None and urls.session_url.startswith(session_url) and "?" not in urls.session_url
+    assert rc_mcp.classify_session(raw)[0] == status
+    if explanation is None:
+        assert rc_mcp.explain_failure(raw) is None
+    else:
+        assert explanation in (rc_mcp.explain_failure(raw) or "")
+    # the server-side detector (POSIX ERE) agrees with the Python parser on when a URL is there
+    found = subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.ENV_URL_ERE, str(TRANSCRIPTS / f"{transcript}.log")]).returncode == 0
+    assert found == (environment_url is not None)
+
+
+@pytest.mark.parametrize(
+    "raw, status, reason",
+    [
+        ("·✔︎· Ready · a · main\r\nReconnecting · retrying in 5s\r\n", "needs attention", "reconnecting"),
+        ("Reconnecting · retrying in 5s\r\n·✔︎· Ready · a · main\r\n", "ready", None),
+        ("·✔︎· Connected · a\r\n[12:00:00] Session completed\r\n", "connected", None),
+        ("Spawn mode for this project: [1] same-dir [2] worktree\r\nChoose [1/2] (default: 1): ", "needs attention", "spawn mode"),
+        ("", "starting", None),
+    ],
+)
+def test_classify_session(raw: str, status: str, reason: str | None) -> None:
+    got_status, got_reason = rc_mcp.classify_session(raw)
+    assert got_status == status
+    assert (got_reason is None) if reason is None else (reason in (got_reason or ""))
 
 
 def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
@@ -1885,6 +1938,29 @@ async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: D
 
 
 # ── Local mode: `python rc_mcp.py` out of the box ─────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("directory", ["evil#(touch PWNED)", "C#Sharp", "semi;", "it's \"quoted\" $(touch PWNED)", "#{pane_id}"])
+async def test_local_hostile_directory_names_reach_tmux_unharmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, directory: str) -> None:
+    """Directory names are data all the way down: no shell or tmux format ever interprets them."""
+    devhome = make_local_devhome(tmp_path / "dev")
+    project = devhome.projects / directory
+    (project / ".git").mkdir(parents=True)
+    for key, value in devhome.env().items():
+        monkeypatch.setenv(key, value)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
+    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
+    try:
+        assert directory in await sessions.projects()
+        started = await sessions.start("hostile", directory)
+        assert started.status == "ready"
+        trace = json.loads((devhome.home / ".fake-claude" / "trace.jsonl").read_text().splitlines()[-1])
+        assert trace["cwd"] == str(project)  # claude runs exactly there, not in a fallback directory
+        assert [s.id for s in await sessions.list()] == [started.id]
+        assert (await sessions.stop(started.id)).stopped
+        assert not list(tmp_path.rglob("PWNED")) and not list(Path.cwd().glob("PWNED"))
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=devhome.env(), capture_output=True)
 
 
 async def test_local_mode_python_rc_mcp_py(tmp_path: Path) -> None:
