@@ -547,6 +547,8 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
         ({"MCP_SECRET": "short"}, "at least 16"),
         ({"SERVER_URL": "rc.example.com"}, "SERVER_URL"),
         ({"SERVER_URL": "https://rc.example.com/?q=1"}, "SERVER_URL"),
+        ({"SERVER_URL": "https://rc.example.com:99999"}, "SERVER_URL"),
+        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE"),
         ({"SSH_HOST": "-oProxyCommand=x", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "SSH_HOST"),
         ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "no such file"),
         ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----"}, "SSH_PRIVATE_KEY"),
@@ -688,6 +690,32 @@ def test_token_store_serializes_concurrent_writes(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(json.loads((tmp_path / "t.json").read_text())["access"]) == 40
+
+
+# ── Remote ────────────────────────────────────────────────────────────────────────────────────
+
+
+async def test_local_runner_streams_long_lines_and_keeps_secrets_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_SECRET", SECRET)
+    monkeypatch.setenv("SSH_PASSPHRASE", "pass phrase")
+    lines: list[str] = []
+
+    async def on_line(line: str) -> None:
+        lines.append(line)
+
+    script = "head -c 300000 /dev/zero | tr '\\0' x; echo; echo \"secret=${MCP_SECRET:-none} ${SSH_PASSPHRASE:-none}\""
+    result = await rc_mcp.LocalRunner().run(script, timeout=30, on_line=on_line)
+    assert result.exit_status == 0 and len(lines[0]) == 300000
+    assert lines[1] == "secret=none none"
+
+
+async def test_local_runner_timeout_ends_the_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(rc_mcp.RemoteError, match="did not finish within 0.5 s"):
+        await rc_mcp.LocalRunner().run(f"sleep 60 & echo $! > {pid_file}; sleep 60", timeout=0.5)
+    stat_file = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    # gone, or a zombie waiting for an init that does not reap: either way no longer running
+    assert not stat_file.exists() or stat_file.read_text().split(")")[-1].split()[0] == "Z"
 
 
 # ── OAuth (in-process, over ASGI) ─────────────────────────────────────────────────────────────
