@@ -709,6 +709,17 @@ async def test_local_runner_streams_long_lines_and_keeps_secrets_out(monkeypatch
     assert lines[1] == "secret=none none"
 
 
+async def test_missing_tmux_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"  # a PATH with sh's helpers but no tmux
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "projects" / "alpha").mkdir(parents=True)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(tmp_path / "projects")))
+    with pytest.raises(rc_mcp.ToolFailure, match="tmux is not installed on the dev server"):
+        await rc_mcp.Sessions(config, rc_mcp.LocalRunner()).start("alpha", "alpha")
+
+
 async def test_local_runner_timeout_ends_the_process_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     with pytest.raises(rc_mcp.RemoteError, match="did not finish within 0.5 s"):
