@@ -9,12 +9,14 @@ The OAuth flow (this module is both the authorization server and the MCP resourc
   1. POST /mcp without a token → 401 with `WWW-Authenticate: Bearer … resource_metadata="…"`.
   2. The client reads /.well-known/oauth-protected-resource/mcp, then the RFC 8414 metadata.
   3. GET /authorize with PKCE S256: the fixed client (id and secret derived from MCP_SECRET) is
-     approved for Claude's callback URLs only; the code comes back by a 302.
-  4. POST /token with the client secret and the PKCE verifier → access token + refresh token.
+     approved for Claude's callback URLs only; any other client (registered at /register, or a
+     metadata-document URL) only once the owner types MCP_SECRET on the consent page.
+  4. POST /token with the PKCE verifier (and the fixed client's secret) → access + refresh token.
   5. /mcp with `Authorization: Bearer …`; refresh tokens rotate on every use.
 
 Threat model — whoever can call /mcp can run code on the dev server, so:
-  - only the holder of the MCP_SECRET-derived credentials obtains a token; /register never does;
+  - only the fixed client's secret or the owner's consent leads to a token; /register hands out
+    no secret, and consent passwords are throttled;
   - codes and tokens are random, short-lived, kept only as SHA-256 hashes in a 0600 file, and
     every secret is compared in constant time;
   - the dev server's host key is pinned (SSH_KNOWN_HOSTS) or recorded on first use, and a changed
