@@ -1837,7 +1837,9 @@ def require_form(request: Request) -> dict[str, str]:
     return parse_params(request.body)
 
 
-# ── OAuth ─────────────────────────────────────────────────────────────────────────────────────
+# ── OAuth clients ─────────────────────────────────────────────────────────────────────────────
+# Who may ask for a code: the fixed client, registered public clients, metadata-document clients;
+# and the owner's consent page, which every client but the fixed one must pass.
 
 
 @dataclass(frozen=True)
@@ -2035,6 +2037,9 @@ that is, run code on that machine. It will be sent back to <span class="host">{r
 </form>
 </main></body></html>
 """
+
+
+# ── OAuth endpoints ───────────────────────────────────────────────────────────────────────────
 
 
 class OAuthServer:
