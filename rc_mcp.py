@@ -35,7 +35,9 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
+import html
 import io
+import ipaddress
 import json
 import logging
 import os
@@ -57,6 +59,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import httpx2
 import paramiko
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -118,6 +121,7 @@ CIMD_TIMEOUT = 5.0
 CIMD_MAX_BYTES = 64 * 1024
 CIMD_CACHE_TTL = 600
 CIMD_CACHE_ENTRIES = 64
+CIMD_CONCURRENT_FETCHES = 4
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}-[0-9a-f]{6}$"
@@ -805,6 +809,13 @@ def build_start_script(
         'command -v -- "$claude" >/dev/null 2>&1 || { echo \'@@error no-claude\'; exit 0; }',
         "umask 077",
         'mkdir -p -- "$state" && chmod 700 -- "$state" || { echo \'@@error state\'; exit 0; }',
+        # Two starts for one directory at once: the second waits here, then finds the first's session.
+        'lock="$state/.lock-$(printf \'%s\' "$dir" | cksum | cut -d \' \' -f 1)"; i=0',
+        'until mkdir -- "$lock" 2>/dev/null; do',
+        '  i=$((i + 1)); [ $i -ge 100 ] && rm -rf -- "$lock"  # a lock older than 5 s was left by a killed start',
+        "  sleep 0.05",
+        "done",
+        "trap 'rmdir -- \"$lock\" 2>/dev/null' EXIT",
         # One Remote Control server per directory: a live session of ours there is the answer.
         f'for m in "$state"/{TMUX_PREFIX}*.meta; do',
         '  [ -f "$m" ] || continue; s=${m##*/}; s=${s%.meta}; here=0',
@@ -834,6 +845,7 @@ def build_start_script(
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
         # Our files exist only while the session does (list_sessions relies on that).
         "printf 'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n' \"$name\" \"$rel\" \"$dir\" \"$(date +%s)\" > \"$meta\"",
+        'rmdir -- "$lock" 2>/dev/null',  # the directory is taken: the next start there will find this session
         'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
         'deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout',
@@ -1028,6 +1040,7 @@ class TokenStore:
         self.clock = clock
         self._lock = threading.Lock()  # the in-memory data
         self._write_lock = threading.Lock()  # one read-modify-write-persist at a time
+        self._written: str | None = None  # what the file holds, as last written here
         self._data: dict[str, Any] = self._empty()
         self._load(import_legacy)
 
@@ -1068,7 +1081,9 @@ class TokenStore:
         self._save()
         log.warning(
             "imported the Node.js server's token file %s: %d access and %d refresh tokens, now stored as hashes "
-            "(original kept as %s, mode 0600 — delete it once the connector works)",
+            "(original kept as %s, mode 0600 — delete it once the connector works). The Node.js server's /register "
+            "gave its client secret to anyone who asked: if it was reachable by others, set a new MCP_SECRET and add "
+            "the connector again, which ends every old token.",
             self.path,
             len(data["access"]),
             len(data["refresh"]),
@@ -1099,6 +1114,8 @@ class TokenStore:
         with self._lock:
             self._prune(self.clock())
             snapshot = json.dumps(self._data, separators=(",", ":"))
+        if snapshot == self._written:
+            return  # nothing changed: no disk write for requests that changed nothing
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
@@ -1121,6 +1138,7 @@ class TokenStore:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        self._written = snapshot
 
     def ensure_writable(self) -> None:
         """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
@@ -1610,8 +1628,12 @@ class Sessions:
             permission_mode=permission_mode,
         )
 
+        in_tail = False
+
         async def on_line(line: str) -> None:
-            if on_state is not None and line.startswith("@@state "):
+            nonlocal in_tail
+            in_tail = in_tail or line == "@@tail"  # claude's own output is never a progress report
+            if on_state is not None and not in_tail and line.startswith("@@state "):
                 try:
                     await on_state(line[len("@@state ") :])
                 except Exception as exc:  # a client that went away must not break the start
@@ -1866,6 +1888,8 @@ def validate_redirect_uri(uri: Any) -> str:
     """A registrable redirect URI: https without fragment, or http on a loopback address (RFC 8252 §7.3)."""
     if not isinstance(uri, str) or not uri or len(uri) > 2000 or re.search(r"[\x00-\x20\x7f]", uri):
         raise ValueError(f"redirect URI {str(uri)[:100]!r} is malformed")
+    if not uri.isascii():  # a look-alike Unicode host would read as a trusted one on the consent page
+        raise ValueError(f"redirect URI {uri[:100]!r} must be ASCII (write an international host name in punycode)")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 — raises on a bad port
@@ -1922,17 +1946,51 @@ def is_metadata_document_url(client_id: str) -> bool:
         parts = urlsplit(client_id)
     except ValueError:
         return False
-    return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/") and len(client_id) <= 2000
+    return (
+        parts.scheme == "https"
+        and bool(parts.hostname)
+        and parts.path not in ("", "/")
+        and len(client_id) <= 2000
+        and client_id.isascii()
+    )
+
+
+def is_public_address(address: str) -> bool:
+    """Only globally routable unicast addresses: no loopback, private, link-local, NAT64 or mapped tricks."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in ipaddress.ip_network("64:ff9b::/96") or ip in ipaddress.ip_network("64:ff9b:1::/48"):
+            return False  # NAT64 can reach any IPv4 address, private ones included
+        elif ip.sixtofour is not None or ip.teredo is not None:
+            return False
+    return ip.is_global and not ip.is_multicast
 
 
 class ClientMetadataFetcher:
-    """Fetches Client ID Metadata Documents with SSRF guards: https only, public addresses only,
-    no redirects, a 5 s timeout, a 64 KB cap, results cached. Claude's own documents are known
-    in advance (fetching them is often blocked by a bot challenge)."""
+    """Fetches Client ID Metadata Documents with SSRF guards: https only, public addresses only
+    (the address checked is the address connected to), no redirects, 5 s in all, 64 KB, a few at a
+    time, results cached. Claude's own documents are known in advance (fetching them is often
+    blocked by a bot challenge)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        allow_address: Callable[[str], bool] = is_public_address,
+        verify: Any = True,
+        timeout: float = CIMD_TIMEOUT,
+    ):
         self._clock = clock
+        self._allow_address = allow_address
+        self._verify = verify
+        self._timeout = timeout
         self._cache: dict[str, tuple[float, OAuthClient]] = {}
+        self._running: asyncio.Semaphore | None = None
 
     async def get(self, url: str) -> OAuthClient:
         if url in KNOWN_CLIENT_METADATA:
@@ -1947,51 +2005,74 @@ class ClientMetadataFetcher:
         return client
 
     async def fetch(self, url: str) -> Any:
-        import ipaddress
-
-        import httpx2
-
         parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
-            raise ValueError("client metadata documents must be fetched over https")
+        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or not url.isascii():
+            raise ValueError("client metadata documents must be fetched over https from an ASCII host name")
+        if self._running is None:
+            self._running = asyncio.Semaphore(CIMD_CONCURRENT_FETCHES)
         try:
-            infos = await anyio.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ValueError(f"cannot resolve {parts.hostname}") from exc
+            with anyio.fail_after(self._timeout):
+                async with self._running:
+                    return await self._fetch(parts)
+        except TimeoutError:
+            raise ValueError("fetching the client metadata document took too long") from None
 
-        def is_public(address: str) -> bool:
-            return ipaddress.ip_address(address.split("%")[0]).is_global
-
+    async def _fetch(self, parts: Any) -> Any:
+        host, port = parts.hostname, parts.port or 443
+        try:
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            raise ValueError(f"cannot resolve {host}") from None
+        addresses = [str(info[4][0]) for info in infos]
         # SSRF: an attacker-chosen client_id must not make this server reach internal services.
-        if not infos or not all(is_public(str(info[4][0])) for info in infos):
-            raise ValueError(f"{parts.hostname} does not resolve to public addresses only")
-        async with httpx2.AsyncClient(timeout=CIMD_TIMEOUT, follow_redirects=False, trust_env=False) as http:
-            async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
-                stream = response.extensions.get("network_stream")
-                peer = stream.get_extra_info("server_addr") if stream is not None else None
-                if peer and not is_public(str(peer[0])):
-                    raise ValueError(f"{parts.hostname} connected to a non-public address")
-                if response.status_code != 200:
-                    raise ValueError(f"fetching the client metadata document answered {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > CIMD_MAX_BYTES:
-                        raise ValueError("the client metadata document is larger than 64 KB")
+        if not addresses or not all(self._allow_address(a) for a in addresses):
+            raise ValueError(f"{host} does not resolve to public addresses only")
+        # Connect to the address just checked (no second lookup to rebind); TLS still verifies the name.
+        address = addresses[0]
+        netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        target = urlunsplit(("https", netloc, parts.path or "/", parts.query, ""))
+        headers = {"Host": parts.netloc, "Accept": "application/json"}
+        try:
+            async with httpx2.AsyncClient(
+                timeout=self._timeout, follow_redirects=False, trust_env=False, verify=self._verify
+            ) as http:
+                async with http.stream("GET", target, headers=headers, extensions={"sni_hostname": host}) as response:
+                    if response.status_code != 200:
+                        raise ValueError(f"fetching the client metadata document answered {response.status_code}")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > CIMD_MAX_BYTES:
+                            raise ValueError("the client metadata document is larger than 64 KB")
+        except httpx2.HTTPError:
+            # No details: they would tell a caller which internal-looking ports answer.
+            raise ValueError("the client metadata document could not be fetched") from None
         try:
             return json.loads(body)
-        except ValueError as exc:
-            raise ValueError("the client metadata document is not JSON") from exc
+        except ValueError:
+            raise ValueError("the client metadata document is not JSON") from None
+
+
+def throttle_key(address: str) -> str:
+    """The unit a throttle counts: one IPv4 address, or one IPv6 /64 (what one host is given)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
 
 
 class ConsentThrottle:
-    """Repeated wrong consent passwords from one address are answered 429 for a while."""
+    """Repeated wrong consent passwords from one address (IPv6: one /64) are answered 429 for a while."""
 
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._failures: dict[str, list[float]] = {}
 
     def retry_after(self, address: str) -> int:
+        address = throttle_key(address)
         now = self._clock()
         recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
         if len(recent) < CONSENT_MAX_FAILURES:
@@ -1999,11 +2080,39 @@ class ConsentThrottle:
         return int(recent[0] + CONSENT_FAILURE_WINDOW - now) + 1
 
     def fail(self, address: str) -> None:
+        address = throttle_key(address)
         now = self._clock()
         if address not in self._failures and len(self._failures) >= 10_000:
             self._failures.pop(next(iter(self._failures)))
         recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
         self._failures[address] = [*recent, now]
+
+
+ERROR_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign-in request refused</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem}}</style>
+</head><body><h1>This sign-in request was refused</h1>
+<p><code>{error}</code>: {description}.</p>
+<p>Start the connection again from the app.</p></body></html>
+"""
+
+
+def html_headers(form_target: str = "") -> list[tuple[str, str]]:
+    """Headers of the pages this server shows: no scripts, no external assets, not framable."""
+    return [
+        ("Content-Type", "text/html; charset=utf-8"),
+        *NO_STORE,
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        (
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {form_target}".rstrip()
+            + "; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ]
 
 
 CONSENT_PAGE = """<!doctype html>
@@ -2055,6 +2164,7 @@ class OAuthServer:
         self.resource = config.resource
         self._resource_key = canonical_resource(config.resource)
         client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
+        self._rotation_key = hashlib.sha256(f"{config.mcp_secret}:refresh-rotation".encode()).digest()
         self.fixed_client = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
         self.client_id = client_id
         self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
@@ -2161,10 +2271,21 @@ class OAuthServer:
             raise OAuthError(400, "invalid_scope", f"scope {' '.join(unknown)!r} is not available; use {SCOPE!r}")
         return " ".join(requested)
 
-    def _issue_tokens(self, data: dict[str, Any], now: float, grant: Mapping[str, Any]) -> dict[str, Any]:
+    def _successor_tokens(self, refresh_token: str) -> tuple[str, str]:
+        """The tokens a refresh token rotates into, derived from it with a server key: a retried
+        (racing) refresh computes the same pair instead of forking the grant."""
+
+        def derive(label: str) -> str:
+            digest = hmac.new(self._rotation_key, f"{label}:{refresh_token}".encode(), hashlib.sha256).digest()
+            return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+        return "rcat_" + derive("access"), "rcrt_" + derive("refresh")
+
+    def _issue_tokens(
+        self, data: dict[str, Any], now: float, grant: Mapping[str, Any], tokens: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         config = self.config
-        access = "rcat_" + secrets.token_urlsafe(32)
-        refresh = "rcrt_" + secrets.token_urlsafe(32)
+        access, refresh = tokens or ("rcat_" + secrets.token_urlsafe(32), "rcrt_" + secrets.token_urlsafe(32))
         record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
         data["access"][hash_secret(access)] = {**record, "expires_at": now + config.access_token_ttl}
         data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + config.refresh_token_ttl}
@@ -2177,7 +2298,6 @@ class OAuthServer:
             "expires_in": config.access_token_ttl,
             "refresh_token": refresh,
             "scope": grant["scope"],
-            "_refresh_key": hash_secret(refresh),
         }
 
     @staticmethod
@@ -2286,6 +2406,9 @@ class OAuthServer:
             scope = self._parse_scope(params.get("scope"))
         except OAuthError as exc:
             log.info("authorize refused for client %s: %s", client.client_id[:12], exc)
+            if client.public:
+                # Redirecting a stranger's client to its own URI would make this an open redirect.
+                return self._error_page(exc)
             return back(error=exc.error, error_description=exc.description)
 
         if client.public:
@@ -2335,8 +2458,6 @@ class OAuthServer:
         status: int = 200,
         retry_after: int = 0,
     ) -> Response:
-        import html
-
         hidden = "\n".join(
             f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
             for k, v in params.items()
@@ -2355,23 +2476,15 @@ class OAuthServer:
             error=error,
             hidden=hidden,
         )
-        origin = f"{target.scheme}://{target.netloc}"
-        headers = [
-            ("Content-Type", "text/html; charset=utf-8"),
-            *NO_STORE,
-            ("X-Frame-Options", "DENY"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"),
-            # No scripts, no external assets, not framable; the form posts here and redirects to the client.
-            (
-                "Content-Security-Policy",
-                f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {origin}; "
-                "frame-ancestors 'none'; base-uri 'none'",
-            ),
-        ]
+        headers = html_headers(f"{target.scheme}://{target.netloc}")
         if retry_after:
             headers.append(("Retry-After", str(retry_after)))
         return Response(status, page.encode(), headers)
+
+    @staticmethod
+    def _error_page(error: OAuthError) -> Response:
+        page = ERROR_PAGE.format(error=html.escape(error.error), description=html.escape(error.description))
+        return Response(400, page.encode(), html_headers())
 
     # Tokens -------------------------------------------------------------------------------
 
@@ -2388,7 +2501,6 @@ class OAuthServer:
             raise OAuthError(400, "invalid_request", "grant_type is required")
         else:
             raise OAuthError(400, "unsupported_grant_type", "use authorization_code or refresh_token")
-        payload.pop("_refresh_key", None)
         log.info("token: %s grant for %s", grant_type, client.name)
         return json_response(200, payload)
 
@@ -2432,7 +2544,8 @@ class OAuthServer:
             record = data["refresh"].get(key)
             if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
                 return OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
-            if record.get("rotated_at") is not None:
+            rotated = record.get("rotated_at") is not None
+            if rotated:
                 successor = data["refresh"].get(record.get("successor", ""))
                 in_grace = now - record["rotated_at"] <= REFRESH_GRACE and not record.get("grace_used")
                 if not (in_grace and successor is not None and successor.get("rotated_at") is None):
@@ -2440,18 +2553,31 @@ class OAuthServer:
                     self._revoke_grant(data, record["grant_id"])
                     log.warning("rotated refresh token reused by %s: the grant was revoked", client.name)
                     return OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
-                record["grace_used"] = True  # concurrent refreshes: the previous token works once more
             try:
                 granted_scope = self._parse_scope(scope, granted=record["scope"])  # never wider than granted
             except OAuthError as exc:
                 return exc
             if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
                 return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
-            issued = self._issue_tokens(data, now, {**record, "scope": granted_scope})
-            if record.get("rotated_at") is None:
-                record["rotated_at"] = now  # kept (until it expires) to detect reuse
-                record["successor"] = issued["_refresh_key"]
-            return issued
+            access, refresh = self._successor_tokens(refresh_token)
+            if rotated:
+                # The racing twin of the refresh that rotated this token (within the grace window,
+                # once): it gets the very same answer, so the grant stays one chain.
+                record["grace_used"] = True
+                issued = data["access"].get(hash_secret(access))
+                if issued is None or issued["expires_at"] <= now:
+                    return OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
+                return {
+                    "access_token": access,
+                    "token_type": "Bearer",
+                    "expires_in": int(issued["expires_at"] - now),
+                    "refresh_token": refresh,
+                    "scope": issued["scope"],
+                }
+            payload = self._issue_tokens(data, now, {**record, "scope": granted_scope}, (access, refresh))
+            record["rotated_at"] = now  # kept (until it expires) to detect reuse
+            record["successor"] = hash_secret(refresh)
+            return payload
 
         return await anyio.to_thread.run_sync(self.store.transact, rotate)
 
@@ -2488,6 +2614,14 @@ class OAuthServer:
             raise self._unauthorized("the access token is invalid, expired or revoked")
         if canonical_resource(record["resource"]) != self._resource_key:  # RFC 8707 audience
             raise self._unauthorized("the access token was issued for another resource")
+        client_id = record["client_id"]
+        # A new MCP_SECRET (a new fixed client) or an expired registration ends its tokens at once.
+        if not (
+            secret_equal(client_id, self.fixed_client.client_id)
+            or is_metadata_document_url(client_id)
+            or self.store.find("clients", client_id, hashed=False) is not None
+        ):
+            raise self._unauthorized("the access token's client no longer exists")
         return record
 
     def _unauthorized(self, description: str) -> OAuthError:

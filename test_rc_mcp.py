@@ -17,6 +17,7 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import anyio
 import httpx2
 import paramiko
 import pytest
+import uvicorn
 from mcp.client import Client
 
 import rc_mcp
@@ -874,18 +876,42 @@ async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) 
 
 
 async def test_concurrent_refresh_gets_one_grace_use(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
-    """Two refreshes racing with the same token must not log the user out; a third use is theft."""
+    """Two refreshes racing with the same token must not log the user out (both get the same answer,
+    so the grant stays one chain); a third use is theft."""
     tokens = await get_tokens(http)
-    first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
-    second = await http.post("/token", data=refresh_form(tokens["refresh_token"]))  # the racing twin
+    first, second = await asyncio.gather(*(http.post("/token", data=refresh_form(tokens["refresh_token"])) for _ in range(2)))
     assert first.status_code == second.status_code == 200
-    for issued in (first.json(), second.json()):  # both answers are usable
-        assert (await mcp_status(http, issued["access_token"])).status_code != 401
+    assert (first.json()["access_token"], first.json()["refresh_token"]) == (second.json()["access_token"], second.json()["refresh_token"])
+    assert (await mcp_status(http, first.json()["access_token"])).status_code == 200
     third = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
     assert (third.status_code, third.json()["error"]) == (400, "invalid_grant")
-    for issued in (first.json(), second.json()):  # reuse revoked the whole grant
-        assert (await mcp_status(http, issued["access_token"])).status_code == 401
-        assert (await http.post("/token", data=refresh_form(issued["refresh_token"]))).status_code == 400
+    # reuse revoked the whole grant
+    assert (await mcp_status(http, first.json()["access_token"])).status_code == 401
+    assert (await http.post("/token", data=refresh_form(first.json()["refresh_token"]))).status_code == 400
+
+
+async def test_a_refused_refresh_does_not_use_up_the_grace(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
+    wider = await http.post("/token", data=refresh_form(tokens["refresh_token"], scope="admin"))
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+    retry = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert retry.status_code == 200 and retry.json()["refresh_token"] == rotated["refresh_token"]
+    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).status_code == 200  # one chain
+
+
+async def test_a_new_mcp_secret_ends_every_old_token(tmp_path: Path, clock: Clock) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
+    app = rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
+    async with app.session_manager.run():
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
+            tokens = await get_tokens(http)
+    rotated_config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, MCP_SECRET="a-brand-new-secret-0123456789"))
+    app = rc_mcp.App(rotated_config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
+    async with app.session_manager.run():
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
+            assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+            assert (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).status_code == 401
 
 
 async def test_rotated_refresh_token_after_the_grace_window_revokes_the_grant(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
@@ -1112,6 +1138,143 @@ async def test_metadata_documents_are_never_fetched_from_private_addresses(url: 
         await rc_mcp.ClientMetadataFetcher().fetch(url)
 
 
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("::ffff:93.184.216.34", True),
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("2002:a00:1::", False),  # 6to4
+        ("224.0.0.1", False),
+        ("not an address", False),
+    ],
+)
+def test_is_public_address(address: str, public: bool) -> None:
+    assert rc_mcp.is_public_address(address) is public
+
+
+@pytest.mark.parametrize(
+    "address, key",
+    [("203.0.113.7", "203.0.113.7"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"), ("::ffff:203.0.113.7", "203.0.113.7"), ("", "")],
+)
+def test_throttle_key(address: str, key: str) -> None:
+    assert rc_mcp.throttle_key(address) == key
+
+
+@pytest.fixture(scope="module")
+def metadata_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Any]]:
+    """A real HTTPS server on 127.0.0.1 with a self-signed certificate for "localhost"."""
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    base = f"https://localhost:{port}"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        status, headers, body = 200, [(b"content-type", b"application/json")], b""
+        if path == "/ok.json":
+            body = json.dumps({"client_id": base + "/ok.json", "client_name": "Fetched", "redirect_uris": ["https://app.example/cb"]}).encode()
+        elif path == "/redirect.json":
+            status, headers = 302, [(b"location", (base + "/ok.json").encode())]
+        elif path == "/huge.json":
+            body = b" " * 100_000 + b"{}"
+        elif path == "/slow.json":
+            await anyio.sleep(3)
+            body = b"{}"
+        else:
+            status = 404
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    server = uvicorn.Server(uvicorn.Config(app, ssl_certfile=str(folder / "cert.pem"), ssl_keyfile=str(folder / "key.pem"), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    context = ssl.create_default_context(cafile=str(folder / "cert.pem"))
+    try:
+        yield port, context
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "path, outcome",
+    [
+        ("/ok.json", "Fetched"),
+        ("/redirect.json", "answered 302"),  # redirects are never followed
+        ("/huge.json", "larger than 64 KB"),
+        ("/slow.json", "took too long"),
+        ("/missing.json", "answered 404"),
+    ],
+)
+async def test_metadata_fetch_guards(metadata_server: tuple[int, Any], monkeypatch: pytest.MonkeyPatch, path: str, outcome: str) -> None:
+    port, context = metadata_server
+
+    async def resolve_to_loopback(host: str, port: int, **kwargs: Any) -> list[Any]:
+        assert host == "localhost"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", resolve_to_loopback)
+    # the test server lives on loopback, so this one fetcher is allowed to reach it
+    fetcher = rc_mcp.ClientMetadataFetcher(allow_address=lambda address: address == "127.0.0.1", verify=context, timeout=1.5)
+    url = f"https://localhost:{port}{path}"
+    if outcome == "Fetched":
+        assert (await fetcher.get(url)).name == "Fetched"
+    else:
+        with pytest.raises(ValueError, match=outcome):
+            await fetcher.get(url)
+    # with the production policy the very same server is refused before anything is sent
+    with pytest.raises(ValueError, match="public addresses only"):
+        await rc_mcp.ClientMetadataFetcher(verify=context).fetch(url)
+
+
+async def test_metadata_fetch_refuses_names_that_resolve_to_private_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def rebinding(host: str, port: int, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)), (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
+
+    monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", rebinding)
+    with pytest.raises(ValueError, match="public addresses only"):
+        await rc_mcp.ClientMetadataFetcher().fetch("https://evil.example/client.json")
+
+
 def test_node_token_file_is_imported_with_a_private_backup(tmp_path: Path) -> None:
     path = tmp_path / "oauth-tokens.json"
     now_ms = time.time() * 1000
@@ -1269,6 +1432,7 @@ HOSTILE_REGISTER = [
     ("password grant", {"redirect_uris": [CALLBACK], "grant_types": ["password"]}, "invalid_client_metadata"),
     ("client_credentials grant", {"redirect_uris": [CALLBACK], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
     ("implicit response type", {"redirect_uris": [CALLBACK], "response_types": ["token"]}, "invalid_client_metadata"),
+    ("look-alike Unicode host", {"redirect_uris": ["https://clаude.ai/api/mcp/auth_callback"]}, "invalid_redirect_uri"),
 ]
 
 
@@ -1346,8 +1510,10 @@ async def test_hostile_consent_requests(http: httpx2.AsyncClient) -> None:
     # tampering with the hidden fields is checked again on the POST
     tampered = await consent(http, {**params, "redirect_uri": "https://evil.example/cb"}, action="approve", password=SECRET)
     assert (tampered.status_code, tampered.json()["error"]) == (400, "invalid_request")
+    # a stranger's client is never redirected to with an error (open redirect): a page says it
     plain = await consent(http, {**params, "code_challenge_method": "plain"}, action="approve", password=SECRET)
-    assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
+    assert plain.status_code == 400 and "location" not in plain.headers and "invalid_request" in plain.text
+    assert plain.headers["x-frame-options"] == "DENY"
 
 
 async def test_public_client_cannot_use_another_clients_code(http: httpx2.AsyncClient) -> None:
@@ -1922,6 +2088,13 @@ async def test_e2e_one_session_per_directory(devserver: DevServer, tmp_path: Pat
         assert fresh["status"] == "ready" and not fresh["already_running"]
 
 
+async def test_e2e_simultaneous_starts_in_one_directory_share_a_session(devserver: DevServer, tmp_path: Path) -> None:
+    async with tools(devserver, tmp_path) as (client, _):
+        results = await asyncio.gather(*(call(client, "start_session", name=f"race{i}", path="beta") for i in range(3)))
+    assert len({r["id"] for r in results}) == 1 and sum(not r["already_running"] for r in results) == 1
+    assert len(rc_sessions(devserver)) == 1
+
+
 async def test_e2e_variables_that_break_remote_control_never_reach_claude(devserver: DevServer, tmp_path: Path) -> None:
     # A tmux server started from a shell with these set passes them to every pane it creates.
     devserver.run("DISABLE_TELEMETRY=0 DO_NOT_TRACK=1 ANTHROPIC_API_KEY=sk-test tmux new-session -d -s users-own sleep 600")
@@ -1998,6 +2171,26 @@ async def test_local_hostile_directory_names_reach_tmux_unharmed(tmp_path: Path,
         assert [s.id for s in await sessions.list()] == [started.id]
         assert (await sessions.stop(started.id)).stopped
         assert not list(tmp_path.rglob("PWNED")) and not list(Path.cwd().glob("PWNED"))
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=devhome.env(), capture_output=True)
+
+
+async def test_local_hostile_state_directory_reaches_pipe_pane_unharmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log path goes through sh and tmux format expansion in pipe-pane: quoted for both."""
+    devhome = make_local_devhome(tmp_path / "dev")
+    state_home = tmp_path / "st#{pane_id}'$(touch PWNED)#(touch PWNED)"
+    for key, value in devhome.env({"XDG_STATE_HOME": str(state_home)}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
+    monkeypatch.chdir(tmp_path)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
+    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
+    try:
+        started = await sessions.start("state", "alpha")
+        assert started.status == "ready"
+        log_file = state_home / "rc-mcp" / f"rc-{started.id}.log"
+        assert started.url is not None and started.url.split("=", 1)[1] in log_file.read_text()
+        assert not list(tmp_path.rglob("PWNED"))
     finally:
         subprocess.run(["tmux", "kill-server"], env=devhome.env(), capture_output=True)
 
