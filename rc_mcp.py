@@ -1765,7 +1765,7 @@ class Sessions:
 
     async def projects(self) -> list[str]:
         output = await self._run(build_projects_script(self.config.projects_base_dir))
-        head, found, listing = output.partition("@@projects\n")
+        _, found, listing = output.partition("@@projects\n")
         if not found:
             raise ToolFailure(START_ERRORS["no-base"].format(base=self.config.projects_base_dir))
         projects = set()
@@ -2071,21 +2071,21 @@ class ConsentThrottle:
         self._clock = clock
         self._failures: dict[str, list[float]] = {}
 
+    def _recent(self, key: str, now: float) -> list[float]:
+        return [t for t in self._failures.get(key, []) if t > now - CONSENT_FAILURE_WINDOW]
+
     def retry_after(self, address: str) -> int:
-        address = throttle_key(address)
         now = self._clock()
-        recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
+        recent = self._recent(throttle_key(address), now)
         if len(recent) < CONSENT_MAX_FAILURES:
             return 0
         return int(recent[0] + CONSENT_FAILURE_WINDOW - now) + 1
 
     def fail(self, address: str) -> None:
-        address = throttle_key(address)
-        now = self._clock()
-        if address not in self._failures and len(self._failures) >= 10_000:
+        key, now = throttle_key(address), self._clock()
+        if key not in self._failures and len(self._failures) >= 10_000:
             self._failures.pop(next(iter(self._failures)))
-        recent = [t for t in self._failures.get(address, []) if t > now - CONSENT_FAILURE_WINDOW]
-        self._failures[address] = [*recent, now]
+        self._failures[key] = [*self._recent(key, now), now]
 
 
 ERROR_PAGE = """<!doctype html>
@@ -2166,7 +2166,6 @@ class OAuthServer:
         client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
         self._rotation_key = hashlib.sha256(f"{config.mcp_secret}:refresh-rotation".encode()).digest()
         self.fixed_client = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
-        self.client_id = client_id
         self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
         self.dev_server = config.ssh_host or "this server"
 
@@ -2289,9 +2288,7 @@ class OAuthServer:
         record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
         data["access"][hash_secret(access)] = {**record, "expires_at": now + config.access_token_ttl}
         data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + config.refresh_token_ttl}
-        registered = data["clients"].get(grant["client_id"])
-        if registered is not None:  # a client in use does not expire
-            registered["expires_at"] = max(registered["expires_at"], now + config.refresh_token_ttl)
+        self._keep_client(data, grant["client_id"], now)  # a client in use does not expire
         return {
             "access_token": access,
             "token_type": "Bearer",
@@ -2299,6 +2296,13 @@ class OAuthServer:
             "refresh_token": refresh,
             "scope": grant["scope"],
         }
+
+    def _keep_client(self, data: dict[str, Any], client_id: str, now: float, approved: bool = False) -> None:
+        """A registered client the owner approved, or that is in use, lives as long as its tokens."""
+        registered = data["clients"].get(client_id)
+        if registered is not None:
+            registered["approved"] = registered.get("approved", False) or approved
+            registered["expires_at"] = max(registered["expires_at"], now + self.config.refresh_token_ttl)
 
     @staticmethod
     def _revoke_grant(data: dict[str, Any], grant_id: str) -> int:
@@ -2440,10 +2444,7 @@ class OAuthServer:
                 "grant_id": secrets.token_hex(16),
                 "expires_at": now + CODE_TTL,
             }
-            registered = data["clients"].get(client.client_id)
-            if registered is not None:
-                registered["approved"] = True
-                registered["expires_at"] = max(registered["expires_at"], now + self.config.refresh_token_ttl)
+            self._keep_client(data, client.client_id, now, approved=True)
 
         await anyio.to_thread.run_sync(self.store.transact, remember)
         log.info("authorize: code issued to %s for %s", client.name, urlsplit(redirect_uri).netloc)

@@ -1047,6 +1047,8 @@ async def test_public_client_needs_the_owners_approval(app: rc_mcp.App, http: ht
     assert refreshed.status_code == 200
     with_secret = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"], "client_id": client_id, "client_secret": CLIENT_SECRET})
     assert (with_secret.status_code, with_secret.json()["error"]) == (401, "invalid_client")
+    as_basic = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]}, headers={"Authorization": _basic(f"{client_id}:")})
+    assert (as_basic.status_code, as_basic.json()["error"]) == (401, "invalid_client")  # public: no secret, not even an empty one
 
 
 async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Clock) -> None:
