@@ -23,6 +23,10 @@ Threat model — whoever can call /mcp can run code on the dev server, so:
     key stops everything before authentication;
   - every remote value is validated, then shell-quoted; tmux targets are exact (`=rc-ID`);
   - the Host header is checked against SERVER_URL (DNS rebinding) and request bodies are capped.
+
+Reading order: settings and errors; the dev server half (claude's output, remote scripts, host
+keys, runners, sessions); the OAuth half (token store, clients, grants, consent page, endpoints);
+serving (MCP tools, HTTP routing, the command line). Code refers only to what stands above it.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import copy
 import dataclasses
 import datetime
 import hashlib
 import hmac
 import html
+import inspect
 import io
 import ipaddress
 import json
@@ -50,7 +56,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -65,6 +72,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -76,193 +84,226 @@ log = logging.getLogger("rc_mcp")
 
 VERSION = "1.0.0"
 
-# ── Constants ─────────────────────────────────────────────────────────────────────────────────
+# ── Settings ──────────────────────────────────────────────────────────────────────────────────
+# Every environment variable is one row of SETTINGS (README's configuration table is printed
+# from it); load_config reads them in one loop and reports every problem at once.
 
-DEFAULT_PORT = 3000
-DEFAULT_HOST = "0.0.0.0"
-
-CODE_TTL = 600  # OAuth 2.1 §4.1.2: authorization codes live at most 10 minutes
-DEFAULT_ACCESS_TOKEN_TTL = 3600
-DEFAULT_REFRESH_TOKEN_TTL = 30 * 86400
-
-MAX_FORM_BYTES = 64 * 1024  # /token, /authorize, /register, /revoke bodies; /mcp has the SDK's 4 MiB cap
 MIN_SECRET_LENGTH = 16  # the client_id is visible in Claude.ai's settings: a short secret can be guessed offline
-
-FIXED_CLIENT_REDIRECT_URIS = (
-    "https://claude.ai/api/mcp/auth_callback",
-    "https://claude.com/api/mcp/auth_callback",
-)
-SCOPE = "mcp:tools"  # what the original server advertised; Claude.ai also sends "mcp"
-ACCEPTED_SCOPES = frozenset({"mcp:tools", "mcp", "offline_access"})
-AUTHORIZE_PARAMETERS = (
-    "response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state", "scope", "resource",
-)
-REFRESH_GRACE = 30  # seconds the previous refresh token still works once (concurrent refreshes)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-MAX_REGISTERED_CLIENTS = 64
-UNUSED_CLIENT_TTL = 24 * 3600  # a registered client never approved on the consent page expires
-MAX_CLIENT_NAME = 80
-CONSENT_MAX_FAILURES = 5  # wrong consent passwords from one address…
-CONSENT_FAILURE_WINDOW = 900  # …within this many seconds → 429
-# Claude's hosted client ids: known without fetching (the fetch often meets a bot challenge).
-KNOWN_CLIENT_METADATA: dict[str, dict[str, Any]] = {
-    "https://claude.ai/oauth/mcp-oauth-client-metadata": {
-        "client_name": "Claude",
-        "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
-        "token_endpoint_auth_method": "none",
-    },
-    "https://claude.ai/oauth/claude-code-client-metadata": {
-        "client_name": "Claude Code",
-        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],  # any port
-        "token_endpoint_auth_method": "none",
-    },
-}
-CIMD_TIMEOUT = 5.0
-CIMD_MAX_BYTES = 64 * 1024
-CIMD_CACHE_TTL = 600
-CIMD_CACHE_ENTRIES = 64
-CIMD_CONCURRENT_FETCHES = 4
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$"
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}-[0-9a-f]{6}$"
-PATH_PATTERN = r"^[^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"  # relative, no control characters
-NAME_RE = re.compile(NAME_PATTERN)
-SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
-PATH_RE = re.compile(PATH_PATTERN)
-MAX_PATH_LENGTH = 1024
-PKCE_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL(SHA256(verifier)), unpadded
-PKCE_VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
-
-TMUX_PREFIX = "rc-"
-REMOTE_STATE_DIR = '"${XDG_STATE_HOME:-$HOME/.local/state}/rc-mcp"'  # sh expression, 0700, never /tmp
-REMOTE_PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'  # where claude's installer puts it
-# Each of these makes `claude remote-control` refuse to start (reference: feature flags, API keys).
-SCRUBBED_ENV = (
-    "DISABLE_TELEMETRY",
-    "DO_NOT_TRACK",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    "DISABLE_GROWTHBOOK",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "CLAUDE_CODE_USE_BEDROCK",
-    "CLAUDE_CODE_USE_VERTEX",
-    "CLAUDE_CODE_USE_FOUNDRY",
-)
-LOG_TAIL_BYTES = 8192
-PRIVATE_ENV = frozenset({"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"})  # never passed to local commands
-
-DEFAULT_START_TIMEOUT = 45.0  # Claude.ai gives a tool call 300 s
-DEFAULT_COMMAND_TIMEOUT = 30.0
-DEFAULT_CONNECT_TIMEOUT = 10.0
-# OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
-SSH_MAX_CHANNELS = 8
-SSH_KEEPALIVE = 30
-
-# Remote Control output (reference: claude-remote-control §5). Match URLs, never labels or "any URL".
-OSC8_RE = re.compile(r"\x1b\]8;[^;\x07\x1b]*;([^\x07\x1b]*)(?:\x07|\x1b\\)")
-OSC_RE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-CSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=env_[A-Za-z0-9_-]{1,124}(?![A-Za-z0-9_-])")
-SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-9_-]{1,128})(?![A-Za-z0-9_-])")
-# The same environment URL as a POSIX ERE, for the server-side wait loop. The trailing character
-# class proves the URL was written completely (raw pty logs end it with ESC[0m, BEL or \r).
-ENV_URL_ERE = r"https://claude\.ai/code\?(environment|bridge)=env_[A-Za-z0-9_-]+[^A-Za-z0-9_-]"
-CONSENT_PROMPT = "Enable Remote Control? (y/n)"
-CONNECTING_LABEL = "Connecting"
-# Prompts that wait for a person at the dev server: workspace trust, and the spawn-mode question.
-ATTENTION_ERE = r"Trust .*\? \[y/N\]|Quick safety check|Spawn mode for this project"
-LIST_TAIL_BYTES = 3072
-PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
-
+CONTROL_CHARS = "\x00-\x1f\x7f"  # inside a regex character class
+CONTROL_RE = re.compile(f"[{CONTROL_CHARS}]")
+# claude's --permission-mode values.
+PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"]
+PERMISSION_MODES: tuple[str, ...] = typing.get_args(PermissionMode)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENV_BOOL_TRUE = frozenset({"1", "true", "yes", "on"})
 ENV_BOOL_FALSE = frozenset({"0", "false", "no", "off", ""})
+SECRET_FIX = "`openssl rand -hex 32`"
 
 
-# ── Errors ────────────────────────────────────────────────────────────────────────────────────
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ENV_BOOL_TRUE:
+        return True
+    if lowered in ENV_BOOL_FALSE:
+        return False
+    raise ValueError("use true or false")
 
 
-class ConfigError(Exception):
-    """Every configuration problem at once, each naming its variable and the fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(f"  - {p}" for p in problems))
-
-
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error; raised by handlers, rendered once by the router."""
-
-    def __init__(self, status: int, error: str, description: str, headers: Mapping[str, str] | None = None):
-        super().__init__(f"{error}: {description}")
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers = dict(headers or {})
+def secret_problem(secret: str) -> str | None:
+    """Why MCP_SECRET cannot be used, or None: the one rule for `serve`, `check` and `credentials`."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return (
+            f"MCP_SECRET is {len(secret)} characters: use at least {MIN_SECRET_LENGTH} (e.g. {SECRET_FIX}); "
+            "the client id derived from it is visible, so a short one can be guessed."
+        )
+    return None
 
 
-class RemoteError(Exception):
-    """The dev server could not be reached or a command failed; the message says what to do."""
+def check_absolute_path(value: str) -> str:
+    if not (value.startswith("/") or value == "~" or value.startswith("~/")) or CONTROL_RE.search(value):
+        raise ValueError("must be an absolute path (or start with ~/)")
+    return value.rstrip("/") or value
 
 
-class HostKeyError(RemoteError):
-    """The dev server's host key is unknown or changed: nothing was run."""
+def check_command(value: str) -> str:
+    if CONTROL_RE.search(value) or value.startswith("-"):
+        raise ValueError("must be a command name or a path")
+    return value
 
 
-class ConnectionLost(Exception):
-    """The SSH connection died before a command started (internal: triggers one reconnect)."""
+def check_ssh_host(value: str) -> str | None:
+    """None for local mode; brackets of an IPv6 literal dropped."""
+    if value.lower() == "local":
+        return None
+    # Defense in depth: a leading '-' would be read as an option by tools that take the host.
+    if not re.fullmatch(r"[A-Za-z0-9._:-]+|\[[0-9A-Fa-f:.]+\]", value) or value.startswith("-"):
+        raise ValueError("must be a host name or IP address (or `local`)")
+    return value.strip("[]")
 
 
-# ── Config ────────────────────────────────────────────────────────────────────────────────────
+def check_bind_address(value: str) -> str:
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(value))
+    if re.fullmatch(r"[0-9.]+", value) or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+        raise ValueError("must be an IP address or a host name of this machine (e.g. 0.0.0.0 or 127.0.0.1)")
+    return value
+
+
+def check_server_url(value: str) -> str:
+    url = value.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 — raises on a bad port
+    except ValueError:
+        raise ValueError("must be the public http(s) URL of this server") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be the public http(s) URL of this server")
+    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(
+            "give only scheme and host (and port), e.g. https://rc.example.com — the MCP endpoint is SERVER_URL/mcp"
+        )
+    return url
 
 
 @dataclass(frozen=True)
-class Config:
-    mcp_secret: str
-    server_url: str  # no trailing slash: the issuer, byte-identical everywhere
-    projects_base_dir: str
-    ssh_host: str | None  # None: local mode
-    ssh_user: str
-    ssh_port: int
-    ssh_key: paramiko.PKey | None  # decrypted once at start-up
-    known_hosts: paramiko.HostKeys | None  # SSH_KNOWN_HOSTS; None: trust on first use
-    claude_bin: str
-    spawn_worktree: bool
-    permission_mode: str | None  # claude's default when None
-    token_store_path: Path
-    host: str
-    port: int
-    start_timeout: float
-    command_timeout: float
-    connect_timeout: float
-    access_token_ttl: int
-    refresh_token_ttl: int
+class Setting:
+    """One environment variable: how it is read, its default and its line in README's table."""
 
-    @property
-    def local(self) -> bool:
-        return self.ssh_host is None
+    name: str
+    kind: Literal["str", "int", "float", "bool", "choice", "secret"]
+    help: str
+    default: Any = None
+    required: str = "no"  # README wording: "yes", "with `SSH_HOST`"
+    low: float = 0
+    high: float = 0
+    choices: tuple[str, ...] = ()
+    check: Callable[[str], Any] | None = None  # raises ValueError with what a valid value looks like
+    shown_default: str | None = None  # README's default when it is not the literal one
+    missing: str = ""  # what to do when a required one is unset
+    strip: bool = True  # surrounding white space is dropped (not from a passphrase)
 
-    @property
-    def resource(self) -> str:
-        return f"{self.server_url}/mcp"
+    def parse(self, raw: str) -> Any:
+        if self.kind == "bool":
+            return parse_bool(raw)
+        if self.kind == "choice":
+            value = raw.upper() if self.name == "LOG_LEVEL" else raw
+            if value not in self.choices:
+                raise ValueError(f"use one of {', '.join(self.choices)}")
+            return value
+        if self.kind in ("int", "float"):
+            try:
+                number = int(raw) if self.kind == "int" else float(raw)
+            except ValueError:
+                raise ValueError(f"not a {'whole ' if self.kind == 'int' else ''}number") from None
+            if not self.low <= number <= self.high:
+                raise ValueError(f"must be between {self.low:g} and {self.high:g}")
+            return number
+        return self.check(raw) if self.check else raw
 
-    @property
-    def host_keys_path(self) -> Path:
-        """Where a host key seen on first use is recorded: beside the token store."""
-        return self.token_store_path.parent / "known_hosts"
+    def readme_row(self) -> str:
+        if self.required != "no":
+            required = self.required
+        elif self.shown_default is not None:
+            required = f"no ({self.shown_default})"
+        elif self.default is None or self.default == "":
+            required = "no"
+        elif self.kind in ("str", "choice"):
+            required = f"no (`{self.default}`)"
+        else:
+            required = f"no ({str(self.default).lower() if self.kind == 'bool' else f'{self.default:g}'})"
+        return f"| `{self.name}` | {required} | {self.help} |"
 
-    @property
-    def ssh_target(self) -> str:
-        """The name known_hosts uses for the dev server (`[host]:port` unless port 22)."""
-        return self.ssh_host if self.ssh_port == 22 else f"[{self.ssh_host}]:{self.ssh_port}"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "MCP_SECRET",
+        "secret",
+        "≥ 16 characters; the OAuth client id and secret are derived from it",
+        required="yes",
+        missing=f"set it to a long random string (e.g. {SECRET_FIX})",
+    ),
+    Setting(
+        "PROJECTS_BASE_DIR",
+        "str",
+        "projects directory on the dev server (absolute, or `~/…`); `path` inputs are relative to it",
+        required="yes",
+        check=check_absolute_path,
+        missing="set it to the directory on the dev server holding your projects",
+    ),
+    Setting(
+        "SERVER_URL",
+        "str",
+        "public URL of this server, no path; the OAuth issuer; the MCP endpoint is `$SERVER_URL/mcp`",
+        check=check_server_url,
+        shown_default="`http://localhost:$PORT`",
+    ),
+    Setting(
+        "SSH_HOST", "str", "dev server; unset or `local`: commands run on this machine, no SSH", check=check_ssh_host
+    ),
+    Setting("SSH_USER", "str", "SSH user (use a dedicated, non-root one)", required="with `SSH_HOST`"),
+    Setting(
+        "SSH_PRIVATE_KEY",
+        "secret",
+        "key content or path: ed25519, ECDSA or RSA, OpenSSH or PEM",
+        required="with `SSH_HOST`",
+    ),
+    Setting("SSH_PASSPHRASE", "secret", "passphrase of an encrypted key (decrypted once at start-up)", strip=False),
+    Setting("SSH_PORT", "int", "SSH port of the dev server", default=22, low=1, high=65535),
+    Setting(
+        "SSH_KNOWN_HOSTS",
+        "str",
+        "known_hosts content or path pinning the dev server's host key; unset: the "
+        "first key seen is recorded in `known_hosts` beside the token store, and a changed key is refused",
+    ),
+    Setting("CLAUDE_BIN", "str", "claude on the dev server", default="claude", check=check_command),
+    Setting("SPAWN_WORKTREE", "bool", "default of `start_session`'s `worktree`", default=False),
+    Setting(
+        "PERMISSION_MODE",
+        "choice",
+        "default of `start_session`'s `permission_mode`: " + ", ".join(f"`{m}`" for m in PERMISSION_MODES),
+        choices=PERMISSION_MODES,
+        shown_default="claude's default",
+    ),
+    Setting(
+        "TOKEN_STORE_PATH",
+        "str",
+        "OAuth state file; default `/data/oauth-tokens.json` when `/data` is "
+        "writable, else `~/.local/state/rc_mcp/oauth-tokens.json`",
+    ),
+    Setting("PORT", "int", "listening port", default=3000, low=1, high=65535),
+    Setting("HOST", "str", "bind address", default="0.0.0.0", check=check_bind_address),
+    Setting(
+        "START_TIMEOUT",
+        "float",
+        "seconds `start_session` waits for claude's URL (Claude.ai allows a tool 300 s)",
+        default=45.0,
+        low=5,
+        high=240,
+    ),
+    Setting("COMMAND_TIMEOUT", "float", "seconds for other remote commands", default=30.0, low=1, high=600),
+    Setting("SSH_CONNECT_TIMEOUT", "float", "seconds to connect and authenticate", default=10.0, low=1, high=120),
+    Setting("ACCESS_TOKEN_TTL", "int", "access-token lifetime in seconds", default=3600, low=60, high=86400),
+    Setting(
+        "REFRESH_TOKEN_TTL", "int", "refresh-token lifetime in seconds", default=30 * 86400, low=3600, high=365 * 86400
+    ),
+    Setting(
+        "LOG_LEVEL",
+        "choice",
+        "log verbosity: " + ", ".join(f"`{level}`" for level in LOG_LEVELS),
+        default="INFO",
+        choices=LOG_LEVELS,
+    ),
+)
 
 
-def default_token_store_path(environ: Mapping[str, str]) -> Path:
-    data = Path("/data")
-    if data.is_dir() and os.access(data, os.W_OK):
-        return data / "oauth-tokens.json"
-    state = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
-    return Path(state) / "rc_mcp" / "oauth-tokens.json"
+def settings_table() -> str:
+    """README's configuration table."""
+    return "\n".join(["| variable | required | meaning |", "|---|---|---|", *(s.readme_row() for s in SETTINGS)])
+
+
+# ── Keys and known hosts ──────────────────────────────────────────────────────────────────────
+# Values of SSH_PRIVATE_KEY and SSH_KNOWN_HOSTS, read once at start-up.
 
 
 def read_value_or_file(value: str) -> str:
@@ -286,6 +327,7 @@ def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
 
     data = text.strip().encode() + b"\n"
     password = passphrase.encode() if passphrase else None
+    loaded: Any
     try:
         try:
             loaded = serialization.load_ssh_private_key(data, password=password)
@@ -330,151 +372,161 @@ def parse_known_hosts(text: str) -> paramiko.HostKeys:
     return host_keys
 
 
-def parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ENV_BOOL_TRUE:
-        return True
-    if lowered in ENV_BOOL_FALSE:
-        return False
-    raise ValueError(value)
+# ── Config ────────────────────────────────────────────────────────────────────────────────────
+
+
+def ssh_target(host: str, port: int) -> str:
+    """The name known_hosts uses for a server (`[host]:port` unless port 22)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    mcp_secret: str
+    server_url: str  # no trailing slash: the issuer, byte-identical everywhere
+    projects_base_dir: str
+    ssh_host: str | None  # None: local mode
+    ssh_user: str
+    ssh_port: int
+    ssh_key: paramiko.PKey | None  # decrypted once at start-up
+    known_hosts: paramiko.HostKeys | None  # SSH_KNOWN_HOSTS; None: trust on first use
+    claude_bin: str
+    spawn_worktree: bool
+    permission_mode: str | None  # claude's default when None
+    token_store_path: Path
+    host: str
+    port: int
+    start_timeout: float
+    command_timeout: float
+    connect_timeout: float
+    access_token_ttl: int
+    refresh_token_ttl: int
+    log_level: str = "INFO"
+
+    @property
+    def local(self) -> bool:
+        return self.ssh_host is None
+
+    @property
+    def resource(self) -> str:
+        return f"{self.server_url}/mcp"
+
+    @property
+    def host_keys_path(self) -> Path:
+        """Where a host key seen on first use is recorded: beside the token store."""
+        return self.token_store_path.parent / "known_hosts"
+
+    @property
+    def ssh_target(self) -> str:
+        return ssh_target(self.ssh_host or "", self.ssh_port)
+
+    @property
+    def mode(self) -> str:
+        """How the dev server is reached, in words for logs and `check`."""
+        if self.local:
+            return "local (commands run on this machine, no SSH)"
+        pinning = (
+            "host key pinned by SSH_KNOWN_HOSTS"
+            if self.known_hosts
+            else f"host key trusted on first use ({self.host_keys_path})"
+        )
+        return f"SSH {self.ssh_user}@{self.ssh_target}, {pinning}"
+
+
+def default_token_store_path(environ: Mapping[str, str], data_dir: Path = Path("/data")) -> Path:
+    """A writable /data (a container volume) when there is one, else the user's state directory."""
+    if data_dir.is_dir() and os.access(data_dir, os.W_OK):
+        return data_dir / "oauth-tokens.json"
+    state = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state) / "rc_mcp" / "oauth-tokens.json"
+
+
+class ConfigError(Exception):
+    """Every configuration problem at once, each naming its variable and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"  - {p}" for p in problems))
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
     """Build the configuration from environment variables, reporting every problem at once."""
     problems: list[str] = []
-
-    def get(name: str, default: str | None = None) -> str | None:
-        value = environ.get(name)
-        return default if value is None or value.strip() == "" else value.strip()
-
-    def number(name: str, default: float, low: float, high: float, kind: type = int) -> Any:
-        raw = get(name)
-        if raw is None:
-            return kind(default)
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        raw = raw.strip() if raw is not None and setting.strip else raw
+        values[setting.name] = setting.default
+        if raw is None or raw == "":
+            if setting.required == "yes":
+                problems.append(f"{setting.name} is missing: {setting.missing or 'set it'}.")
+            continue
+        given[setting.name] = raw
+        if setting.kind == "secret":
+            values[setting.name] = raw  # checked below, never echoed
+            continue
         try:
-            value = kind(raw)
-        except ValueError:
-            problems.append(f"{name} has value {raw!r}: not a {'whole ' if kind is int else ''}number.")
-            return kind(default)
-        if not low <= value <= high:
-            problems.append(f"{name} has value {raw!r}: must be between {low:g} and {high:g}.")
-        return value
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{setting.name} has value {raw!r}: {exc}.")
 
-    secret = get("MCP_SECRET")
-    if secret is None:
-        problems.append("MCP_SECRET is missing: set it to a long random string (e.g. `openssl rand -hex 32`).")
-        secret = ""
-    elif len(secret) < MIN_SECRET_LENGTH:
-        problems.append(
-            f"MCP_SECRET is {len(secret)} characters: use at least {MIN_SECRET_LENGTH} "
-            "(e.g. `openssl rand -hex 32`); the client id derived from it is visible, so a short one can be guessed."
-        )
+    secret = values["MCP_SECRET"] or ""
+    if secret and (problem := secret_problem(secret)):
+        problems.append(problem)
+    server_url = values["SERVER_URL"] or f"http://localhost:{values['PORT']}"
 
-    port = number("PORT", DEFAULT_PORT, 1, 65535)
-    host = get("HOST", DEFAULT_HOST) or DEFAULT_HOST
-
-    server_url = (get("SERVER_URL") or f"http://localhost:{port}").rstrip("/")
-    parts = urlsplit(server_url)
-    try:
-        parts.port  # noqa: B018 — raises on a bad port
-    except ValueError:
-        parts = urlsplit("invalid:")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"SERVER_URL has value {server_url!r}: must be the public http(s) URL of this server.")
-    elif parts.path or parts.query or parts.fragment or parts.username:
-        problems.append(
-            f"SERVER_URL has value {server_url!r}: give only scheme and host (and port), "
-            "e.g. https://rc.example.com — the MCP endpoint is SERVER_URL/mcp."
-        )
-
-    base = get("PROJECTS_BASE_DIR")
-    if base is None:
-        problems.append("PROJECTS_BASE_DIR is missing: set it to the directory on the dev server holding your projects.")
-        base = ""
-    elif not (base.startswith("/") or base == "~" or base.startswith("~/")) or re.search(r"[\x00-\x1f\x7f]", base):
-        problems.append(f"PROJECTS_BASE_DIR has value {base!r}: must be an absolute path (or start with ~/).")
-    base = base.rstrip("/") or base
-
-    claude_bin = get("CLAUDE_BIN", "claude") or "claude"
-    if re.search(r"[\x00-\x1f\x7f]", claude_bin) or claude_bin.startswith("-"):
-        problems.append(f"CLAUDE_BIN has value {claude_bin!r}: must be a command name or a path.")
-
-    permission_mode = get("PERMISSION_MODE")
-    if permission_mode is not None and permission_mode not in PERMISSION_MODES:
-        problems.append(f"PERMISSION_MODE has value {permission_mode!r}: use one of {', '.join(PERMISSION_MODES)}.")
-
-    try:
-        spawn_worktree = parse_bool(get("SPAWN_WORKTREE", "false") or "false")
-    except ValueError:
-        problems.append(f"SPAWN_WORKTREE has value {get('SPAWN_WORKTREE')!r}: use true or false.")
-        spawn_worktree = False
-
-    ssh_host = get("SSH_HOST")
-    if ssh_host is not None and ssh_host.lower() == "local":
-        ssh_host = None
-    ssh_user = get("SSH_USER") or ""
-    ssh_port = number("SSH_PORT", 22, 1, 65535)
+    ssh_host: str | None = values["SSH_HOST"]
+    ssh_port: int = values["SSH_PORT"]
     ssh_key: paramiko.PKey | None = None
     known_hosts: paramiko.HostKeys | None = None
     if ssh_host is not None:
-        if not re.fullmatch(r"[A-Za-z0-9._:-]+|\[[0-9A-Fa-f:.]+\]", ssh_host) or ssh_host.startswith("-"):
-            problems.append(f"SSH_HOST has value {ssh_host!r}: must be a host name or IP address (or `local`).")
-        ssh_host = ssh_host.strip("[]")
-        if not ssh_user:
+        if "SSH_USER" not in given:
             problems.append("SSH_USER is missing: it is required when SSH_HOST is set.")
-        raw_key = get("SSH_PRIVATE_KEY")
-        if raw_key is None:
+        if "SSH_PRIVATE_KEY" not in given:
             problems.append("SSH_PRIVATE_KEY is missing: set it to the key's content or the path of the key file.")
         else:
             try:
-                ssh_key = load_private_key(read_value_or_file(raw_key), environ.get("SSH_PASSPHRASE") or None)
+                text = read_value_or_file(given["SSH_PRIVATE_KEY"])
+                ssh_key = load_private_key(text, given.get("SSH_PASSPHRASE"))
             except (OSError, ValueError, paramiko.SSHException) as exc:
                 problems.append(f"SSH_PRIVATE_KEY cannot be used: {exc}.")
-        raw_known = get("SSH_KNOWN_HOSTS")
-        if raw_known is not None:
+        if "SSH_KNOWN_HOSTS" in given:
+            target = ssh_target(ssh_host, ssh_port)
             try:
-                known_hosts = parse_known_hosts(read_value_or_file(raw_known))
+                known_hosts = parse_known_hosts(read_value_or_file(given["SSH_KNOWN_HOSTS"]))
             except (OSError, ValueError) as exc:
                 problems.append(f"SSH_KNOWN_HOSTS cannot be used: {exc}.")
             else:
-                target = ssh_host if ssh_port == 22 else f"[{ssh_host}]:{ssh_port}"
                 if not known_hosts.lookup(target):
                     problems.append(
                         f"SSH_KNOWN_HOSTS has no key for {target}: add the line from "
                         f"`ssh-keyscan -p {ssh_port} {ssh_host}` (after checking its fingerprint on the server)."
                     )
-
-    raw_store = get("TOKEN_STORE_PATH")
-    token_store_path = Path(raw_store).expanduser() if raw_store else default_token_store_path(environ)
-
-    start_timeout = number("START_TIMEOUT", DEFAULT_START_TIMEOUT, 5, 240, float)
-    command_timeout = number("COMMAND_TIMEOUT", DEFAULT_COMMAND_TIMEOUT, 1, 600, float)
-    connect_timeout = number("SSH_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 1, 120, float)
-    access_ttl = number("ACCESS_TOKEN_TTL", DEFAULT_ACCESS_TOKEN_TTL, 60, 86400)
-    refresh_ttl = number("REFRESH_TOKEN_TTL", DEFAULT_REFRESH_TOKEN_TTL, 3600, 365 * 86400)
-
+    store = given.get("TOKEN_STORE_PATH")
     if problems:
         raise ConfigError(problems)
     return Config(
         mcp_secret=secret,
         server_url=server_url,
-        projects_base_dir=base,
+        projects_base_dir=values["PROJECTS_BASE_DIR"],
         ssh_host=ssh_host,
-        ssh_user=ssh_user,
+        ssh_user=values["SSH_USER"] or "",
         ssh_port=ssh_port,
         ssh_key=ssh_key,
         known_hosts=known_hosts,
-        claude_bin=claude_bin,
-        spawn_worktree=spawn_worktree,
-        permission_mode=permission_mode,
-        token_store_path=token_store_path,
-        host=host,
-        port=port,
-        start_timeout=start_timeout,
-        command_timeout=command_timeout,
-        connect_timeout=connect_timeout,
-        access_token_ttl=access_ttl,
-        refresh_token_ttl=refresh_ttl,
+        claude_bin=values["CLAUDE_BIN"],
+        spawn_worktree=values["SPAWN_WORKTREE"],
+        permission_mode=values["PERMISSION_MODE"],
+        token_store_path=Path(store).expanduser() if store else default_token_store_path(environ),
+        host=values["HOST"],
+        port=values["PORT"],
+        start_timeout=values["START_TIMEOUT"],
+        command_timeout=values["COMMAND_TIMEOUT"],
+        connect_timeout=values["SSH_CONNECT_TIMEOUT"],
+        access_token_ttl=values["ACCESS_TOKEN_TTL"],
+        refresh_token_ttl=values["REFRESH_TOKEN_TTL"],
+        log_level=values["LOG_LEVEL"],
     )
 
 
@@ -487,110 +539,97 @@ def read_environment(cwd: Path | None = None) -> dict[str, str]:
     return {**values, **os.environ}
 
 
-# ── Pure helpers ──────────────────────────────────────────────────────────────────────────────
+# ── Errors ────────────────────────────────────────────────────────────────────────────────────
 
 
-def derive_client_credentials(mcp_secret: str) -> tuple[str, str]:
-    """The fixed client's id and secret, exactly as the original server derived them."""
-    client_id = hashlib.sha256(f"{mcp_secret}:client_id".encode()).hexdigest()[:36]
-    client_secret = hashlib.sha256(f"{mcp_secret}:client_secret".encode()).hexdigest()
-    return client_id, client_secret
+class OAuthError(Exception):
+    """An HTTP error in RFC 6749 §5.2 form; handlers raise it, the router renders it once."""
+
+    def __init__(self, status: int, error: str, description: str, headers: Mapping[str, str] | None = None):
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = dict(headers or {})
 
 
-def pkce_challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+class RemoteError(Exception):
+    """The dev server could not be reached or a command failed; the message says what to do."""
 
 
-def verify_pkce(verifier: str, challenge: str) -> bool:
-    if not PKCE_VERIFIER_RE.fullmatch(verifier):
-        return False
-    return hmac.compare_digest(pkce_challenge(verifier), challenge)
+class HostKeyError(RemoteError):
+    """The dev server's host key is unknown or changed: nothing was run."""
 
 
-def hash_secret(value: str) -> str:
-    """Codes and tokens are stored only as this hash: a leaked store file grants nothing."""
-    return hashlib.sha256(value.encode()).hexdigest()
+class CommandInterrupted(RemoteError):
+    """The connection broke while a command ran: it may or may not have completed."""
 
 
-def canonical_resource(url: str) -> str | None:
-    """RFC 8707 resource in canonical form (lower-case scheme and host, no default port,
-    no trailing slash), or None when it is not an absolute URL without a fragment."""
+class ConnectionLost(Exception):
+    """The SSH connection died before a command started (internal: triggers one reconnect)."""
+
+
+class ToolFailure(Exception):
+    """A tool call that failed in a way the model can act on; the message says how."""
+
+
+# ── Files ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def write_private_file(path: Path, data: bytes, how: Literal["replace", "new", "append"]) -> None:
+    """Write a 0600 file durably: `replace` atomically (temp file in the same directory, fsync,
+    rename, fsync of the directory), `new` only if it does not exist, `append` to the end."""
+    directory = path.parent
+    if how == "replace":
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)  # mode 0600
+    else:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if how == "new" else os.O_APPEND)
+        fd, name = os.open(path, flags, 0o600), str(path)
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.fragment:
-        return None
-    scheme = parts.scheme.lower()
-    netloc = parts.hostname.lower()
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
-        netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if how == "replace":
+            os.replace(name, path)
+    except BaseException:
+        if how == "replace":
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        raise
+    with contextlib.suppress(OSError):  # make the new name itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
-def parse_basic_auth(header: str) -> tuple[str, str] | None:
-    """RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret."""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    client_id, sep, client_secret = decoded.partition(":")
-    if not sep:
-        return None
-    return unquote(client_id.replace("+", " ")), unquote(client_secret.replace("+", " "))
+def utc_stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def host_key_fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+# ═════════════════════════════════════════════════════════════════════════════════════════════
+# The dev server: what claude prints, the scripts that run there, and how they get there.
+# ═════════════════════════════════════════════════════════════════════════════════════════════
 
+# ── Claude's output ───────────────────────────────────────────────────────────────────────────
+# Remote Control output (reference: claude-remote-control §5). Match URLs, never labels or "any URL".
 
-def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"invalid name {name!r}: use 1-41 letters, digits, '-' or '_', starting with a letter or digit"
-        )
-    return name
+OSC8_RE = re.compile(r"\x1b\]8;[^;\x07\x1b]*;([^\x07\x1b]*)(?:\x07|\x1b\\)")
+OSC_RE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+CSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=env_[A-Za-z0-9_-]{1,124}(?![A-Za-z0-9_-])")
+SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-9_-]{1,128})(?![A-Za-z0-9_-])")
+# The same environment URL as a POSIX ERE, for the server-side wait loop. The trailing character
+# class proves the URL was written completely (raw pty logs end it with ESC[0m, BEL or \r).
+ENV_URL_ERE = r"https://claude\.ai/code\?(environment|bridge)=env_[A-Za-z0-9_-]+[^A-Za-z0-9_-]"
+CONSENT_PROMPT = "Enable Remote Control? (y/n)"
+CONNECTING_LABEL = "Connecting"
+STATUS_LABEL_RE = re.compile(r"·[^·\n]{1,3}·\s*(Connecting|Ready|Connected)\b")
 
-
-def validate_session_id(session_id: str) -> str:
-    if not SESSION_ID_RE.fullmatch(session_id):
-        raise ValueError(
-            f"invalid session id {session_id!r}: it looks like 'my-project-a1b2c3' — call list_sessions for the ids"
-        )
-    return session_id
-
-
-def validate_project_path(path: str) -> str:
-    """A path relative to PROJECTS_BASE_DIR, normalized (`a//b/` → `a/b`). The server also checks
-    that it resolves inside the base directory, symlinks included."""
-    if len(path) > MAX_PATH_LENGTH or not PATH_RE.fullmatch(path):
-        raise ValueError(
-            f"invalid path {path!r}: give a directory relative to the projects base directory "
-            "(no leading '/', no control characters) — call list_projects for the accepted values"
-        )
-    segments = [s for s in path.split("/") if s]
-    if not segments or any(s in (".", "..") for s in segments):
-        raise ValueError(
-            f"invalid path {path!r}: '.' and '..' are not allowed — call list_projects for the accepted values"
-        )
-    return "/".join(segments)
-
-
-def shell_path(path: str) -> str:
-    """A quoted sh word for a configured path; a leading `~/` becomes "$HOME"."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
+SessionStatus = Literal["starting", "ready", "connected", "needs attention", "exited"]
+LABEL_STATUS: dict[str, SessionStatus] = {"Connecting": "starting", "Ready": "ready", "Connected": "connected"}
 
 
 def strip_terminal(raw: str) -> str:
@@ -625,106 +664,138 @@ def extract_remote_control_urls(raw: str) -> RemoteControlUrls:
     return RemoteControlUrls(environment_url, session_url)
 
 
-# What a failed or stuck claude printed → the cause and the fix on the dev server, first match wins.
-FAILURE_EXPLANATIONS: tuple[tuple[str, str], ...] = (
-    (
+@dataclass(frozen=True)
+class ClaudeText:
+    """Something claude can print, and what it means for the person at the other end.
+
+    `failure`: claude stops with it. `question`: claude waits for a person at the dev server (the
+    start script stops waiting when it appears). `notice`: a running session needs attention.
+    `pattern` is a regex that is also a POSIX ERE (the start script greps for questions);
+    `cause` is the cause and the fix, with the pattern's groups as {0}… and the project as {path}.
+    """
+
+    kind: Literal["failure", "question", "notice"]
+    pattern: str
+    cause: str
+
+
+TRUST_CAUSE = (
+    "claude does not trust {path} yet: on the dev server run `claude` once in that directory and accept the trust "
+    "dialog (trusting the projects base directory covers every project in it), then start again."
+)
+
+# First match wins: a new prompt or error text of claude is one row here.
+CLAUDE_TEXTS: tuple[ClaudeText, ...] = (
+    ClaudeText(
+        "failure",
         r"You must be logged in to use Remote Control",
         "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai account "
         "(Pro, Max, Team or Enterprise), then start again.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"requires a full-scope login token",
         "claude is using a long-lived token (`claude setup-token` / CLAUDE_CODE_OAUTH_TOKEN), which cannot run Remote "
         "Control: run `claude auth login` on the dev server and remove that token from its settings.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"feature-flag evaluation, which is disabled because (\w+) is set",
         "{0} is set for claude on the dev server (in a settings file or the login environment) and switches Remote "
         "Control off: remove it there, then start again.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"feature-flag evaluation, which is unavailable",
         "claude cannot reach its feature-flag service from the dev server: check that it can reach the internet "
         "(proxy settings), then start again.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"is your home directory, and for security home-directory trust is never saved",
         "claude refuses to run in the home directory: pick a project directory.",
     ),
-    (
-        r"Workspace not trusted|Quick safety check|Trust .*\? \[y/N\]",
-        "claude does not trust {path} yet: on the dev server run `claude` once in that directory and accept the "
-        "trust dialog (trusting the projects base directory covers every project in it), then start again.",
-    ),
-    (
-        r"Another `claude remote-control` instance \(pid (\d+)\)",
+    ClaudeText("failure", r"Workspace not trusted", TRUST_CAUSE),
+    ClaudeText("question", r"Quick safety check|Trust .*\? \[y/N\]", TRUST_CAUSE),
+    ClaudeText(
+        "failure",
+        r"Another `claude remote-control` instance \(pid ([0-9]+)\)",
         "a `claude remote-control` that rc_mcp did not start (pid {0}) already serves {path}: use that one, or stop "
         "it on the dev server (`kill {0}`) and start again.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"not yet enabled for your account|environments are not available for your account",
         "Remote Control is not available for this claude.ai account: it needs a Pro, Max, Team or Enterprise plan "
         "(on Team and Enterprise an admin must allow it).",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"Multi-session Remote Control is not enabled",
         "this Claude Code version is too old for server mode: run `claude update` on the dev server.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"Unknown argument|is not supported by claude remote-control|--spawn requires one of",
         "this Claude Code version does not accept rc_mcp's arguments: run `claude update` on the dev server.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"ANTHROPIC_API_KEY|API key|Bedrock|Vertex|Foundry|ANTHROPIC_BASE_URL",
         "Remote Control needs a claude.ai login, not an API key or a cloud provider: on the dev server run "
         "`claude auth login` and remove ANTHROPIC_API_KEY / provider settings from claude's settings.",
     ),
-    (
+    ClaudeText(
+        "question",
         r"Spawn mode for this project",
         "claude is asking for a spawn mode on the dev server: run `claude remote-control` there once and choose.",
     ),
-    (
+    ClaudeText(
+        "failure",
         r"command not found|No such file or directory",
         "the claude CLI was not found on the dev server: install Claude Code there, or set CLAUDE_BIN to its "
         "absolute path (`command -v claude` in a login shell shows it).",
     ),
+    # The start script answers this one; a session still showing it waits for a person.
+    ClaudeText(
+        "notice",
+        re.escape(CONSENT_PROMPT),
+        f"claude is waiting for an answer to '{CONSENT_PROMPT}' on the dev server",
+    ),
+    ClaudeText("notice", r"Reconnecting\b", "claude lost its connection to claude.ai and is reconnecting"),
 )
+QUESTIONS_ERE = "|".join(t.pattern for t in CLAUDE_TEXTS if t.kind == "question")
+ATTENTION_TEXTS = tuple(t for t in CLAUDE_TEXTS if t.kind != "failure")
 
-SessionStatus = Literal["starting", "ready", "connected", "needs attention", "exited"]
-STATUS_LABEL_RE = re.compile(r"·[^·\n]{1,3}·\s*(Connecting|Ready|Connected)\b")
-ATTENTION_RE = re.compile(ATTENTION_ERE + "|" + re.escape(CONSENT_PROMPT) + r"|Reconnecting\b")
+
+def describe_text(text: ClaudeText, match: re.Match[str], path: str) -> str:
+    groups = [g for g in match.groups() if g is not None]
+    return text.cause.format(*groups, path=path)
 
 
 def explain_failure(raw: str, path: str = "the project") -> str | None:
     """The cause and the fix for what claude printed, or None when it is not a known failure."""
-    text = strip_terminal(raw)
-    for pattern, explanation in FAILURE_EXPLANATIONS:
-        match = re.search(pattern, text)
-        if match:
-            return explanation.format(*match.groups(), path=path)
+    plain = strip_terminal(raw)
+    for text in CLAUDE_TEXTS:
+        if text.kind != "notice" and (match := re.search(text.pattern, plain)):
+            return describe_text(text, match, path)
     return None
 
 
 def classify_session(raw: str) -> tuple[SessionStatus, str | None]:
     """A running session's status from the end of its output: the newest status label or prompt wins."""
-    text = strip_terminal(raw)
+    plain = strip_terminal(raw)
     status: SessionStatus = "starting"
-    reason: str | None = None
     position = -1
-    for match in STATUS_LABEL_RE.finditer(text):
-        status, position = {"Connecting": "starting", "Ready": "ready", "Connected": "connected"}[match.group(1)], match.start()  # type: ignore[assignment]
-    attention = None
-    for attention in ATTENTION_RE.finditer(text):
-        pass
-    if attention is not None and attention.start() > position:
-        status = "needs attention"
-        if attention.group(0).startswith("Reconnecting"):
-            reason = "claude lost its connection to claude.ai and is reconnecting"
-        elif attention.group(0) == CONSENT_PROMPT:
-            reason = "claude is waiting for an answer to 'Enable Remote Control? (y/n)' on the dev server"
-        else:
-            reason = explain_failure(attention.group(0)) or "claude is waiting for an answer on the dev server"
-    return status, reason
+    for label in STATUS_LABEL_RE.finditer(plain):
+        status, position = LABEL_STATUS[label.group(1)], label.start()
+    found = [(m.start(), -i, m) for i, t in enumerate(ATTENTION_TEXTS) for m in re.finditer(t.pattern, plain)]
+    if not found:
+        return status, None
+    start, row, match = max(found, key=lambda f: (f[0], f[1]))  # the newest; at one place, the first row
+    if start < position:
+        return status, None
+    return "needs attention", describe_text(ATTENTION_TEXTS[-row], match, "the project")
 
 
 def tail_lines(raw: str, count: int = 12) -> str:
@@ -743,6 +814,36 @@ def tail_lines(raw: str, count: int = 12) -> str:
 # interpolated value validated first and shlex-quoted. Output lines starting with @@ are for us;
 # raw claude output is framed as `@@tail` … `@@end-<nonce>` with a nonce chosen per call.
 
+TMUX_PREFIX = "rc-"
+REMOTE_STATE_DIR = '"${XDG_STATE_HOME:-$HOME/.local/state}/rc-mcp"'  # sh expression, 0700, never /tmp
+REMOTE_PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'  # where claude's installer puts it
+# Each of these makes `claude remote-control` refuse to start (reference: feature flags, API keys).
+SCRUBBED_ENV = (
+    "DISABLE_TELEMETRY",
+    "DO_NOT_TRACK",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_GROWTHBOOK",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+)
+LOG_TAIL_BYTES = 8192
+LIST_TAIL_BYTES = 3072
+# The files of one session in the state directory; they exist only while its tmux session does.
+SESSION_FILES = (".meta", ".log", ".url")
+
+
+def shell_path(path: str) -> str:
+    """A quoted sh word for a configured path; a leading `~/` becomes "$HOME"."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
 
 def spawn_mode(worktree: bool) -> str:
     return "worktree" if worktree else "same-dir"
@@ -752,19 +853,39 @@ def _remote_script(*lines: str) -> str:
     return "\n".join((REMOTE_PATH_PREFIX, *lines)) + "\n"
 
 
+def _session_files(session: str) -> str:
+    """The sh words naming every file of the session whose name is the sh expression `session`."""
+    return " ".join(f'"$state/{session}{suffix}"' for suffix in SESSION_FILES)
+
+
 def _emit_tail(path_expr: str, nonce: str, size: int = LOG_TAIL_BYTES) -> str:
     """sh that prints the end of a log file, framed so nothing in it can pass for a control line."""
     return f"printf '@@tail\\n'; tail -c {size} {path_expr} 2>/dev/null; printf '\\n@@end-%s\\n' {shlex.quote(nonce)}"
 
 
+def _save_latest_url(log_expr: str, url_expr: str) -> str:
+    """sh that writes the newest complete environment URL in a log to the session's .url file."""
+    return f"grep -a -o -E {shlex.quote(ENV_URL_ERE)} {log_expr} | tail -n 1 > {url_expr}"
+
+
+# Where claude may run: inside the base directory (compared as resolved paths, since a symlink
+# inside the base may point anywhere) and never the home directory (claude never saves trust
+# there, so a session could never start). Needs $base_real.
+_DIRECTORY_RULES = (
+    'home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
+    'inside_base() { case "$1/" in "${base_real%/}"/?*) return 0 ;; esac; return 1; }',
+    'is_home() { [ "$1" = "$home_real" ]; }',
+)
+
+
 # A dead pane's exit status or signal reaches tmux a moment after the pty closes; tmux 3.3 has
 # been seen never to learn it (its child left unreaped), so after 1 s the pane counts as exited.
 _PANE_STATE = (
-    '  pane=$(tmux display-message -p -t "=$session:" \'#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}\' '
+    "  pane=$(tmux display-message -p -t \"=$session:\" '#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}' "
     "2>/dev/null) || { status=gone; break; }\n"
     '  case "$pane" in 1::) dead=$((dead + 1)); [ $dead -ge 10 ] && { status=exited; code=; break; } ;; '
     '1::*) status=exited; code="signal ${pane##*:}"; break ;; '
-    '1:*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac'
+    "1:*) status=exited; code=${pane#1:}; code=${code%%:*}; break ;; esac"
 )
 
 
@@ -799,81 +920,79 @@ def build_start_script(
         f"state={REMOTE_STATE_DIR}",
         'log="$state/$session.log"; meta="$state/$session.meta"; url_file="$state/$session.url"',
         "command -v tmux >/dev/null 2>&1 || { echo '@@error no-tmux'; exit 0; }",
-        'base_real=$(cd -P -- "$base" 2>/dev/null && pwd -P) || { echo \'@@error no-base\'; exit 0; }',
-        'dir=$(cd -P -- "$base/$rel" 2>/dev/null && pwd -P) || { echo \'@@error no-dir\'; exit 0; }',
-        # A symlink inside the base may point anywhere: compare resolved paths.
-        'case "$dir/" in "${base_real%/}"/?*) ;; *) echo \'@@error outside\'; exit 0 ;; esac',
-        # claude never saves trust for the home directory, so a session there could never start.
-        'home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
-        '[ "$dir" = "$home_real" ] && { echo \'@@error home\'; exit 0; }',
-        'command -v -- "$claude" >/dev/null 2>&1 || { echo \'@@error no-claude\'; exit 0; }',
+        "base_real=$(cd -P -- \"$base\" 2>/dev/null && pwd -P) || { echo '@@error no-base'; exit 0; }",
+        "dir=$(cd -P -- \"$base/$rel\" 2>/dev/null && pwd -P) || { echo '@@error no-dir'; exit 0; }",
+        *_DIRECTORY_RULES,
+        "inside_base \"$dir\" || { echo '@@error outside'; exit 0; }",
+        "is_home \"$dir\" && { echo '@@error home'; exit 0; }",
+        "command -v -- \"$claude\" >/dev/null 2>&1 || { echo '@@error no-claude'; exit 0; }",
         "umask 077",
         'mkdir -p -- "$state" && chmod 700 -- "$state" || { echo \'@@error state\'; exit 0; }',
         # Two starts for one directory at once: the second waits here, then finds the first's session.
-        'lock="$state/.lock-$(printf \'%s\' "$dir" | cksum | cut -d \' \' -f 1)"; i=0',
+        "lock=\"$state/.lock-$(printf '%s' \"$dir\" | cksum | cut -d ' ' -f 1)\"; i=0",
         'until mkdir -- "$lock" 2>/dev/null; do',
-        '  i=$((i + 1)); [ $i -ge 100 ] && rm -rf -- "$lock"  # a lock older than 5 s was left by a killed start',
+        '  i=$((i + 1)); [ $i -ge 100 ] && rm -rf -- "$lock"  # still taken after 5 s: left by a killed start',
         "  sleep 0.05",
         "done",
         "trap 'rmdir -- \"$lock\" 2>/dev/null' EXIT",
         # One Remote Control server per directory: a live session of ours there is the answer.
         f'for m in "$state"/{TMUX_PREFIX}*.meta; do',
         '  [ -f "$m" ] || continue; s=${m##*/}; s=${s%.meta}; here=0',
-        "  while IFS='\t' read -r k v; do [ \"$k\" = dir ] && [ \"$v\" = \"$dir\" ] && here=1; done < \"$m\"",
-        '  [ $here = 1 ] || continue',
+        '  while IFS=\'\t\' read -r k v; do [ "$k" = dir ] && [ "$v" = "$dir" ] && here=1; done < "$m"',
+        "  [ $here = 1 ] || continue",
         '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
         '  echo "@@existing $s"',
-        "  [ -s \"$state/$s.url\" ] && IFS= read -r u < \"$state/$s.url\" && printf '@@url\\t%s\\n' \"$u\"",
+        '  [ -s "$state/$s.url" ] && IFS= read -r u < "$state/$s.url" && printf \'@@url\\t%s\\n\' "$u"',
         "  " + _emit_tail('"$state/$s.log"', nonce),
         "  exit 0",
         "done",
-        'tmux has-session -t "=$session" 2>/dev/null && { echo \'@@error exists\'; exit 0; }',
+        "tmux has-session -t \"=$session\" 2>/dev/null && { echo '@@error exists'; exit 0; }",
         'rm -f -- "$url_file"',
         # pipe-pane runs its command through /bin/sh after expanding tmux formats: quote for both.
         "qlog=$(printf '%s' \"$log\" | sed -e \"s/'/'\\\\\\\\''/g\" -e 's/#/##/g')",
         # tmux expands formats (#{…}, #(…)) in -c: start the client in the directory instead.
-        'cd -- "$dir" || { echo \'@@error no-dir\'; exit 0; }',
+        "cd -- \"$dir\" || { echo '@@error no-dir'; exit 0; }",
         # The pane has a real TTY for claude. It waits for a signal before exec'ing claude, so
         # pipe-pane and remain-on-exit are in place even if claude dies at once; and the words
         # after new-session's options are exec'd directly, so the login shell does not matter.
         # Variables that make Remote Control refuse to start are removed from claude's environment.
         'tmux new-session -d -s "$session" -x 200 -y 50 '
-        "/bin/sh -c 'tmux wait-for \"$0\" && exec \"$@\"' \"$session-go\" "
+        '/bin/sh -c \'tmux wait-for "$0" && exec "$@"\' "$session-go" '
         f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
         'pipe-pane -o -t "=$session:" "cat >> \'$qlog\'" \\; '
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
         # Our files exist only while the session does (list_sessions relies on that).
-        "printf 'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n' \"$name\" \"$rel\" \"$dir\" \"$(date +%s)\" > \"$meta\"",
+        'printf \'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n\' "$name" "$rel" "$dir" "$(date +%s)" > "$meta"',
         'rmdir -- "$lock" 2>/dev/null',  # the directory is taken: the next start there will find this session
         'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
-        'deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout',
+        "deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout",
         "while :; do",
-        f"  if grep -a -q -E {q(ENV_URL_ERE)} \"$log\"; then status=ready; break; fi",
+        f'  if grep -a -q -E {q(ENV_URL_ERE)} "$log"; then status=ready; break; fi',
         _PANE_STATE,
-        f"  if [ $connecting = 0 ] && grep -a -q -F {q(CONNECTING_LABEL)} \"$log\"; then",
+        f'  if [ $connecting = 0 ] && grep -a -q -F {q(CONNECTING_LABEL)} "$log"; then',
         "    connecting=1; echo '@@state connecting'",
         "  fi",
         # First run: claude asks before enabling Remote Control. The user asked for exactly that.
-        f"  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} \"$log\"; then",
-        '    tmux send-keys -t "=$session:" y Enter; answered=1; echo \'@@state consent\'',
+        f'  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} "$log"; then',
+        "    tmux send-keys -t \"=$session:\" y Enter; answered=1; echo '@@state consent'",
         "  fi",
         # Prompts only a person should answer (workspace trust; spawn mode, which --spawn avoids).
-        f"  grep -a -q -E {q(ATTENTION_ERE)} \"$log\" && {{ status=attention; break; }}",
+        f'  grep -a -q -E {q(QUESTIONS_ERE)} "$log" && {{ status=attention; break; }}',
         '  [ "$(date +%s)" -ge "$deadline" ] && break',
         "  sleep 0.1",
         "done",
-        'if [ $status = ready ]; then',
-        f"  grep -a -o -E {q(ENV_URL_ERE)} \"$log\" | tail -n 1 > \"$url_file\"",
-        "  IFS= read -r u < \"$url_file\" && printf '@@url\\t%s\\n' \"$u\"",
+        "if [ $status = ready ]; then",
+        "  " + _save_latest_url('"$log"', '"$url_file"'),
+        '  IFS= read -r u < "$url_file" && printf \'@@url\\t%s\\n\' "$u"',
         "fi",
         'echo "@@status $status"',
         '[ $status = exited ] && echo "@@exit $code"',
         _emit_tail('"$log"', nonce),
         # A session that died or waits for a person is cleaned up, after its output was read.
-        'case $status in exited|gone|attention)',
-        '  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- "$meta" "$log" "$url_file" ;;',
+        "case $status in exited|gone|attention)",
+        f'  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- {_session_files("$session")} ;;',
         "esac",
     )
 
@@ -886,19 +1005,20 @@ def build_list_script(nonce: str) -> str:
         f"state={REMOTE_STATE_DIR}",
         # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
-        "panes=$(tmux list-panes -a -F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}' 2>/dev/null)",
+        "panes=$(tmux list-panes -a 2>/dev/null "
+        "-F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}')",
         "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
-        "  printf '@@session\\t%s\\t%s\\t%s\\t%s\\n' \"$session\" \"$dead\" \"$created\" \"$code\"",
+        '  printf \'@@session\\t%s\\t%s\\t%s\\t%s\\n\' "$session" "$dead" "$created" "$code"',
         # Shell builtins where they repeat per session: a fork per session per line adds up.
         '  if [ -f "$state/$session.meta" ]; then',
-        "    while IFS= read -r line; do printf '@@meta\\t%s\\n' \"$line\"; done < \"$state/$session.meta\"",
+        '    while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$state/$session.meta"',
         "  fi",
         '  [ -f "$state/$session.log" ] || continue',
         '  if [ ! -s "$state/$session.url" ]; then',
-        f"    grep -a -o -E {shlex.quote(ENV_URL_ERE)} \"$state/$session.log\" | tail -n 1 > \"$state/$session.url\"",
+        "    " + _save_latest_url('"$state/$session.log"', '"$state/$session.url"'),
         "  fi",
-        "  if [ -s \"$state/$session.url\" ] && IFS= read -r url < \"$state/$session.url\"; then",
+        '  if [ -s "$state/$session.url" ] && IFS= read -r url < "$state/$session.url"; then',
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
         "  " + _emit_tail('"$state/$session.log"', nonce, LIST_TAIL_BYTES),
@@ -907,9 +1027,9 @@ def build_list_script(nonce: str) -> str:
         # now (checked again: one may have started since the snapshot) has left them behind.
         f'for f in "$state"/{TMUX_PREFIX}*.meta; do',
         '  [ -e "$f" ] || continue',
-        '  s=${f##*/}; s=${s%.meta}',
+        "  s=${f##*/}; s=${s%.meta}",
         '  case "\n$panes" in *"\n$s:"*) continue ;; esac',
-        '  tmux has-session -t "=$s" 2>/dev/null || rm -f -- "$state/$s.meta" "$state/$s.log" "$state/$s.url"',
+        f'  tmux has-session -t "=$s" 2>/dev/null || rm -f -- {_session_files("$s")}',
         "done",
         "echo '@@end'",
     )
@@ -922,7 +1042,7 @@ def build_stop_script(session_id: str) -> str:
         "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
         # `=` makes the target exact: "rc-al" must never match "rc-alpha-…".
         'if tmux kill-session -t "=$session" 2>/dev/null; then r=stopped; else r=not-found; fi',
-        'rm -f -- "$state/$session.meta" "$state/$session.log" "$state/$session.url"',
+        f"rm -f -- {_session_files('$session')}",
         # claude holds its directory until it has exited: wait (≤ 5 s) so a new start there works.
         # A zombie counts as exited (some containers' init never reaps orphans).
         'alive() { kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" 2>/dev/null | grep -q "^Z"; }',
@@ -937,15 +1057,16 @@ def build_projects_script(base_dir: str) -> str:
     (where claude cannot run) are dropped."""
     return _remote_script(
         f"cd -P -- {shell_path(base_dir)} 2>/dev/null || {{ echo '@@error no-base'; exit 0; }}",
-        'base_real=$(pwd -P); home_real=$(cd -P -- "$HOME" 2>/dev/null && pwd -P)',
+        "base_real=$(pwd -P)",
+        *_DIRECTORY_RULES,
         "echo '@@projects'",
         "for d in */ */*/; do",
         '  [ -d "$d" ] || continue',
-        '  d=${d%/}',
+        "  d=${d%/}",
         '  { [ -e "$d/.git" ] || [ -e "$d/.claude" ]; } || continue',
         '  real=$(cd -P -- "$d" 2>/dev/null && pwd -P) || continue',
-        '  [ "$real" = "$home_real" ] && continue',
-        "  case \"$real/\" in \"${base_real%/}\"/?*) printf '%s\\0' \"$d\" ;; esac",
+        '  is_home "$real" && continue',
+        '  inside_base "$real" && printf \'%s\\0\' "$d"',
         "done",
     )
 
@@ -955,10 +1076,10 @@ def build_check_script(base_dir: str, claude_bin: str) -> str:
     return _remote_script(
         f"claude={shell_path(claude_bin)}",
         "printf '@@tmux\\t%s\\n' \"$(tmux -V 2>/dev/null)\"",
-        "printf '@@claude_path\\t%s\\n' \"$(command -v -- \"$claude\" 2>/dev/null)\"",
+        'printf \'@@claude_path\\t%s\\n\' "$(command -v -- "$claude" 2>/dev/null)"',
         # Where a login shell finds claude, to suggest CLAUDE_BIN when the plain PATH does not.
         "printf '@@claude_login_path\\t%s\\n' \"$(bash -lc 'command -v claude' 2>/dev/null </dev/null | tail -n 1)\"",
-        "printf '@@claude_version\\t%s\\n' \"$(\"$claude\" --version 2>/dev/null </dev/null | head -n 1)\"",
+        'printf \'@@claude_version\\t%s\\n\' "$("$claude" --version 2>/dev/null </dev/null | head -n 1)"',
         "printf '@@claude_auth\\t%s\\n' \"$(\"$claude\" auth status --json 2>/dev/null </dev/null | tr -d '\\n')\"",
         f"if [ -d {base} ] && [ -r {base} ] && [ -x {base} ]; then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
     )
@@ -987,10 +1108,782 @@ def parse_script_output(output: str, nonce: str = "") -> list[tuple[str, list[st
     return events
 
 
+# ── Host keys ─────────────────────────────────────────────────────────────────────────────────
+
+
+def host_key_fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def describe_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {host_key_fingerprint(key)}"
+
+
+class HostKeyTrust:
+    """Which host key the dev server may present: the one pinned by SSH_KNOWN_HOSTS, or else the
+    first one seen, recorded in a known_hosts file; any other key stops the connection before
+    authentication, so nothing runs on a server that may be an impostor."""
+
+    def __init__(self, target: str, pinned: paramiko.HostKeys | None, record_path: Path):
+        self.target = target
+        self.pinned = pinned
+        self.record_path = record_path
+
+    def known_keys(self) -> tuple[str, Mapping[str, paramiko.PKey] | None]:
+        """Where the server's key is pinned or recorded, and the keys there for it."""
+        if self.pinned is not None:
+            return "SSH_KNOWN_HOSTS", self.pinned.lookup(self.target)
+        source = str(self.record_path)
+        try:
+            return source, parse_known_hosts(self.record_path.read_text()).lookup(self.target)
+        except FileNotFoundError:
+            return source, None
+        except (OSError, ValueError) as exc:
+            raise HostKeyError(
+                f"cannot read the recorded host keys in {source} ({exc}). Nothing was run. Fix or delete that file."
+            ) from exc
+
+    def key_types(self) -> list[str]:
+        """The key types to negotiate first, so the server offers one that can be checked."""
+        known = self.known_keys()[1]
+        return list(known.keys()) if known else []
+
+    def verify(self, key: paramiko.PKey) -> None:
+        target, offered = self.target, describe_key(key)
+        source, known = self.known_keys()
+        if not known and self.pinned is None:
+            self._record(key)
+            return
+        if not known:
+            raise HostKeyError(
+                f"{source} has no key for {target}; the server offered {offered}. Nothing was run. "
+                f"Verify that fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`) and add "
+                f"the key to {source}."
+            )
+        expected = known.get(key.get_name())
+        if expected is not None and hmac.compare_digest(expected.asbytes(), key.asbytes()):
+            return
+        pinned = ", ".join(describe_key(k) for k in known.values())
+        raise HostKeyError(
+            f"HOST KEY MISMATCH for {target}: the server offered {offered}, but {source} has {pinned}. "
+            "Nothing was run. Someone may be intercepting the connection, or the server was reinstalled. "
+            "Check the fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`); only if it "
+            f"really changed, replace the entry for {target} in {source} and restart."
+        )
+
+    def _record(self, key: paramiko.PKey) -> None:
+        path = self.record_path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private_file(path, f"{self.target} {key.get_name()} {key.get_base64()}\n".encode(), "append")
+        except OSError as exc:
+            raise HostKeyError(
+                f"cannot record the dev server's host key in {path} ({exc}); set SSH_KNOWN_HOSTS"
+            ) from exc
+        log.warning(
+            "first connection to %s: recorded its host key %s in %s (trust on first use). "
+            "Set SSH_KNOWN_HOSTS to pin it instead.",
+            self.target,
+            describe_key(key),
+            path,
+        )
+
+
+# ── Runners ───────────────────────────────────────────────────────────────────────────────────
+# A runner runs one POSIX sh script on the dev server: LocalRunner on this machine, SSHRunner
+# over one kept SSH connection.
+
+# OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
+SSH_MAX_CHANNELS = 8
+SSH_KEEPALIVE = 30
+PRIVATE_ENV = frozenset({"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"})  # never passed to local commands
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+LineCallback = Callable[[str], Coroutine[Any, Any, None]]
+
+
+class LineSplitter:
+    """Complete lines of a byte stream, as they arrive."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        *complete, self._pending = (self._pending + chunk).split(b"\n")
+        return [line.decode(errors="replace") for line in complete]
+
+
+class Runner(Protocol):
+    async def connect(self) -> str | None:
+        """Reach the dev server now (start-up warm-up, `check`): what was reached, or None locally."""
+        ...
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalRunner:
+    """Local mode: the same scripts, run on this machine by /bin/sh."""
+
+    async def connect(self) -> str | None:
+        return None
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+        # This server's own secrets must not reach tmux, claude or the sessions' environment.
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            script,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # so the whole process group can be ended
+        )
+        stdout_pipe, stderr_pipe = proc.stdout, proc.stderr
+        if stdout_pipe is None or stderr_pipe is None:
+            raise RuntimeError("the subprocess has no pipes")
+        stdout = bytearray()
+        lines = LineSplitter()
+
+        async def read_stdout() -> None:
+            while chunk := await stdout_pipe.read(65536):
+                stdout.extend(chunk)
+                if on_line is not None:
+                    for line in lines.feed(chunk):
+                        await on_line(line)
+
+        try:
+            async with asyncio.timeout(timeout):
+                stderr, _ = await asyncio.gather(stderr_pipe.read(), read_stdout())
+                await proc.wait()
+        except TimeoutError:
+            raise RemoteError(f"the command on this machine did not finish within {timeout:g} s") from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        return CommandResult(proc.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    async def close(self) -> None:
+        return None
+
+
+class SSHPool:
+    """The kept SSH connection: opened on first use, shared by every command, replaced when it
+    drops; a connection taken out of service closes once its last command is done."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.trust = HostKeyTrust(config.ssh_target, config.known_hosts, config.host_keys_path)
+        self._transport: paramiko.Transport | None = None
+        self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
+        self._lock = threading.Lock()
+        self.connects = 0  # how many connections were opened (for tests and benchmarks)
+
+    def _open_socket(self) -> socket.socket:
+        config = self.config
+        last_error: OSError | None = None
+        try:
+            addresses = socket.getaddrinfo(config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise RemoteError(f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check SSH_HOST.") from exc
+        for family, kind, proto, _, address in addresses:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                last_error = exc
+                continue
+            try:
+                # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(config.connect_timeout)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+        raise RemoteError(
+            f"cannot connect to the dev server {config.ssh_target}: {last_error}. "
+            "Check SSH_HOST and SSH_PORT, and that sshd is running."
+        )
+
+    def _connect(self) -> paramiko.Transport:
+        config = self.config
+        transport = paramiko.Transport(self._open_socket())
+        try:
+            known_types = self.trust.key_types()
+            if known_types:  # negotiate the host key type we can check, as OpenSSH does
+                options = transport.get_security_options()
+                options.key_types = known_types + [t for t in options.key_types if t not in known_types]
+            try:
+                transport.start_client(timeout=config.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"SSH handshake with {config.ssh_target} failed: {exc}") from exc
+            self.trust.verify(transport.get_remote_server_key())
+            try:
+                transport.auth_publickey(config.ssh_user, typing.cast(paramiko.PKey, config.ssh_key))
+            except paramiko.AuthenticationException as exc:
+                raise RemoteError(
+                    f"the dev server refused the key for user {config.ssh_user!r} ({exc}). Add the public key "
+                    f"to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
+                ) from exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {exc}") from exc
+        except BaseException:
+            transport.close()
+            raise
+        transport.set_keepalive(SSH_KEEPALIVE)
+        self.connects += 1
+        log.info("connected to %s", self.describe(transport))
+        return transport
+
+    def describe(self, transport: paramiko.Transport) -> str:
+        key = transport.get_remote_server_key()
+        return f"{self.config.ssh_user}@{self.config.ssh_target}, host key {describe_key(key)}"
+
+    def acquire(self) -> paramiko.Transport:
+        """The shared connection (opened or reopened as needed), counted as in use."""
+        with self._lock:
+            transport = self._transport
+            if transport is not None and not transport.is_active():
+                self._transport = None
+                self._close_if_idle(transport)
+                transport = None
+            if transport is None:
+                transport = self._transport = self._connect()
+            self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            return transport
+
+    def release(self, transport: paramiko.Transport, retire: bool = False) -> None:
+        """Give the connection back; a retired one takes no new commands and closes when idle."""
+        with self._lock:
+            self._in_use[transport] -= 1
+            if retire and self._transport is transport:
+                self._transport = None
+            if transport is not self._transport:
+                self._close_if_idle(transport)
+
+    def _close_if_idle(self, transport: paramiko.Transport) -> None:
+        if self._in_use.get(transport, 0) <= 0:
+            self._in_use.pop(transport, None)
+            transport.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for transport in {*self._in_use, *([self._transport] if self._transport else [])}:
+                transport.close()
+            self._in_use.clear()
+            self._transport = None
+
+
+class SSHRunner:
+    """Commands over the pool's connection, each on its own channel, never more channels at once
+    than sshd's default MaxSessions allows. All blocking work runs in worker threads."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.pool = SSHPool(config)
+        # Awaited before a worker thread is taken, so waiting commands never hold threads that
+        # the token endpoints need.
+        self._channels: asyncio.Semaphore | None = None
+        self.execs = 0  # how many commands were run (for tests and benchmarks)
+
+    @property
+    def connects(self) -> int:
+        return self.pool.connects
+
+    def _open_channel(self, transport: paramiko.Transport) -> paramiko.Channel:
+        deadline = time.monotonic() + self.config.connect_timeout
+        delay = 0.02
+        while True:
+            try:
+                return transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
+            except paramiko.ChannelException as exc:
+                # sshd refused the channel (MaxSessions): a closed channel frees its slot only
+                # once sshd has reaped its command, a moment later. The connection is fine.
+                if time.monotonic() + delay >= deadline:
+                    raise RemoteError(
+                        f"the dev server refused a new SSH channel ({exc}); too many commands at once — try again"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise ConnectionLost(str(exc)) from exc
+
+    def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
+        for attempt in (1, 2):
+            transport = self.pool.acquire()
+            try:
+                channel = self._open_channel(transport)
+                break
+            except ConnectionLost as exc:
+                # The connection dropped since its last use: reconnect once. Safe: nothing ran.
+                self.pool.release(transport, retire=True)
+                if attempt == 2:
+                    raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+            except BaseException:
+                self.pool.release(transport)
+                raise
+        self.execs += 1
+        retire = False
+        try:
+            # The login shell may be fish or zsh: run POSIX sh explicitly.
+            channel.exec_command("/bin/sh -c " + shlex.quote(script))
+            return self._read(channel, timeout, on_line)
+        except RemoteError:
+            # Timed out: the command still holds its channel slot on the server, so new
+            # commands go to a fresh connection.
+            retire = True
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            retire = True
+            raise CommandInterrupted(
+                f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
+                "it may or may not have completed"
+            ) from exc
+        finally:
+            channel.close()
+            self.pool.release(transport, retire)
+
+    def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        stdout = bytearray()
+        stderr = bytearray()
+        lines = LineSplitter()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteError(f"the command on the dev server did not finish within {timeout:g} s")
+            channel.settimeout(min(remaining, 1.0))
+            try:
+                chunk = channel.recv(65536)
+            except TimeoutError:
+                chunk = None
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+            if chunk is None:
+                continue
+            if not chunk:
+                break
+            stdout += chunk
+            if on_line is not None:
+                for line in lines.feed(chunk):
+                    anyio.from_thread.run(on_line, line)
+        channel.settimeout(max(deadline - time.monotonic(), 0.1))
+        status = channel.recv_exit_status()
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(65536)
+        return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def _connect_now(self) -> str:
+        transport = self.pool.acquire()
+        self.pool.release(transport)
+        return "SSH " + self.pool.describe(transport)
+
+    async def connect(self) -> str | None:
+        return await anyio.to_thread.run_sync(self._connect_now)
+
+    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+        if self._channels is None:
+            self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS)
+        async with self._channels:
+            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+def make_runner(config: Config) -> Runner:
+    return LocalRunner() if config.local else SSHRunner(config)
+
+
+# ── Tool inputs ───────────────────────────────────────────────────────────────────────────────
+# Each input rule is defined once: the tool schema and the check (whose refusal the model reads)
+# both come from it.
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """One tool input: the constraints clients see in its schema, and the check whose refusal
+    tells the model what a valid value looks like and which tool to call."""
+
+    description: str
+    refusal: str  # {value} is the refused value
+    pattern: str = ""
+    max_length: int = 0
+    choices: tuple[str, ...] = ()
+
+    @property
+    def field(self) -> Any:
+        if self.choices:
+            return Field(description=self.description)  # the Literal type gives the schema its enum
+        return Field(pattern=self.pattern, min_length=1, max_length=self.max_length, description=self.description)
+
+    def check(self, value: object) -> str:
+        shown = repr(value)[:80] if isinstance(value, str) else f"{json.dumps(value)[:80]} (not a string)"
+        if not isinstance(value, str):
+            raise ValueError(self.refusal.format(value=shown))
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(self.refusal.format(value=shown))
+        elif len(value) > self.max_length or not re.fullmatch(self.pattern, value):
+            raise ValueError(self.refusal.format(value=shown))
+        return value
+
+
+SESSION_NAME = InputRule(
+    description="Short label shown in claude.ai/code: 1-41 letters, digits, '-' or '_'",
+    refusal="invalid name {value}: use 1-41 letters, digits, '-' or '_', starting with a letter or digit "
+    "(e.g. 'my-app')",
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$",
+    max_length=41,
+)
+PROJECT_PATH = InputRule(
+    description="Project directory relative to the projects base directory, e.g. 'my-app' or 'org/repo' "
+    "(list_projects returns the accepted values)",
+    refusal="invalid path {value}: give a directory relative to the projects base directory (no leading '/', no "
+    "control characters, no '.' or '..') — call list_projects for the accepted values",
+    pattern=rf"^[^/{CONTROL_CHARS}][^{CONTROL_CHARS}]*$",
+    max_length=1024,
+)
+SESSION_ID = InputRule(
+    description="Session id exactly as returned by start_session or list_sessions, e.g. 'my-app-a1b2c3'",
+    refusal="no session {value}: ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call "
+    "list_sessions for the ids",
+    pattern=SESSION_NAME.pattern[:-1] + r"-[0-9a-f]{6}$",
+    max_length=48,
+)
+PERMISSION_MODE = InputRule(
+    description="claude's permission mode for the sessions (default: server setting, else claude's)",
+    refusal="invalid permission_mode {value}: use one of " + ", ".join(PERMISSION_MODES) + " (or leave it out)",
+    choices=PERMISSION_MODES,
+)
+SessionName = Annotated[str, SESSION_NAME.field, SESSION_NAME]
+ProjectPath = Annotated[str, PROJECT_PATH.field, PROJECT_PATH]
+SessionId = Annotated[str, SESSION_ID.field, SESSION_ID]
+PermissionModeInput = Annotated[PermissionMode | None, PERMISSION_MODE.field, PERMISSION_MODE]
+
+
+def validate_name(name: str) -> str:
+    return SESSION_NAME.check(name)
+
+
+def validate_session_id(session_id: str) -> str:
+    return SESSION_ID.check(session_id)
+
+
+def validate_project_path(path: str) -> str:
+    """A path relative to PROJECTS_BASE_DIR, normalized (`a//b/` → `a/b`). The server also checks
+    that it resolves inside the base directory, symlinks included."""
+    PROJECT_PATH.check(path)
+    segments = [s for s in path.split("/") if s]
+    if not segments or any(s in (".", "..") for s in segments):
+        raise ValueError(PROJECT_PATH.refusal.format(value=repr(path)[:80]))
+    return "/".join(segments)
+
+
+# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
+# What the tools return, pure interpretation of what the scripts printed, and the orchestration:
+# one script per call.
+
+
+class SessionStarted(BaseModel):
+    id: str = Field(description="Session id, for stop_session")
+    url: str | None = Field(description="Open this at claude.ai/code (null while still starting)")
+    status: Literal["ready", "starting", "connected"]
+    path: str = Field(description="Project path relative to the projects base directory")
+    name: str
+    session_url: str | None = Field(default=None, description="URL of a session a device is attached to")
+    already_running: bool = Field(default=False, description="True when this directory's running session was returned")
+    message: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    name: str | None = None
+    url: str | None = Field(default=None, description="Environment URL to open at claude.ai/code")
+    session_url: str | None = None
+    status: SessionStatus
+    reason: str | None = Field(default=None, description="Why the session needs attention, and the fix")
+    path: str | None = None
+    started: str | None = Field(default=None, description="ISO 8601, UTC")
+    exit_code: int | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class SessionStopped(BaseModel):
+    id: str
+    stopped: bool
+    message: str
+
+
+class ProjectList(BaseModel):
+    projects: list[str] = Field(description="Values accepted by start_session's path")
+
+
+# Refusals of the start script, before anything was launched: what happened and the fix.
+START_ERRORS = {
+    "no-tmux": "tmux is not installed on the dev server. Install it there (e.g. `sudo apt install tmux`).",
+    "no-base": "the projects base directory {base} does not exist on the dev server. Fix PROJECTS_BASE_DIR.",
+    "no-dir": "there is no directory {path!r} in {base}. Call list_projects for the available paths.",
+    "outside": "{path!r} resolves outside {base} (through a symlink); only projects inside it can be used.",
+    "home": "{path!r} is the home directory, where claude never saves workspace trust; pick a project directory.",
+    "no-claude": "the claude CLI ({claude}) was not found on the dev server. Install Claude Code there, or set "
+    "CLAUDE_BIN to its absolute path (`command -v claude` in a login shell shows it).",
+    "state": "cannot create the state directory (~/.local/state/rc-mcp) on the dev server; check the home "
+    "directory's permissions and free space.",
+    "exists": "a session with id {id} already exists; call start_session again.",
+    "tmux": "tmux could not create the session on the dev server; run `tmux new-session -d true` there to see why.",
+}
+
+Event = tuple[str, list[str]]
+
+
+def first_fields(events: list[Event], key: str) -> list[str] | None:
+    """The fields of the first event with this key, or None."""
+    return next((fields for k, fields in events if k == key), None)
+
+
+def first_field(events: list[Event], key: str, default: str = "") -> str:
+    fields = first_fields(events, key)
+    return fields[0] if fields else default
+
+
+def interpret_start(events: list[Event], *, session_id: str, name: str, path: str, config: Config) -> SessionStarted:
+    """What the start script's output means for the model: a session, or a ToolFailure with the fix."""
+    tail = first_field(events, "tail")
+    urls = extract_remote_control_urls(tail + "\n" + "\n".join(first_fields(events, "url") or []))
+    if first_fields(events, "error") is not None:
+        code = first_field(events, "error", "?")
+        template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
+        details = {"base": config.projects_base_dir, "path": path, "id": session_id, "claude": config.claude_bin}
+        raise ToolFailure("Not started: " + template.format(code=code, **details))
+    if first_fields(events, "existing") is not None:
+        existing_id = first_field(events, "existing")[len(TMUX_PREFIX) :]
+        url = urls.environment_url
+        return SessionStarted(
+            id=existing_id,
+            url=url,
+            status="connected" if classify_session(tail)[0] == "connected" else ("ready" if url else "starting"),
+            path=path,
+            name=name,
+            session_url=urls.session_url,
+            already_running=True,
+            message=(
+                f"A Claude Code session ({existing_id}) is already running in {path} — claude serves one per "
+                "directory, so that one is returned: "
+                + (f"open {url}." if url else "it has no URL yet; call list_sessions in a minute.")
+            ),
+        )
+    status = first_field(events, "status", "gone")
+    if status == "ready" and urls.environment_url:
+        return SessionStarted(
+            id=session_id,
+            url=urls.environment_url,
+            status="ready",
+            path=path,
+            name=name,
+            session_url=urls.session_url,
+            message=(
+                f"Claude Code session {session_id} is ready in {path}. Open {urls.environment_url} "
+                "(or pick it in the Claude app under Code); stop it with stop_session when done."
+            ),
+        )
+    if status in ("ready", "timeout"):
+        return SessionStarted(
+            id=session_id,
+            url=None,
+            status="starting",
+            path=path,
+            name=name,
+            message=(
+                f"Session {session_id} was launched in {path} but claude printed no URL within "
+                f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
+                "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)")
+            ),
+        )
+    explanation = explain_failure(tail, path)
+    if status == "attention":
+        cause = explanation or "claude is waiting for an answer on the dev server."
+        raise ToolFailure(f"Not started: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
+    exit_code = first_field(events, "exit")
+    cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
+    raise ToolFailure(
+        f"claude remote-control exited{f' (code {exit_code})' if exit_code else ''} before printing a URL; "
+        "nothing is left running. "
+        f"Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
+    )
+
+
+def interpret_list(events: list[Event]) -> list[SessionInfo]:
+    """The sessions the list script found, oldest first; anything not ours is ignored."""
+    sessions: dict[str, SessionInfo] = {}
+    current: SessionInfo | None = None
+    for key, fields in events:
+        if key == "session" and len(fields) >= 4:
+            current = None
+            session_id = fields[0][len(TMUX_PREFIX) :]
+            if not re.fullmatch(SESSION_ID.pattern, session_id) or session_id in sessions:
+                continue  # not one of ours, or a second pane of the same session
+            dead = fields[1] == "1"
+            started = None
+            if fields[2].isdigit():
+                started = datetime.datetime.fromtimestamp(int(fields[2]), datetime.UTC).isoformat()
+            current = sessions[session_id] = SessionInfo(
+                id=session_id,
+                status="exited" if dead else "starting",
+                started=started,
+                exit_code=int(fields[3]) if dead and fields[3].lstrip("-").isdigit() else None,
+            )
+        elif current is None:
+            continue
+        elif key == "meta" and len(fields) == 2:
+            if fields[0] == "name" and re.fullmatch(SESSION_NAME.pattern, fields[1]):
+                current.name = fields[1]
+            elif fields[0] == "path":
+                with contextlib.suppress(ValueError):
+                    current.path = validate_project_path(fields[1])
+        elif key == "url" and fields:
+            current.url = extract_remote_control_urls(fields[0]).environment_url
+        elif key == "tail" and fields:
+            urls = extract_remote_control_urls(fields[0])
+            current.session_url = urls.session_url
+            current.url = current.url or urls.environment_url
+            if current.status == "exited":
+                current.reason = explain_failure(fields[0], current.path or "the project")
+            else:
+                current.status, current.reason = classify_session(fields[0])
+                if current.status == "starting" and current.url:
+                    current.status = "ready"
+    return sorted(sessions.values(), key=lambda s: (s.started or "", s.id))
+
+
+def interpret_projects(output: str, base_dir: str) -> list[str]:
+    """The projects script's NUL-separated paths, each one start_session accepts."""
+    _, found, listing = output.partition("@@projects\n")
+    if not found:
+        raise ToolFailure(START_ERRORS["no-base"].format(base=base_dir))
+    projects = set()
+    for entry in listing.split("\0"):
+        with contextlib.suppress(ValueError):
+            if entry and validate_project_path(entry) == entry:
+                projects.add(entry)
+    return sorted(projects, key=str.lower)
+
+
+class Sessions:
+    """start / list / stop / projects, each one script run by the runner."""
+
+    def __init__(self, config: Config, runner: Runner):
+        self.config = config
+        self.runner = runner
+
+    async def _run(self, script: str, *, timeout: float | None = None, on_line: LineCallback | None = None) -> str:
+        try:
+            result = await self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
+        except CommandInterrupted as exc:
+            raise RemoteError(f"{exc} — call list_sessions to see the current state") from exc
+        if result.exit_status != 0:
+            detail = (result.stderr.strip() or result.stdout.strip())[-500:]
+            raise RemoteError(f"the command on the dev server failed (exit {result.exit_status}): {detail}")
+        return result.stdout
+
+    async def start(
+        self,
+        name: str,
+        path: str,
+        worktree: bool | None = None,
+        on_state: Callable[[str], Awaitable[None]] | None = None,
+        permission_mode: str | None = None,
+    ) -> SessionStarted:
+        name = validate_name(name)
+        path = validate_project_path(path)
+        config = self.config
+        if permission_mode is not None:
+            PERMISSION_MODE.check(permission_mode)
+        session_id = f"{name}-{secrets.token_hex(3)}"
+        nonce = secrets.token_hex(8)
+        script = build_start_script(
+            base_dir=config.projects_base_dir,
+            path=path,
+            session_id=session_id,
+            name=name,
+            claude_bin=config.claude_bin,
+            spawn=spawn_mode(config.spawn_worktree if worktree is None else worktree),
+            timeout=config.start_timeout,
+            nonce=nonce,
+            permission_mode=permission_mode or config.permission_mode,
+        )
+        in_tail = False
+
+        async def on_line(line: str) -> None:
+            nonlocal in_tail
+            in_tail = in_tail or line == "@@tail"  # claude's own output is never a progress report
+            if on_state is not None and not in_tail and line.startswith("@@state "):
+                try:
+                    await on_state(line[len("@@state ") :])
+                except Exception as exc:  # a client that went away must not break the start
+                    log.info("progress notification failed: %s", exc)
+
+        output = await self._run(script, timeout=config.start_timeout + config.command_timeout, on_line=on_line)
+        events = parse_script_output(output, nonce)
+        return interpret_start(events, session_id=session_id, name=name, path=path, config=config)
+
+    async def list_all(self) -> list[SessionInfo]:
+        nonce = secrets.token_hex(8)
+        return interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
+
+    async def stop(self, session_id: str) -> SessionStopped:
+        session_id = validate_session_id(session_id)
+        events = parse_script_output(await self._run(build_stop_script(session_id)))
+        if first_fields(events, "stopped") is not None:
+            return SessionStopped(id=session_id, stopped=True, message=f"Stopped session {session_id}.")
+        return SessionStopped(
+            id=session_id,
+            stopped=False,
+            message=f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids.",
+        )
+
+    async def projects(self) -> list[str]:
+        output = await self._run(build_projects_script(self.config.projects_base_dir))
+        return interpret_projects(output, self.config.projects_base_dir)
+
+
+# ═════════════════════════════════════════════════════════════════════════════════════════════
+# OAuth: this server is the authorization server of its own MCP endpoint.
+# ═════════════════════════════════════════════════════════════════════════════════════════════
+
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 STORE_VERSION = 1
 STORE_KINDS = ("codes", "access", "refresh", "clients")
+DEFAULT_SCOPE = "mcp:tools"  # what the original server advertised; Claude.ai also sends "mcp"
+ACCEPTED_SCOPES = frozenset({"mcp:tools", "mcp", "offline_access"})
+
+
+def hash_secret(value: str) -> str:
+    """Codes and tokens are stored only as this hash: a leaked store file grants nothing."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def secret_equal(given: str | None, expected: str) -> bool:
+    """Constant-time comparison that also works for non-ASCII input."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 def import_legacy_store(
@@ -1004,8 +1897,8 @@ def import_legacy_store(
     for token, record in (old.get("tokens") or {}).items():
         if not isinstance(token, str) or not isinstance(record, dict) or record.get("clientId") != client_id:
             continue
-        scopes = record.get("scopes") if isinstance(record.get("scopes"), list) else []
-        scope = " ".join(str(s) for s in scopes if str(s) in ACCEPTED_SCOPES) or SCOPE
+        scopes = record["scopes"] if isinstance(record.get("scopes"), list) else []
+        scope = " ".join(str(s) for s in scopes if str(s) in ACCEPTED_SCOPES) or DEFAULT_SCOPE
         grant = {"client_id": client_id, "scope": scope, "resource": resource, "grant_id": secrets.token_hex(16)}
         if record.get("type") == "refresh":
             data["refresh"][hash_secret(token)] = {**grant, "expires_at": now + refresh_ttl}
@@ -1024,10 +1917,10 @@ def is_legacy_store(data: Any) -> bool:
 class TokenStore:
     """OAuth state in one JSON file holding only SHA-256 hashes of codes and tokens.
 
-    The file is 0600 in a 0700 directory, written atomically (temp file in the same directory,
-    fsync, rename), writes are serialized, and expired records are pruned on every write. A file
-    that cannot be read is moved aside, loudly, never overwritten. The older Node.js server's
-    file is imported (tokens hashed) after a 0600 backup of the original.
+    The file is 0600 in a 0700 directory, written atomically, writes are serialized, and expired
+    records are pruned on every write. A file that cannot be read is moved aside, loudly, never
+    overwritten. The older Node.js server's file is imported (tokens hashed) after a 0600 backup
+    of the original.
     """
 
     def __init__(
@@ -1070,13 +1963,8 @@ class TokenStore:
         self._data = {**self._empty(), **data}
 
     def _import(self, original: bytes, data: dict[str, Any]) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        backup = self.path.with_name(f"{self.path.name}.nodejs-backup-{stamp}")
-        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the original held plaintext tokens
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(original)
-            handle.flush()
-            os.fsync(handle.fileno())
+        backup = self.path.with_name(f"{self.path.name}.nodejs-backup-{utc_stamp()}")
+        write_private_file(backup, original, "new")  # the original held plaintext tokens
         self._data = data
         self._save()
         log.warning(
@@ -1091,8 +1979,7 @@ class TokenStore:
         )
 
     def _quarantine(self, reason: str) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{utc_stamp()}")
         os.replace(self.path, aside)
         log.error(
             "TOKEN STORE UNREADABLE (%s): moved %s to %s and started empty — connectors must "
@@ -1121,23 +2008,7 @@ class TokenStore:
             directory.mkdir(mode=0o700, parents=True)
         elif directory.stat().st_mode & 0o077 and directory.stat().st_uid == os.getuid():
             log.warning("%s is accessible to other users: `chmod 700 %s`", directory, directory)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(snapshot)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        write_private_file(self.path, snapshot.encode(), "replace")
         self._written = snapshot
 
     def ensure_writable(self) -> None:
@@ -1145,25 +2016,48 @@ class TokenStore:
         with self._write_lock:
             self._save()
 
-    def find(self, kind: str, secret: str, hashed: bool = True) -> dict[str, Any] | None:
-        """The unexpired record of a code, token or client (no I/O: used on every /mcp request)."""
+    def lookup(self, kind: Literal["codes", "access", "refresh"], secret: str) -> dict[str, Any] | None:
+        """The unexpired record of a code or token (no I/O: used on every /mcp request)."""
+        return self._unexpired(kind, hash_secret(secret))
+
+    def registered_client(self, client_id: str) -> dict[str, Any] | None:
+        return self._unexpired("clients", client_id)
+
+    def _unexpired(self, kind: str, key: str) -> dict[str, Any] | None:
         with self._lock:
-            record = self._data[kind].get(hash_secret(secret) if hashed else secret)
+            record = self._data[kind].get(key)
             if record is None or record["expires_at"] <= self.clock():
                 return None
             return dict(record)
 
-    def transact(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
-        """Run `change(data, now)` atomically and persist the result; writes happen one at a time.
+    def transact(
+        self, change: Callable[[dict[str, Any], float], Any], keep_on: tuple[type[BaseException], ...] = ()
+    ) -> Any:
+        """Run `change(data, now)` atomically and persist what it changed; one write at a time.
 
-        `change` may return an OAuthError to raise after its changes (e.g. a revocation) are saved.
+        If `change` raises one of `keep_on`, its changes so far (e.g. a revocation) are saved and
+        the exception re-raised; if it raises anything else, or the save fails, the data is
+        exactly as before the call.
         """
         with self._write_lock:
             with self._lock:
-                result = change(self._data, self.clock())
-            self._save()
-        if isinstance(result, OAuthError):
-            raise result
+                before = copy.deepcopy(self._data)
+                kept: BaseException | None = None
+                try:
+                    result = change(self._data, self.clock())
+                except keep_on as exc:
+                    kept = exc
+                except BaseException:
+                    self._data = before
+                    raise
+            try:
+                self._save()
+            except BaseException:
+                with self._lock:
+                    self._data = before
+                raise
+        if kept is not None:
+            raise kept
         return result
 
     def count(self, kind: str) -> int:
@@ -1171,697 +2065,43 @@ class TokenStore:
             return len(self._data[kind])
 
 
-# ── Remote ────────────────────────────────────────────────────────────────────────────────────
+# ── Clients ───────────────────────────────────────────────────────────────────────────────────
+# Who may ask for a code: the fixed client (its id and secret derived from MCP_SECRET), public
+# clients registered at /register, and clients named by a metadata document URL. Every client but
+# the fixed one needs the owner's approval on the consent page.
 
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_status: int
-    stdout: str
-    stderr: str
-
-
-LineCallback = Callable[[str], Awaitable[None]]
-
-
-class Runner(Protocol):
-    """Runs one POSIX sh script on the dev server."""
-
-    description: str
-
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult: ...
-
-    async def close(self) -> None: ...
-
-
-class LocalRunner:
-    """Local mode: the same scripts, run on this machine by /bin/sh."""
-
-    description = "local (this machine, no SSH)"
-
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
-        # This server's own secrets must not reach tmux, claude or the sessions' environment.
-        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            script,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # so the whole process group can be ended
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        stdout = bytearray()
-
-        async def read_stdout() -> None:
-            pending = b""
-            while chunk := await proc.stdout.read(65536):  # type: ignore[union-attr]
-                stdout.extend(chunk)
-                if on_line is not None:
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        await on_line(line.decode(errors="replace"))
-
-        try:
-            async with asyncio.timeout(timeout):
-                stderr, _ = await asyncio.gather(proc.stderr.read(), read_stdout())
-                await proc.wait()
-        except TimeoutError:
-            raise RemoteError(f"the command on this machine did not finish within {timeout:g} s") from None
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        return CommandResult(proc.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-
-    async def close(self) -> None:
-        return None
-
-
-class SSHRunner:
-    """One paramiko connection, kept open and shared by every call, reconnected when it drops.
-
-    The host key is verified before authentication, so nothing runs on a server whose key is
-    unknown or changed. Concurrent calls share the connection but never open more channels than
-    sshd's default MaxSessions allows. All blocking work runs in worker threads.
-    """
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.description = f"SSH {config.ssh_user}@{config.ssh_target}"
-        self._transport: paramiko.Transport | None = None
-        self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
-        self._connect_lock = threading.Lock()
-        # Awaited before a worker thread is taken, so waiting commands never hold threads that
-        # the token endpoints need.
-        self._channels: asyncio.Semaphore | None = None
-        self.connects = 0  # how many connections were opened (for tests and benchmarks)
-        self.execs = 0  # how many commands were run
-
-    # Host keys ----------------------------------------------------------------------------
-
-    def _known_keys(self) -> tuple[str, Any]:
-        """Where the dev server's key is pinned or recorded, and the keys there for it."""
-        config = self.config
-        if config.known_hosts is not None:
-            return "SSH_KNOWN_HOSTS", config.known_hosts.lookup(config.ssh_target)
-        source = str(config.host_keys_path)
-        try:
-            return source, parse_known_hosts(config.host_keys_path.read_text()).lookup(config.ssh_target)
-        except FileNotFoundError:
-            return source, None
-        except (OSError, ValueError) as exc:
-            raise HostKeyError(f"cannot read the recorded host keys in {source} ({exc}). Nothing was run. Fix or delete that file.") from exc
-
-    def _verify_host_key(self, key: paramiko.PKey) -> None:
-        target = self.config.ssh_target
-        offered = f"{key.get_name()} {host_key_fingerprint(key)}"
-        source, known = self._known_keys()
-        if not known and self.config.known_hosts is None:
-            self._record_host_key(key)
-            return
-        if not known:
-            raise HostKeyError(
-                f"{source} has no key for {target}; the server offered {offered}. Nothing was run. "
-                f"Verify that fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`) and add "
-                f"the key to {source}."
-            )
-        expected = known.get(key.get_name())
-        if expected is not None and hmac.compare_digest(expected.asbytes(), key.asbytes()):
-            return
-        pinned = ", ".join(f"{k.get_name()} {host_key_fingerprint(k)}" for k in known.values())
-        raise HostKeyError(
-            f"HOST KEY MISMATCH for {target}: the server offered {offered}, but {source} has {pinned}. "
-            "Nothing was run. Someone may be intercepting the connection, or the server was reinstalled. "
-            "Check the fingerprint on the server (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`); only if it "
-            f"really changed, replace the entry for {target} in {source} and restart."
-        )
-
-    def _record_host_key(self, key: paramiko.PKey) -> None:
-        path = self.config.host_keys_path
-        line = f"{self.config.ssh_target} {key.get_name()} {key.get_base64()}\n"
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise HostKeyError(f"cannot record the dev server's host key in {path} ({exc}); set SSH_KNOWN_HOSTS") from exc
-        log.warning(
-            "first connection to %s: recorded its host key %s %s in %s (trust on first use). "
-            "Set SSH_KNOWN_HOSTS to pin it instead.",
-            self.config.ssh_target,
-            key.get_name(),
-            host_key_fingerprint(key),
-            path,
-        )
-
-    def _known_key_types(self) -> list[str]:
-        known = self._known_keys()[1]
-        return list(known.keys()) if known else []
-
-    # Connection ---------------------------------------------------------------------------
-
-    def _open_socket(self) -> socket.socket:
-        config = self.config
-        last_error: OSError | None = None
-        try:
-            addresses = socket.getaddrinfo(config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise RemoteError(f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check SSH_HOST.") from exc
-        for family, kind, proto, _, address in addresses:
-            try:
-                sock = socket.socket(family, kind, proto)
-            except OSError as exc:
-                last_error = exc
-                continue
-            try:
-                # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(config.connect_timeout)
-                sock.connect(address)
-                return sock
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-        raise RemoteError(
-            f"cannot connect to the dev server {config.ssh_target}: {last_error}. "
-            "Check SSH_HOST and SSH_PORT, and that sshd is running."
-        )
-
-    def _connect(self) -> paramiko.Transport:
-        config = self.config
-        sock = self._open_socket()
-        transport = paramiko.Transport(sock)
-        try:
-            known_types = self._known_key_types()
-            if known_types:  # negotiate the host key type we can check, as OpenSSH does
-                options = transport.get_security_options()
-                options.key_types = known_types + [t for t in options.key_types if t not in known_types]
-            try:
-                transport.start_client(timeout=config.connect_timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"SSH handshake with {config.ssh_target} failed: {exc}") from exc
-            self._verify_host_key(transport.get_remote_server_key())
-            try:
-                transport.auth_publickey(config.ssh_user, config.ssh_key)
-            except paramiko.AuthenticationException as exc:
-                raise RemoteError(
-                    f"the dev server refused the key for user {config.ssh_user!r} ({exc}). Add the public key "
-                    f"to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
-                ) from exc
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {exc}") from exc
-        except BaseException:
-            transport.close()
-            raise
-        transport.set_keepalive(SSH_KEEPALIVE)
-        self.connects += 1
-        log.info("connected to %s (%s)", self.description, host_key_fingerprint(transport.get_remote_server_key()))
-        return transport
-
-    def _acquire(self) -> paramiko.Transport:
-        """The shared connection (opened or reopened as needed), counted as in use."""
-        with self._connect_lock:
-            transport = self._transport
-            if transport is not None and not transport.is_active():
-                self._transport = None
-                self._close_if_idle(transport)
-                transport = None
-            if transport is None:
-                transport = self._transport = self._connect()
-            self._in_use[transport] = self._in_use.get(transport, 0) + 1
-            return transport
-
-    def _release(self, transport: paramiko.Transport, retire: bool = False) -> None:
-        """Give the connection back; a retired one takes no new commands and closes when idle."""
-        with self._connect_lock:
-            self._in_use[transport] -= 1
-            if retire and self._transport is transport:
-                self._transport = None
-            if transport is not self._transport:
-                self._close_if_idle(transport)
-
-    def _close_if_idle(self, transport: paramiko.Transport) -> None:
-        if self._in_use.get(transport, 0) <= 0:
-            self._in_use.pop(transport, None)
-            transport.close()
-
-    def _open_channel(self, transport: paramiko.Transport) -> paramiko.Channel:
-        deadline = time.monotonic() + self.config.connect_timeout
-        delay = 0.02
-        while True:
-            try:
-                return transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
-            except paramiko.ChannelException as exc:
-                # sshd refused the channel (MaxSessions): a closed channel frees its slot only
-                # once sshd has reaped its command, a moment later. The connection is fine.
-                if time.monotonic() + delay >= deadline:
-                    raise RemoteError(
-                        f"the dev server refused a new SSH channel ({exc}); too many commands at once — try again"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise ConnectionLost(str(exc)) from exc
-
-    def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
-        for attempt in (1, 2):
-            transport = self._acquire()
-            try:
-                channel = self._open_channel(transport)
-                break
-            except ConnectionLost as exc:
-                # The connection dropped since its last use: reconnect once. Safe: nothing ran.
-                self._release(transport, retire=True)
-                if attempt == 2:
-                    raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
-            except BaseException:
-                self._release(transport)
-                raise
-        self.execs += 1
-        retire = False
-        try:
-            # The login shell may be fish or zsh: run POSIX sh explicitly.
-            channel.exec_command("/bin/sh -c " + shlex.quote(script))
-            return self._read(channel, timeout, on_line)
-        except RemoteError:
-            # Timed out: the command still holds its channel slot on the server, so new
-            # commands go to a fresh connection.
-            retire = True
-            raise
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            retire = True
-            raise RemoteError(
-                f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
-                "it may or may not have completed — call list_sessions to see the current state"
-            ) from exc
-        finally:
-            channel.close()
-            self._release(transport, retire)
-
-    def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
-        deadline = time.monotonic() + timeout
-        stdout = bytearray()
-        stderr = bytearray()
-        pending = b""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RemoteError(f"the command on the dev server did not finish within {timeout:g} s")
-            channel.settimeout(min(remaining, 1.0))
-            try:
-                chunk = channel.recv(65536)
-            except socket.timeout:
-                chunk = None
-            while channel.recv_stderr_ready():
-                stderr += channel.recv_stderr(65536)
-            if chunk is None:
-                continue
-            if not chunk:
-                break
-            stdout += chunk
-            if on_line is not None:
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    anyio.from_thread.run(on_line, line.decode(errors="replace"))
-        channel.settimeout(max(deadline - time.monotonic(), 0.1))
-        status = channel.recv_exit_status()
-        while channel.recv_stderr_ready():
-            stderr += channel.recv_stderr(65536)
-        return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-
-    def connect(self) -> paramiko.PKey:
-        """Open the connection now (start-up warm-up and `check`); returns the server's host key."""
-        transport = self._acquire()
-        self._release(transport)
-        return transport.get_remote_server_key()
-
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
-        if self._channels is None:
-            self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS)
-        async with self._channels:
-            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
-
-    async def close(self) -> None:
-        with self._connect_lock:
-            for transport in {*self._in_use, *([self._transport] if self._transport else [])}:
-                transport.close()
-            self._in_use.clear()
-            self._transport = None
-
-
-def make_runner(config: Config) -> Runner:
-    return LocalRunner() if config.local else SSHRunner(config)
-
-
-# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
-
-
-class SessionStarted(BaseModel):
-    id: str = Field(description="Session id, for stop_session")
-    url: str | None = Field(description="Open this at claude.ai/code (null while still starting)")
-    status: Literal["ready", "starting", "connected"]
-    path: str = Field(description="Project path relative to the projects base directory")
-    name: str
-    session_url: str | None = Field(default=None, description="URL of a session a device is attached to")
-    already_running: bool = Field(default=False, description="True when this directory's running session was returned")
-    message: str
-
-
-class SessionInfo(BaseModel):
-    id: str
-    name: str | None = None
-    url: str | None = Field(default=None, description="Environment URL to open at claude.ai/code")
-    session_url: str | None = None
-    status: SessionStatus
-    reason: str | None = Field(default=None, description="Why the session needs attention, and the fix")
-    path: str | None = None
-    started: str | None = Field(default=None, description="ISO 8601, UTC")
-    exit_code: int | None = None
-
-
-class SessionList(BaseModel):
-    sessions: list[SessionInfo]
-
-
-class SessionStopped(BaseModel):
-    id: str
-    stopped: bool
-    message: str
-
-
-class ProjectList(BaseModel):
-    projects: list[str] = Field(description="Values accepted by start_session's path")
-
-
-class ToolFailure(Exception):
-    """A tool call that failed in a way the model can act on; the message says how."""
-
-
-# Refusals of the start script, before anything was launched: what happened and the fix.
-START_ERRORS = {
-    "no-tmux": "tmux is not installed on the dev server. Install it there (e.g. `sudo apt install tmux`).",
-    "no-base": "the projects base directory {base} does not exist on the dev server. Fix PROJECTS_BASE_DIR.",
-    "no-dir": "there is no directory {path!r} in {base}. Call list_projects for the available paths.",
-    "outside": "{path!r} resolves outside {base} (through a symlink); only projects inside it can be used.",
-    "home": "{path!r} is the home directory, where claude never saves workspace trust; pick a project directory.",
-    "no-claude": "the claude CLI ({claude}) was not found on the dev server. Install Claude Code there, or set "
-    "CLAUDE_BIN to its absolute path (`command -v claude` in a login shell shows it).",
-    "state": "cannot create the state directory (~/.local/state/rc-mcp) on the dev server; check the home "
-    "directory's permissions and free space.",
-    "exists": "a session with id {id} already exists; call start_session again.",
-    "tmux": "tmux could not create the session on the dev server; run `tmux new-session -d true` there to see why.",
+FIXED_CLIENT_REDIRECT_URIS = (
+    "https://claude.ai/api/mcp/auth_callback",
+    "https://claude.com/api/mcp/auth_callback",
+)
+MAX_REGISTERED_CLIENTS = 64
+UNUSED_CLIENT_TTL = 24 * 3600  # a registered client never approved on the consent page expires
+MAX_CLIENT_NAME = 80
+# Claude's hosted client ids: known without fetching (the fetch often meets a bot challenge).
+KNOWN_CLIENT_METADATA: dict[str, dict[str, Any]] = {
+    "https://claude.ai/oauth/mcp-oauth-client-metadata": {
+        "client_name": "Claude",
+        "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+        "token_endpoint_auth_method": "none",
+    },
+    "https://claude.ai/oauth/claude-code-client-metadata": {
+        "client_name": "Claude Code",
+        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],  # any port
+        "token_endpoint_auth_method": "none",
+    },
 }
+CIMD_TIMEOUT = 5.0
+CIMD_MAX_BYTES = 64 * 1024
+CIMD_CACHE_TTL = 600
+CIMD_CACHE_ENTRIES = 64
+CIMD_CONCURRENT_FETCHES = 4
 
 
-def first(events: list[tuple[str, list[str]]], key: str) -> list[str] | None:
-    return next((fields for k, fields in events if k == key), None)
-
-
-class Sessions:
-    """start / list / stop / projects, each one script run by the runner."""
-
-    def __init__(self, config: Config, runner: Runner):
-        self.config = config
-        self.runner = runner
-
-    async def _run(self, script: str, *, timeout: float | None = None, on_line: LineCallback | None = None) -> str:
-        result = await self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
-        if result.exit_status != 0:
-            detail = (result.stderr.strip() or result.stdout.strip())[-500:]
-            raise RemoteError(f"the command on the dev server failed (exit {result.exit_status}): {detail}")
-        return result.stdout
-
-    async def start(
-        self,
-        name: str,
-        path: str,
-        worktree: bool | None = None,
-        on_state: Callable[[str], Awaitable[None]] | None = None,
-        permission_mode: str | None = None,
-    ) -> SessionStarted:
-        name = validate_name(name)
-        path = validate_project_path(path)
-        config = self.config
-        permission_mode = permission_mode or config.permission_mode
-        if permission_mode is not None and permission_mode not in PERMISSION_MODES:
-            raise ValueError(f"invalid permission_mode {permission_mode!r}: use one of {', '.join(PERMISSION_MODES)}")
-        session_id = f"{name}-{secrets.token_hex(3)}"
-        nonce = secrets.token_hex(8)
-        script = build_start_script(
-            base_dir=config.projects_base_dir,
-            path=path,
-            session_id=session_id,
-            name=name,
-            claude_bin=config.claude_bin,
-            spawn=spawn_mode(config.spawn_worktree if worktree is None else worktree),
-            timeout=config.start_timeout,
-            nonce=nonce,
-            permission_mode=permission_mode,
-        )
-
-        in_tail = False
-
-        async def on_line(line: str) -> None:
-            nonlocal in_tail
-            in_tail = in_tail or line == "@@tail"  # claude's own output is never a progress report
-            if on_state is not None and not in_tail and line.startswith("@@state "):
-                try:
-                    await on_state(line[len("@@state ") :])
-                except Exception as exc:  # a client that went away must not break the start
-                    log.info("progress notification failed: %s", exc)
-
-        output = await self._run(script, timeout=config.start_timeout + config.command_timeout, on_line=on_line)
-        events = parse_script_output(output, nonce)
-        tail = (first(events, "tail") or [""])[0]
-        urls = extract_remote_control_urls(tail + "\n" + "\n".join((first(events, "url") or [])))
-        error = first(events, "error")
-        if error is not None:
-            code = (error or ["?"])[0]
-            template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
-            raise ToolFailure(
-                "Not started: "
-                + template.format(base=config.projects_base_dir, path=path, id=session_id, claude=config.claude_bin, code=code)
-            )
-        existing = first(events, "existing")
-        if existing is not None:
-            existing_id = (existing or [""])[0][len(TMUX_PREFIX) :]
-            status, _ = classify_session(tail)
-            url = urls.environment_url
-            return SessionStarted(
-                id=existing_id,
-                url=url,
-                status="connected" if status == "connected" else ("ready" if url else "starting"),
-                path=path,
-                name=name,
-                session_url=urls.session_url,
-                already_running=True,
-                message=(
-                    f"A Claude Code session ({existing_id}) is already running in {path} — claude serves one per "
-                    "directory, so that one is returned: "
-                    + (f"open {url}." if url else "it has no URL yet; call list_sessions in a minute.")
-                ),
-            )
-        status = (first(events, "status") or ["gone"])[0]
-        if status == "ready" and urls.environment_url:
-            return SessionStarted(
-                id=session_id,
-                url=urls.environment_url,
-                status="ready",
-                path=path,
-                name=name,
-                session_url=urls.session_url,
-                message=(
-                    f"Claude Code session {session_id} is ready in {path}. Open {urls.environment_url} "
-                    "(or pick it in the Claude app under Code); stop it with stop_session when done."
-                ),
-            )
-        if status in ("ready", "timeout"):
-            return SessionStarted(
-                id=session_id,
-                url=None,
-                status="starting",
-                path=path,
-                name=name,
-                message=(
-                    f"Session {session_id} was launched in {path} but claude printed no URL within "
-                    f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
-                    "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)")
-                ),
-            )
-        explanation = explain_failure(tail, path)
-        if status == "attention":
-            cause = explanation or "claude is waiting for an answer on the dev server."
-            raise ToolFailure(f"Not started: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
-        exit_code = (first(events, "exit") or [""])[0]
-        cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
-        raise ToolFailure(
-            f"claude remote-control exited{f' (code {exit_code})' if exit_code else ''} before printing a URL; "
-            "nothing is left running. "
-            f"Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
-        )
-
-    async def list(self) -> list[SessionInfo]:
-        nonce = secrets.token_hex(8)
-        output = await self._run(build_list_script(nonce))
-        sessions: dict[str, SessionInfo] = {}
-        current: SessionInfo | None = None
-        for key, fields in parse_script_output(output, nonce):
-            if key == "session" and len(fields) >= 4:
-                current = None
-                session_id = fields[0][len(TMUX_PREFIX) :]
-                if not SESSION_ID_RE.fullmatch(session_id) or session_id in sessions:
-                    continue  # not one of ours, or a second pane of the same session
-                dead = fields[1] == "1"
-                started = None
-                if fields[2].isdigit():
-                    started = datetime.datetime.fromtimestamp(int(fields[2]), datetime.timezone.utc).isoformat()
-                current = sessions[session_id] = SessionInfo(
-                    id=session_id,
-                    status="exited" if dead else "starting",
-                    started=started,
-                    exit_code=int(fields[3]) if dead and fields[3].lstrip("-").isdigit() else None,
-                )
-            elif current is None:
-                continue
-            elif key == "meta" and len(fields) == 2:
-                if fields[0] == "name" and NAME_RE.fullmatch(fields[1]):
-                    current.name = fields[1]
-                elif fields[0] == "path":
-                    with contextlib.suppress(ValueError):
-                        current.path = validate_project_path(fields[1])
-            elif key == "url" and fields:
-                current.url = extract_remote_control_urls(fields[0]).environment_url
-            elif key == "tail" and fields:
-                urls = extract_remote_control_urls(fields[0])
-                current.session_url = urls.session_url
-                current.url = current.url or urls.environment_url
-                if current.status == "exited":
-                    current.reason = explain_failure(fields[0], current.path or "the project")
-                else:
-                    current.status, current.reason = classify_session(fields[0])
-                    if current.status == "starting" and current.url:
-                        current.status = "ready"
-        return sorted(sessions.values(), key=lambda s: (s.started or "", s.id))
-
-    async def stop(self, session_id: str) -> SessionStopped:
-        session_id = validate_session_id(session_id)
-        events = parse_script_output(await self._run(build_stop_script(session_id)))
-        if first(events, "stopped") is not None:
-            return SessionStopped(id=session_id, stopped=True, message=f"Stopped session {session_id}.")
-        return SessionStopped(
-            id=session_id,
-            stopped=False,
-            message=f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids.",
-        )
-
-    async def projects(self) -> list[str]:
-        output = await self._run(build_projects_script(self.config.projects_base_dir))
-        _, found, listing = output.partition("@@projects\n")
-        if not found:
-            raise ToolFailure(START_ERRORS["no-base"].format(base=self.config.projects_base_dir))
-        projects = set()
-        for entry in listing.split("\0"):
-            with contextlib.suppress(ValueError):
-                if entry and validate_project_path(entry) == entry:
-                    projects.add(entry)
-        return sorted(projects, key=str.lower)
-
-
-# ── HTTP plumbing ─────────────────────────────────────────────────────────────────────────────
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names; a repeated header keeps its first value
-    body: bytes
-    client: str = ""  # the peer address (a proxy's, behind one)
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-
-    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        headers = [(k.lower().encode(), v.encode()) for k, v in self.headers]
-        headers.append((b"content-length", str(len(self.body)).encode()))
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
-NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
-
-
-def json_response(status: int, payload: Any, headers: Iterable[tuple[str, str]] = (), no_store: bool = True) -> Response:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    all_headers = [("Content-Type", "application/json"), *(NO_STORE if no_store else []), *headers]
-    return Response(status, body, all_headers)
-
-
-def error_response(error: OAuthError) -> Response:
-    """The one place OAuth errors are rendered (RFC 6749 §5.2: JSON, no-store)."""
-    payload = {"error": error.error, "error_description": error.description}
-    return json_response(error.status, payload, error.headers.items())
-
-
-def redirect_response(url: str) -> Response:
-    # 302, never 307/308: those make the browser POST to Claude's GET-only callback.
-    return Response(302, b"", [("Location", url), *NO_STORE])
-
-
-def add_query(url: str, values: Mapping[str, str]) -> str:
-    parts = urlsplit(url)
-    query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-def parse_params(raw: str | bytes) -> dict[str, str]:
-    """Form or query parameters; RFC 6749 §3.1: a parameter must not be repeated."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise OAuthError(400, "invalid_request", "the request body is not UTF-8") from None
-    try:
-        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=64, errors="strict")
-    except ValueError:
-        raise OAuthError(400, "invalid_request", "malformed or too many parameters") from None
-    params: dict[str, str] = {}
-    for key, value in pairs:
-        if key in params:
-            raise OAuthError(400, "invalid_request", f"parameter {key!r} is repeated")
-        params[key] = value
-    return params
-
-
-def secret_equal(given: str | None, expected: str) -> bool:
-    """Constant-time comparison that also works for non-ASCII input."""
-    return hmac.compare_digest((given or "").encode(), expected.encode())
-
-
-def require_form(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise OAuthError(400, "invalid_request", "send the parameters as application/x-www-form-urlencoded")
-    return parse_params(request.body)
-
-
-# ── OAuth clients ─────────────────────────────────────────────────────────────────────────────
-# Who may ask for a code: the fixed client, registered public clients, metadata-document clients;
-# and the owner's consent page, which every client but the fixed one must pass.
+def derive_client_credentials(mcp_secret: str) -> tuple[str, str]:
+    """The fixed client's id and secret, exactly as the original server derived them."""
+    client_id = hashlib.sha256(f"{mcp_secret}:client_id".encode()).hexdigest()[:36]
+    client_secret = hashlib.sha256(f"{mcp_secret}:client_secret".encode()).hexdigest()
+    return client_id, client_secret
 
 
 @dataclass(frozen=True)
@@ -1886,7 +2126,7 @@ class OAuthClient:
 
 def validate_redirect_uri(uri: Any) -> str:
     """A registrable redirect URI: https without fragment, or http on a loopback address (RFC 8252 §7.3)."""
-    if not isinstance(uri, str) or not uri or len(uri) > 2000 or re.search(r"[\x00-\x20\x7f]", uri):
+    if not isinstance(uri, str) or not uri or len(uri) > 2000 or re.search(f"[{CONTROL_CHARS} ]", uri):
         raise ValueError(f"redirect URI {str(uri)[:100]!r} is malformed")
     if not uri.isascii():  # a look-alike Unicode host would read as a trusted one on the consent page
         raise ValueError(f"redirect URI {uri[:100]!r} must be ASCII (write an international host name in punycode)")
@@ -1921,6 +2161,15 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
     )
 
 
+def clean_client_name(name: str) -> str:
+    return CONTROL_RE.sub("", name).strip()[:MAX_CLIENT_NAME] or "unnamed client"
+
+
+# ── Metadata documents ────────────────────────────────────────────────────────────────────────
+# A client id that is an https URL names its own metadata document (draft-ietf-oauth-client-id-
+# metadata-document); fetching one is an SSRF risk, so it is fenced in.
+
+
 def validate_client_metadata_document(url: str, document: Any) -> OAuthClient:
     """A Client ID Metadata Document: its client_id is its own URL, and it lists redirect URIs."""
     if not isinstance(document, dict):
@@ -1934,11 +2183,9 @@ def validate_client_metadata_document(url: str, document: Any) -> OAuthClient:
     if method != "none":
         raise ValueError(f"token_endpoint_auth_method {str(method)[:40]!r} is not supported for metadata documents")
     name = document.get("client_name") if isinstance(document.get("client_name"), str) else urlsplit(url).hostname
-    return OAuthClient(url, "metadata_document", clean_client_name(name or url), tuple(validate_redirect_uri(u) for u in uris))
-
-
-def clean_client_name(name: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]", "", name).strip()[:MAX_CLIENT_NAME] or "unnamed client"
+    return OAuthClient(
+        url, "metadata_document", clean_client_name(name or url), tuple(validate_redirect_uri(u) for u in uris)
+    )
 
 
 def is_metadata_document_url(client_id: str) -> bool:
@@ -2017,7 +2264,7 @@ class ClientMetadataFetcher:
         except TimeoutError:
             raise ValueError("fetching the client metadata document took too long") from None
 
-    async def _fetch(self, parts: Any) -> Any:
+    async def _fetch(self, parts: Any) -> Any:  # a SplitResult
         host, port = parts.hostname, parts.port or 443
         try:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -2051,6 +2298,505 @@ class ClientMetadataFetcher:
             return json.loads(body)
         except ValueError:
             raise ValueError("the client metadata document is not JSON") from None
+
+
+# ── Client registry ───────────────────────────────────────────────────────────────────────────
+
+
+def parse_basic_auth(header: str) -> tuple[str, str] | None:
+    """RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, sep, client_secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote(client_id.replace("+", " ")), unquote(client_secret.replace("+", " "))
+
+
+ClientPurpose = Literal["authorize", "token", "bearer"]
+
+
+class ClientRegistry:
+    """Every client this server knows, found the same way for /authorize, /token and /mcp."""
+
+    def __init__(self, config: Config, store: TokenStore, fetcher: ClientMetadataFetcher | None = None):
+        self.store = store
+        self.fetcher = fetcher or ClientMetadataFetcher(store.clock)
+        self.lifetime = config.refresh_token_ttl
+        client_id, self._fixed_secret = derive_client_credentials(config.mcp_secret)
+        self.fixed = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
+
+    async def resolve(self, client_id: str, purpose: ClientPurpose) -> OAuthClient | None:
+        """The client with this id, or None. Only /authorize fetches a metadata document: codes are
+        bound to the client it described, so later a metadata-document id stands for itself."""
+        if secret_equal(client_id, self.fixed.client_id):
+            return self.fixed
+        if is_metadata_document_url(client_id):
+            if purpose != "authorize":
+                return OAuthClient(client_id, "metadata_document", client_id)
+            try:
+                return await self.fetcher.get(client_id)
+            except Exception as exc:  # any failure to fetch or validate: the client is unknown
+                log.info("client metadata document %s refused: %s", client_id[:200], exc)
+                raise OAuthError(400, "invalid_client", f"cannot use the client metadata document: {exc}") from None
+        record = self.store.registered_client(client_id)
+        if record is None:
+            return None
+        return OAuthClient(client_id, "registered", record["client_name"], tuple(record["redirect_uris"]))
+
+    async def authenticate(self, authorization: str | None, form: Mapping[str, str]) -> OAuthClient:
+        """RFC 6749 §2.3.1: client_secret_basic or client_secret_post for the fixed client, never
+        both; public clients send only their client_id (`none`)."""
+        basic = parse_basic_auth(authorization) if authorization else None
+        client_id: str | None
+        client_secret: str | None
+        challenge = {"WWW-Authenticate": 'Basic realm="rc_mcp"'} if authorization else {}
+        if authorization and basic is None:
+            raise OAuthError(401, "invalid_client", "malformed Authorization header", challenge)
+        if basic is not None:
+            if "client_secret" in form or form.get("client_id", basic[0]) != basic[0]:
+                raise OAuthError(400, "invalid_request", "use one client authentication method, not two")
+            client_id, client_secret = basic
+        else:
+            client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if not client_id:
+            raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
+        client = await self.resolve(client_id, "token")
+        if client is None:
+            # Claude.ai registers again when it sees this.
+            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret; register again", challenge)
+        if not client.public:
+            if not secret_equal(client_secret, self._fixed_secret):
+                raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
+        elif client_secret is not None:
+            raise OAuthError(401, "invalid_client", "this is a public client: send only its client_id", challenge)
+        return client
+
+    def register(self, metadata: Any) -> dict[str, Any]:
+        """RFC 7591: registers a public client. Never reveals a secret: the client still needs the
+        owner's approval on the consent page before it gets a code."""
+        if not isinstance(metadata, dict):
+            raise OAuthError(400, "invalid_client_metadata", "the body must be a JSON object")
+        uris = metadata.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or len(uris) > 10:
+            raise OAuthError(400, "invalid_redirect_uri", "redirect_uris must list 1 to 10 URIs")
+        try:
+            redirect_uris = [validate_redirect_uri(uri) for uri in uris]
+        except ValueError as exc:
+            raise OAuthError(400, "invalid_redirect_uri", str(exc)) from None
+        grant_types = metadata.get("grant_types", ["authorization_code", "refresh_token"])
+        if not isinstance(grant_types, list) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
+            raise OAuthError(
+                400, "invalid_client_metadata", "grant_types may only be authorization_code and refresh_token"
+            )
+        response_types = metadata.get("response_types", ["code"])
+        if not isinstance(response_types, list) or set(response_types) != {"code"}:
+            raise OAuthError(400, "invalid_client_metadata", 'response_types must be ["code"]')
+        name = metadata.get("client_name")
+        client_name = clean_client_name(name if isinstance(name, str) else "")
+        client_id = "rcc_" + secrets.token_urlsafe(18)
+
+        def add_client(data: dict[str, Any], now: float) -> float:
+            clients = data["clients"]
+            if len(clients) >= MAX_REGISTERED_CLIENTS:
+                # Unauthenticated callers must not fill the disk: drop the oldest never-approved one.
+                unused = sorted((rec["created_at"], cid) for cid, rec in clients.items() if not rec.get("approved"))
+                if not unused:
+                    raise OAuthError(400, "invalid_client_metadata", "too many registered clients; try again later")
+                del clients[unused[0][1]]
+            clients[client_id] = {
+                "client_name": client_name,
+                "redirect_uris": redirect_uris,
+                "created_at": now,
+                "expires_at": now + UNUSED_CLIENT_TTL,
+            }
+            return now
+
+        now = self.store.transact(add_client, (OAuthError,))
+        log.info("register: public client %s (%s)", client_id[:12], client_name)
+        return {
+            "client_id": client_id,
+            "client_id_issued_at": int(now),
+            "client_name": client_name,
+            "redirect_uris": redirect_uris,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",  # even when client_secret_post was asked for
+            "scope": DEFAULT_SCOPE,
+        }
+
+    def extend(self, data: dict[str, Any], client_id: str, now: float, approved: bool = False) -> None:
+        """Inside a transaction: a registered client the owner approved, or that is in use, lives
+        as long as its tokens."""
+        registered = data["clients"].get(client_id)
+        if registered is not None:
+            registered["approved"] = registered.get("approved", False) or approved
+            registered["expires_at"] = max(registered["expires_at"], now + self.lifetime)
+
+
+def open_token_store(config: Config, clock: Callable[[], float] = time.time) -> TokenStore:
+    """The token store, importing the Node.js server's file if that is what TOKEN_STORE_PATH holds."""
+    client_id, _ = derive_client_credentials(config.mcp_secret)
+
+    def import_legacy(old: Mapping[str, Any], now: float) -> dict[str, Any]:
+        return import_legacy_store(
+            old,
+            now,
+            client_id=client_id,
+            resource=config.resource,
+            access_ttl=config.access_token_ttl,
+            refresh_ttl=config.refresh_token_ttl,
+        )
+
+    return TokenStore(config.token_store_path, clock=clock, import_legacy=import_legacy)
+
+
+# ── Grants ────────────────────────────────────────────────────────────────────────────────────
+# A grant is what one approval produced: a code, then a chain of access and refresh tokens that
+# share its grant_id, so that a replayed code or a reused refresh token ends all of them at once.
+
+CODE_TTL = 600  # OAuth 2.1 §4.1.2: authorization codes live at most 10 minutes
+REFRESH_GRACE = 30  # seconds the previous refresh token still works once (concurrent refreshes)
+PKCE_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL(SHA256(verifier)), unpadded
+PKCE_VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def verify_pkce(verifier: str, challenge: str) -> bool:
+    if not PKCE_VERIFIER_RE.fullmatch(verifier):
+        return False
+    return hmac.compare_digest(pkce_challenge(verifier), challenge)
+
+
+def canonical_resource(url: str) -> str | None:
+    """RFC 8707 resource in canonical form (lower-case scheme and host, no default port,
+    no trailing slash), or None when it is not an absolute URL without a fragment."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.fragment:
+        return None
+    scheme = parts.scheme.lower()
+    netloc = parts.hostname.lower()
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def check_resource(requested: str | None, expected: str) -> str:
+    """RFC 8707: tokens are only for this server's MCP endpoint; an absent resource means it."""
+    if requested and canonical_resource(requested) != canonical_resource(expected):
+        raise OAuthError(400, "invalid_target", f"resource must be {expected}")
+    return expected
+
+
+def parse_scope(requested: str | None, granted: str | None = None) -> str:
+    """The scope to grant: what was asked for, never wider than what was granted before."""
+    if requested is None or not requested.strip():
+        return granted or DEFAULT_SCOPE
+    wanted = list(dict.fromkeys(requested.split()))
+    allowed = set(granted.split()) if granted is not None else ACCEPTED_SCOPES
+    unknown = [s for s in wanted if s not in allowed]
+    if unknown:
+        raise OAuthError(400, "invalid_scope", f"scope {' '.join(unknown)!r} is not available; use {DEFAULT_SCOPE!r}")
+    return " ".join(wanted)
+
+
+def token_response(access: str, refresh: str, expires_in: float, scope: str) -> dict[str, Any]:
+    """RFC 6749 §5.1."""
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": int(expires_in),
+        "refresh_token": refresh,
+        "scope": scope,
+    }
+
+
+def revoke_grant(data: dict[str, Any], grant_id: str) -> int:
+    """Inside a transaction: every token of a grant is gone."""
+    revoked = 0
+    for kind in ("access", "refresh"):
+        records = data[kind]
+        for key in [k for k, rec in records.items() if rec.get("grant_id") == grant_id]:
+            del records[key]
+            revoked += 1
+    return revoked
+
+
+class Grants:
+    """Codes for approved requests, and the tokens they turn into."""
+
+    def __init__(self, config: Config, store: TokenStore, clients: ClientRegistry):
+        self.store = store
+        self.clients = clients
+        self.access_ttl = config.access_token_ttl
+        self.refresh_ttl = config.refresh_token_ttl
+        self._rotation_key = hashlib.sha256(f"{config.mcp_secret}:refresh-rotation".encode()).digest()
+
+    async def _transact(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
+        """A store transaction off the event loop; an OAuthError keeps what `change` did before it."""
+        return await anyio.to_thread.run_sync(self.store.transact, change, (OAuthError,))
+
+    @staticmethod
+    def _live(data: dict[str, Any], kind: str, secret: str, client: OAuthClient, now: float) -> dict[str, Any] | None:
+        """The record of a code or token of this client that has not expired. A record of another
+        client is treated as if it did not exist."""
+        record = data[kind].get(hash_secret(secret))
+        if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
+            return None
+        return typing.cast(dict[str, Any], record)
+
+    async def issue_code(
+        self, client: OAuthClient, *, redirect_uri: str, challenge: str, resource: str, scope: str
+    ) -> str:
+        code = secrets.token_urlsafe(32)
+
+        def store_code(data: dict[str, Any], now: float) -> None:
+            data["codes"][hash_secret(code)] = {
+                "client_id": client.client_id,
+                "redirect_uri": redirect_uri,
+                "code_challenge": challenge,
+                "resource": resource,
+                "scope": scope,
+                "grant_id": secrets.token_hex(16),
+                "expires_at": now + CODE_TTL,
+            }
+            self.clients.extend(data, client.client_id, now, approved=True)
+
+        await self._transact(store_code)
+        return code
+
+    async def exchange_code(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
+        """RFC 6749 §4.1.3, in its order: code of this client → not used → same redirect_uri → PKCE."""
+        code, verifier = form.get("code"), form.get("code_verifier")
+        if not code:
+            raise OAuthError(400, "invalid_request", "code is required")
+        if not verifier:
+            raise OAuthError(400, "invalid_request", "code_verifier is required (PKCE)")
+        redirect_uri, resource = form.get("redirect_uri"), form.get("resource")
+
+        def exchange(data: dict[str, Any], now: float) -> dict[str, Any]:
+            record = self._live(data, "codes", code, client, now)
+            if record is None:
+                raise OAuthError(400, "invalid_grant", "the authorization code is invalid or expired")
+            if record.get("used_at"):
+                # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
+                revoke_grant(data, record["grant_id"])
+                log.warning("authorization code replayed for %s: its tokens were revoked", client.name)
+                raise OAuthError(
+                    400, "invalid_grant", "the authorization code was already used; its tokens are revoked"
+                )
+            if redirect_uri != record["redirect_uri"]:
+                raise OAuthError(400, "invalid_grant", "redirect_uri does not match the authorization request")
+            if not verify_pkce(verifier, record["code_challenge"]):
+                raise OAuthError(400, "invalid_grant", "code_verifier does not match the code_challenge")
+            check_resource(resource, record["resource"])
+            record["used_at"] = now
+            return self._issue_tokens(data, now, record)
+
+        return typing.cast(dict[str, Any], await self._transact(exchange))
+
+    async def refresh(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
+        """RFC 6749 §6 with rotation (OAuth 2.1 §4.3.1); a racing twin within the grace window
+        gets the very same answer."""
+        refresh_token = form.get("refresh_token")
+        if not refresh_token:
+            raise OAuthError(400, "invalid_request", "refresh_token is required")
+        scope, resource = form.get("scope"), form.get("resource")
+
+        def rotate(data: dict[str, Any], now: float) -> dict[str, Any]:
+            record = self._live(data, "refresh", refresh_token, client, now)
+            if record is None:
+                raise OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            rotated = record.get("rotated_at") is not None
+            if rotated:
+                successor = data["refresh"].get(record.get("successor", ""))
+                in_grace = now - record["rotated_at"] <= REFRESH_GRACE and not record.get("grace_used")
+                if not (in_grace and successor is not None and successor.get("rotated_at") is None):
+                    # OAuth 2.1 §4.3.1: reuse of a rotated refresh token means it leaked.
+                    revoke_grant(data, record["grant_id"])
+                    log.warning("rotated refresh token reused by %s: the grant was revoked", client.name)
+                    raise OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
+            granted_scope = parse_scope(scope, granted=record["scope"])
+            check_resource(resource, record["resource"])
+            access, refresh = self._successor_tokens(refresh_token)
+            if rotated:
+                # The racing twin of the refresh that rotated this token (within the grace window,
+                # once): it gets the very same answer, so the grant stays one chain.
+                record["grace_used"] = True
+                issued = data["access"].get(hash_secret(access))
+                if issued is None or issued["expires_at"] <= now:
+                    raise OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
+                return token_response(access, refresh, issued["expires_at"] - now, issued["scope"])
+            payload = self._issue_tokens(data, now, {**record, "scope": granted_scope}, (access, refresh))
+            record["rotated_at"] = now  # kept (until it expires) to detect reuse
+            record["successor"] = hash_secret(refresh)
+            return payload
+
+        return typing.cast(dict[str, Any], await self._transact(rotate))
+
+    async def revoke(self, client: OAuthClient, token: str) -> None:
+        """RFC 7009: the client's own token; a refresh token takes its grant along."""
+
+        def revoke(data: dict[str, Any], now: float) -> None:
+            for kind in ("refresh", "access"):
+                record = self._live(data, kind, token, client, now)
+                if record is not None:
+                    if kind == "refresh":
+                        revoke_grant(data, record["grant_id"])
+                    data[kind].pop(hash_secret(token), None)
+
+        await self._transact(revoke)
+
+    def _successor_tokens(self, refresh_token: str) -> tuple[str, str]:
+        """The tokens a refresh token rotates into, derived from it with a server key: a retried
+        (racing) refresh computes the same pair instead of forking the grant."""
+
+        def derive(label: str) -> str:
+            digest = hmac.new(self._rotation_key, f"{label}:{refresh_token}".encode(), hashlib.sha256).digest()
+            return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+        return "rcat_" + derive("access"), "rcrt_" + derive("refresh")
+
+    def _issue_tokens(
+        self, data: dict[str, Any], now: float, grant: Mapping[str, Any], tokens: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        access, refresh = tokens or ("rcat_" + secrets.token_urlsafe(32), "rcrt_" + secrets.token_urlsafe(32))
+        record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
+        data["access"][hash_secret(access)] = {**record, "expires_at": now + self.access_ttl}
+        data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + self.refresh_ttl}
+        self.clients.extend(data, grant["client_id"], now)  # a client in use does not expire
+        return token_response(access, refresh, self.access_ttl, grant["scope"])
+
+
+# ── HTTP messages ─────────────────────────────────────────────────────────────────────────────
+# Requests and responses of the hand-rolled endpoints, and the parsing every one of them shares.
+
+MAX_FORM_BYTES = 64 * 1024  # /token, /authorize, /register, /revoke bodies; /mcp has the SDK's 4 MiB cap
+NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+def parse_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case names; a repeated header keeps its first value (for every route and /mcp)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+    return headers
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The Content-Type without its parameters, lower-case."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+@dataclass
+class Request:
+    method: str
+    query: str
+    headers: dict[str, str]  # see parse_headers
+    body: bytes
+    peer_address: str = ""  # the connecting address (a proxy's, behind one)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = [(k.lower().encode(), v.encode()) for k, v in self.headers]
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def json_response(
+    status: int, payload: Any, headers: Iterable[tuple[str, str]] = (), no_store: bool = True
+) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    all_headers = [("Content-Type", "application/json"), *(NO_STORE if no_store else []), *headers]
+    return Response(status, body, all_headers)
+
+
+def error_response(error: OAuthError) -> Response:
+    """The one place OAuth errors are rendered (RFC 6749 §5.2: JSON, no-store)."""
+    payload = {"error": error.error, "error_description": error.description}
+    return json_response(error.status, payload, error.headers.items())
+
+
+def redirect_response(url: str) -> Response:
+    # 302, never 307/308: those make the browser POST to Claude's GET-only callback.
+    return Response(302, b"", [("Location", url), *NO_STORE])
+
+
+def add_query(url: str, values: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def parse_params(raw: str | bytes) -> dict[str, str]:
+    """Form or query parameters; RFC 6749 §3.1: a parameter must not be repeated."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OAuthError(400, "invalid_request", "the request body is not UTF-8") from None
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=64, errors="strict")
+    except ValueError:
+        raise OAuthError(400, "invalid_request", "malformed or too many parameters") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key in params:
+            raise OAuthError(400, "invalid_request", f"parameter {key!r} is repeated")
+        params[key] = value
+    return params
+
+
+def require_form(request: Request) -> dict[str, str]:
+    if media_type(request.headers) != "application/x-www-form-urlencoded":
+        raise OAuthError(400, "invalid_request", "send the parameters as application/x-www-form-urlencoded")
+    return parse_params(request.body)
+
+
+# ── Consent page ──────────────────────────────────────────────────────────────────────────────
+# The owner approves every client but the fixed one by typing MCP_SECRET; wrong passwords are
+# throttled. The pages have no scripts, load nothing and cannot be framed.
+
+CONSENT_MAX_FAILURES = 5  # wrong consent passwords from one address…
+CONSENT_FAILURE_WINDOW = 900  # …within this many seconds → 429
+AUTHORIZE_PARAMETERS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "code_challenge",
+    "code_challenge_method",
+    "state",
+    "scope",
+    "resource",
+)
 
 
 def throttle_key(address: str) -> str:
@@ -2125,7 +2871,8 @@ main{{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-rad
 h1{{font-size:1.25rem;margin:0 0 1rem}} .host{{font-family:monospace;word-break:break-all}}
 .error{{background:#fde8e8;color:#8a1c1c;padding:.5rem .75rem;border-radius:8px}}
 label{{display:block;margin:1rem 0 .25rem;font-weight:600}}
-input[type=password]{{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #aaa;border-radius:8px}}
+input[type=password]{{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;
+border:1px solid #aaa;border-radius:8px}}
 .buttons{{display:flex;gap:.75rem;margin-top:1.25rem}}
 button{{flex:1;padding:.7rem;font-size:1rem;border-radius:8px;border:1px solid #888;background:#fff}}
 button[value=approve]{{background:#c96442;border-color:#c96442;color:#fff}}
@@ -2148,26 +2895,62 @@ that is, run code on that machine. It will be sent back to <span class="host">{r
 """
 
 
-# ── OAuth endpoints ───────────────────────────────────────────────────────────────────────────
+def render_consent_page(
+    client: OAuthClient,
+    redirect_uri: str,
+    params: Mapping[str, str],
+    dev_server: str,
+    status: int = 200,
+    retry_after: int = 0,
+) -> Response:
+    """The approval form; the authorize parameters ride along as hidden fields."""
+    hidden = "\n".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in params.items()
+        if k in AUTHORIZE_PARAMETERS
+    )
+    error = ""
+    if status == 403:
+        error = '<p class="error" role="alert">Wrong password. Try again.</p>'
+    elif status == 429:
+        error = f'<p class="error" role="alert">Too many wrong passwords. Try again in {retry_after} seconds.</p>'
+    target = urlsplit(redirect_uri)
+    page = CONSENT_PAGE.format(
+        client=html.escape(client.name),
+        dev_server=html.escape(dev_server),
+        redirect_host=html.escape(target.netloc),
+        error=error,
+        hidden=hidden,
+    )
+    headers = html_headers(f"{target.scheme}://{target.netloc}")
+    if retry_after:
+        headers.append(("Retry-After", str(retry_after)))
+    return Response(status, page.encode(), headers)
 
 
-class OAuthServer:
-    """The authorization server (fixed client, registered and metadata-document clients with the
-    owner's consent) and the bearer check for /mcp."""
+def render_error_page(error: OAuthError) -> Response:
+    page = ERROR_PAGE.format(error=html.escape(error.error), description=html.escape(error.description))
+    return Response(400, page.encode(), html_headers())
+
+
+# ── Endpoints ─────────────────────────────────────────────────────────────────────────────────
+# Thin handlers: parse the request, call the clients, grants and consent page above, and return
+# a Response or raise an OAuthError (rendered by the router).
+
+
+class OAuthEndpoints:
+    """/authorize, /token, /revoke, /register, the two metadata documents, and the bearer check of /mcp."""
 
     def __init__(self, config: Config, store: TokenStore, fetcher: ClientMetadataFetcher | None = None):
-        self.config = config
-        self.store = store
-        self.fetcher = fetcher or ClientMetadataFetcher(store.clock)
-        self.throttle = ConsentThrottle(store.clock)
         self.issuer = config.server_url  # one string, byte-identical everywhere
         self.resource = config.resource
-        self._resource_key = canonical_resource(config.resource)
-        client_id, self._client_secret = derive_client_credentials(config.mcp_secret)
-        self._rotation_key = hashlib.sha256(f"{config.mcp_secret}:refresh-rotation".encode()).digest()
-        self.fixed_client = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
         self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
+        self.mcp_secret = config.mcp_secret
         self.dev_server = config.ssh_host or "this server"
+        self.store = store
+        self.clients = ClientRegistry(config, store, fetcher)
+        self.grants = Grants(config, store, self.clients)
+        self.throttle = ConsentThrottle(store.clock)
 
     # Metadata -----------------------------------------------------------------------------
 
@@ -2185,7 +2968,7 @@ class OAuthServer:
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": [SCOPE],
+            "scopes_supported": [DEFAULT_SCOPE],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
             "client_id_metadata_document_supported": True,
         }
@@ -2195,186 +2978,21 @@ class OAuthServer:
         return {
             "resource": self.resource,
             "authorization_servers": [self.issuer],
-            "scopes_supported": [SCOPE],
+            "scopes_supported": [DEFAULT_SCOPE],
             "bearer_methods_supported": ["header"],
             "resource_name": "rc_mcp — Claude Code sessions on your dev server",
         }
 
-    # Clients ------------------------------------------------------------------------------
-
-    def _registered_client(self, client_id: str) -> OAuthClient | None:
-        record = self.store.find("clients", client_id, hashed=False)
-        if record is None:
-            return None
-        return OAuthClient(client_id, "registered", record["client_name"], tuple(record["redirect_uris"]))
-
-    async def _client_for_authorize(self, client_id: str) -> OAuthClient | None:
-        if secret_equal(client_id, self.fixed_client.client_id):
-            return self.fixed_client
-        if is_metadata_document_url(client_id):
-            try:
-                return await self.fetcher.get(client_id)
-            except Exception as exc:  # any failure to fetch or validate: the client is unknown
-                log.info("client metadata document %s refused: %s", client_id[:200], exc)
-                raise OAuthError(400, "invalid_client", f"cannot use the client metadata document: {exc}") from None
-        return self._registered_client(client_id)
-
-    def _authenticate_client(self, request: Request, form: Mapping[str, str]) -> OAuthClient:
-        """RFC 6749 §2.3.1: client_secret_basic or client_secret_post for the fixed client, never
-        both; public clients send only their client_id (`none`)."""
-        header = request.headers.get("authorization")
-        basic = parse_basic_auth(header) if header else None
-        challenge = {"WWW-Authenticate": 'Basic realm="rc_mcp"'} if header else {}
-        if header and basic is None:
-            raise OAuthError(401, "invalid_client", "malformed Authorization header", challenge)
-        if basic is not None:
-            if "client_secret" in form or form.get("client_id", basic[0]) != basic[0]:
-                raise OAuthError(400, "invalid_request", "use one client authentication method, not two")
-            client_id, client_secret = basic
-        else:
-            client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        if not client_id:
-            raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
-        if secret_equal(client_id, self.fixed_client.client_id):
-            if not secret_equal(client_secret, self._client_secret):
-                raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
-            return self.fixed_client
-        client = self._registered_client(client_id)
-        if client is None and is_metadata_document_url(client_id):
-            client = OAuthClient(client_id, "metadata_document", client_id)  # its codes were bound at /authorize
-        if client is None:
-            # Claude.ai registers again when it sees this.
-            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret; register again", challenge)
-        if client_secret is not None:
-            raise OAuthError(401, "invalid_client", "this is a public client: send only its client_id", challenge)
-        return client
-
-    # Shared checks ------------------------------------------------------------------------
-
-    def _check_resource(self, raw: str | None) -> str:
-        """RFC 8707: tokens are only for this server's MCP endpoint."""
-        if raw is None or raw == "":
-            return self.resource
-        if canonical_resource(raw) != self._resource_key:
-            raise OAuthError(400, "invalid_target", f"resource must be {self.resource}")
-        return self.resource
-
-    @staticmethod
-    def _parse_scope(raw: str | None, granted: str | None = None) -> str:
-        if raw is None or not raw.strip():
-            return granted or SCOPE
-        requested = list(dict.fromkeys(raw.split()))
-        allowed = set(granted.split()) if granted is not None else ACCEPTED_SCOPES
-        unknown = [s for s in requested if s not in allowed]
-        if unknown:
-            raise OAuthError(400, "invalid_scope", f"scope {' '.join(unknown)!r} is not available; use {SCOPE!r}")
-        return " ".join(requested)
-
-    def _successor_tokens(self, refresh_token: str) -> tuple[str, str]:
-        """The tokens a refresh token rotates into, derived from it with a server key: a retried
-        (racing) refresh computes the same pair instead of forking the grant."""
-
-        def derive(label: str) -> str:
-            digest = hmac.new(self._rotation_key, f"{label}:{refresh_token}".encode(), hashlib.sha256).digest()
-            return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-        return "rcat_" + derive("access"), "rcrt_" + derive("refresh")
-
-    def _issue_tokens(
-        self, data: dict[str, Any], now: float, grant: Mapping[str, Any], tokens: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
-        config = self.config
-        access, refresh = tokens or ("rcat_" + secrets.token_urlsafe(32), "rcrt_" + secrets.token_urlsafe(32))
-        record = {k: grant[k] for k in ("client_id", "scope", "resource", "grant_id")}
-        data["access"][hash_secret(access)] = {**record, "expires_at": now + config.access_token_ttl}
-        data["refresh"][hash_secret(refresh)] = {**record, "expires_at": now + config.refresh_token_ttl}
-        self._keep_client(data, grant["client_id"], now)  # a client in use does not expire
-        return {
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": config.access_token_ttl,
-            "refresh_token": refresh,
-            "scope": grant["scope"],
-        }
-
-    def _keep_client(self, data: dict[str, Any], client_id: str, now: float, approved: bool = False) -> None:
-        """A registered client the owner approved, or that is in use, lives as long as its tokens."""
-        registered = data["clients"].get(client_id)
-        if registered is not None:
-            registered["approved"] = registered.get("approved", False) or approved
-            registered["expires_at"] = max(registered["expires_at"], now + self.config.refresh_token_ttl)
-
-    @staticmethod
-    def _revoke_grant(data: dict[str, Any], grant_id: str) -> int:
-        revoked = 0
-        for kind in ("access", "refresh"):
-            records = data[kind]
-            for key in [k for k, rec in records.items() if rec.get("grant_id") == grant_id]:
-                del records[key]
-                revoked += 1
-        return revoked
-
     # Registration -------------------------------------------------------------------------
 
     async def register(self, request: Request) -> Response:
-        """RFC 7591: registers a public client. Never reveals a secret: the client still needs the
-        owner's approval on the consent page before it gets a code."""
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        if media_type(request.headers) != "application/json":
             raise OAuthError(400, "invalid_client_metadata", "send the registration as application/json")
         try:
             metadata = json.loads(request.body)
         except ValueError:
             raise OAuthError(400, "invalid_client_metadata", "the body is not JSON") from None
-        if not isinstance(metadata, dict):
-            raise OAuthError(400, "invalid_client_metadata", "the body must be a JSON object")
-        uris = metadata.get("redirect_uris")
-        if not isinstance(uris, list) or not uris or len(uris) > 10:
-            raise OAuthError(400, "invalid_redirect_uri", "redirect_uris must list 1 to 10 URIs")
-        try:
-            redirect_uris = [validate_redirect_uri(uri) for uri in uris]
-        except ValueError as exc:
-            raise OAuthError(400, "invalid_redirect_uri", str(exc)) from None
-        grant_types = metadata.get("grant_types", ["authorization_code", "refresh_token"])
-        if not isinstance(grant_types, list) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
-            raise OAuthError(400, "invalid_client_metadata", "grant_types may only be authorization_code and refresh_token")
-        response_types = metadata.get("response_types", ["code"])
-        if not isinstance(response_types, list) or set(response_types) != {"code"}:
-            raise OAuthError(400, "invalid_client_metadata", "response_types must be [\"code\"]")
-        name = metadata.get("client_name")
-        client_name = clean_client_name(name if isinstance(name, str) else "")
-        client_id = "rcc_" + secrets.token_urlsafe(18)
-
-        def remember(data: dict[str, Any], now: float) -> Any:
-            clients = data["clients"]
-            if len(clients) >= MAX_REGISTERED_CLIENTS:
-                # Unauthenticated callers must not fill the disk: drop the oldest never-approved one.
-                unused = sorted((rec["created_at"], cid) for cid, rec in clients.items() if not rec.get("approved"))
-                if not unused:
-                    return OAuthError(400, "invalid_client_metadata", "too many registered clients; try again later")
-                del clients[unused[0][1]]
-            clients[client_id] = {
-                "client_name": client_name,
-                "redirect_uris": redirect_uris,
-                "created_at": now,
-                "expires_at": now + UNUSED_CLIENT_TTL,
-            }
-            return now
-
-        now = await anyio.to_thread.run_sync(self.store.transact, remember)
-        log.info("register: public client %s (%s)", client_id[:12], client_name)
-        return json_response(
-            201,
-            {
-                "client_id": client_id,
-                "client_id_issued_at": int(now),
-                "client_name": client_name,
-                "redirect_uris": redirect_uris,
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "none",  # even when client_secret_post was asked for
-                "scope": SCOPE,
-            },
-        )
+        return json_response(201, await anyio.to_thread.run_sync(self.clients.register, metadata))
 
     # Authorization ------------------------------------------------------------------------
 
@@ -2383,14 +3001,14 @@ class OAuthServer:
         client_id = params.get("client_id")
         redirect_uri = params.get("redirect_uri")
         # RFC 6749 §4.1.2.1: a bad client or redirect URI is answered here, never redirected to.
-        client = await self._client_for_authorize(client_id) if client_id else None
+        client = await self.clients.resolve(client_id, "authorize") if client_id else None
         if client is None:
             raise OAuthError(400, "invalid_client", "unknown client_id")
         if not redirect_uri or not client.accepts_redirect(redirect_uri):
             raise OAuthError(400, "invalid_request", "redirect_uri is not registered for this client")
         state = params.get("state")
 
-        def back(**values: str) -> Response:
+        def redirect_back(**values: str) -> Response:
             values["iss"] = self.issuer  # RFC 9207
             if state is not None:
                 values["state"] = state
@@ -2406,98 +3024,49 @@ class OAuthServer:
                 raise OAuthError(400, "invalid_request", "code_challenge_method must be S256")
             if not PKCE_CHALLENGE_RE.fullmatch(challenge):
                 raise OAuthError(400, "invalid_request", "code_challenge is not a BASE64URL SHA-256 digest")
-            resource = self._check_resource(params.get("resource"))
-            scope = self._parse_scope(params.get("scope"))
+            resource = check_resource(params.get("resource"), self.resource)
+            scope = parse_scope(params.get("scope"))
         except OAuthError as exc:
             log.info("authorize refused for client %s: %s", client.client_id[:12], exc)
             if client.public:
                 # Redirecting a stranger's client to its own URI would make this an open redirect.
-                return self._error_page(exc)
-            return back(error=exc.error, error_description=exc.description)
+                return render_error_page(exc)
+            return redirect_back(error=exc.error, error_description=exc.description)
 
         if client.public:
             # Everyone but the fixed client needs the owner's approval on a page.
             action = params.get("action") if request.method == "POST" else None
             if action == "deny":
                 log.info("authorize: the owner denied %s", client.name)
-                return back(error="access_denied", error_description="the owner denied access")
+                return redirect_back(error="access_denied", error_description="the owner denied access")
             if action != "approve":
-                return self._consent_page(request, client, redirect_uri, params)
-            address = request.client
+                return render_consent_page(client, redirect_uri, params, self.dev_server)
+            address = request.peer_address
             wait = self.throttle.retry_after(address)
             if wait:
-                return self._consent_page(request, client, redirect_uri, params, status=429, retry_after=wait)
-            if not secret_equal(params.get("password"), self.config.mcp_secret):
+                return render_consent_page(client, redirect_uri, params, self.dev_server, 429, wait)
+            if not secret_equal(params.get("password"), self.mcp_secret):
                 self.throttle.fail(address)
                 log.warning("authorize: wrong consent password from %s for %s", address, client.name)
-                return self._consent_page(request, client, redirect_uri, params, status=403)
+                return render_consent_page(client, redirect_uri, params, self.dev_server, 403)
 
-        code = secrets.token_urlsafe(32)
-
-        def remember(data: dict[str, Any], now: float) -> None:
-            data["codes"][hash_secret(code)] = {
-                "client_id": client.client_id,
-                "redirect_uri": redirect_uri,
-                "code_challenge": challenge,
-                "resource": resource,
-                "scope": scope,
-                "grant_id": secrets.token_hex(16),
-                "expires_at": now + CODE_TTL,
-            }
-            self._keep_client(data, client.client_id, now, approved=True)
-
-        await anyio.to_thread.run_sync(self.store.transact, remember)
+        code = await self.grants.issue_code(
+            client, redirect_uri=redirect_uri, challenge=challenge, resource=resource, scope=scope
+        )
         log.info("authorize: code issued to %s for %s", client.name, urlsplit(redirect_uri).netloc)
-        return back(code=code)
-
-    def _consent_page(
-        self,
-        request: Request,
-        client: OAuthClient,
-        redirect_uri: str,
-        params: Mapping[str, str],
-        status: int = 200,
-        retry_after: int = 0,
-    ) -> Response:
-        hidden = "\n".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in params.items()
-            if k in AUTHORIZE_PARAMETERS
-        )
-        error = ""
-        if status == 403:
-            error = '<p class="error" role="alert">Wrong password. Try again.</p>'
-        elif status == 429:
-            error = f'<p class="error" role="alert">Too many wrong passwords. Try again in {retry_after} seconds.</p>'
-        target = urlsplit(redirect_uri)
-        page = CONSENT_PAGE.format(
-            client=html.escape(client.name),
-            dev_server=html.escape(self.dev_server),
-            redirect_host=html.escape(target.netloc),
-            error=error,
-            hidden=hidden,
-        )
-        headers = html_headers(f"{target.scheme}://{target.netloc}")
-        if retry_after:
-            headers.append(("Retry-After", str(retry_after)))
-        return Response(status, page.encode(), headers)
-
-    @staticmethod
-    def _error_page(error: OAuthError) -> Response:
-        page = ERROR_PAGE.format(error=html.escape(error.error), description=html.escape(error.description))
-        return Response(400, page.encode(), html_headers())
+        return redirect_back(code=code)
 
     # Tokens -------------------------------------------------------------------------------
 
     async def token(self, request: Request) -> Response:
         # RFC 6749 order: authenticate the client, then the grant.
         form = require_form(request)
-        client = self._authenticate_client(request, form)
+        client = await self.clients.authenticate(request.headers.get("authorization"), form)
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            payload = await self._exchange_code(client, form)
+            payload = await self.grants.exchange_code(client, form)
         elif grant_type == "refresh_token":
-            payload = await self._refresh(client, form)
+            payload = await self.grants.refresh(client, form)
         elif not grant_type:
             raise OAuthError(400, "invalid_request", "grant_type is required")
         else:
@@ -2505,133 +3074,43 @@ class OAuthServer:
         log.info("token: %s grant for %s", grant_type, client.name)
         return json_response(200, payload)
 
-    async def _exchange_code(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
-        code, verifier = form.get("code"), form.get("code_verifier")
-        if not code:
-            raise OAuthError(400, "invalid_request", "code is required")
-        if not verifier:
-            raise OAuthError(400, "invalid_request", "code_verifier is required (PKCE)")
-        redirect_uri, resource = form.get("redirect_uri"), form.get("resource")
-
-        def exchange(data: dict[str, Any], now: float) -> Any:
-            record = data["codes"].get(hash_secret(code))
-            # A code of another client is treated as if it did not exist.
-            if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
-                return OAuthError(400, "invalid_grant", "the authorization code is invalid or expired")
-            if record.get("used_at"):
-                # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
-                self._revoke_grant(data, record["grant_id"])
-                log.warning("authorization code replayed for %s: its tokens were revoked", client.name)
-                return OAuthError(400, "invalid_grant", "the authorization code was already used; its tokens are revoked")
-            if redirect_uri != record["redirect_uri"]:
-                return OAuthError(400, "invalid_grant", "redirect_uri does not match the authorization request")
-            if not verify_pkce(verifier, record["code_challenge"]):
-                return OAuthError(400, "invalid_grant", "code_verifier does not match the code_challenge")
-            if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
-                return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
-            record["used_at"] = now
-            return self._issue_tokens(data, now, record)
-
-        return await anyio.to_thread.run_sync(self.store.transact, exchange)
-
-    async def _refresh(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
-        refresh_token = form.get("refresh_token")
-        if not refresh_token:
-            raise OAuthError(400, "invalid_request", "refresh_token is required")
-        scope, resource = form.get("scope"), form.get("resource")
-
-        def rotate(data: dict[str, Any], now: float) -> Any:
-            key = hash_secret(refresh_token)
-            record = data["refresh"].get(key)
-            if record is None or record["expires_at"] <= now or not secret_equal(client.client_id, record["client_id"]):
-                return OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
-            rotated = record.get("rotated_at") is not None
-            if rotated:
-                successor = data["refresh"].get(record.get("successor", ""))
-                in_grace = now - record["rotated_at"] <= REFRESH_GRACE and not record.get("grace_used")
-                if not (in_grace and successor is not None and successor.get("rotated_at") is None):
-                    # OAuth 2.1 §4.3.1: reuse of a rotated refresh token means it leaked.
-                    self._revoke_grant(data, record["grant_id"])
-                    log.warning("rotated refresh token reused by %s: the grant was revoked", client.name)
-                    return OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
-            try:
-                granted_scope = self._parse_scope(scope, granted=record["scope"])  # never wider than granted
-            except OAuthError as exc:
-                return exc
-            if resource and canonical_resource(resource) != canonical_resource(record["resource"]):
-                return OAuthError(400, "invalid_target", f"resource must be {record['resource']}")
-            access, refresh = self._successor_tokens(refresh_token)
-            if rotated:
-                # The racing twin of the refresh that rotated this token (within the grace window,
-                # once): it gets the very same answer, so the grant stays one chain.
-                record["grace_used"] = True
-                issued = data["access"].get(hash_secret(access))
-                if issued is None or issued["expires_at"] <= now:
-                    return OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
-                return {
-                    "access_token": access,
-                    "token_type": "Bearer",
-                    "expires_in": int(issued["expires_at"] - now),
-                    "refresh_token": refresh,
-                    "scope": issued["scope"],
-                }
-            payload = self._issue_tokens(data, now, {**record, "scope": granted_scope}, (access, refresh))
-            record["rotated_at"] = now  # kept (until it expires) to detect reuse
-            record["successor"] = hash_secret(refresh)
-            return payload
-
-        return await anyio.to_thread.run_sync(self.store.transact, rotate)
-
     async def revoke(self, request: Request) -> Response:
         """RFC 7009: revoke the client's own token (a refresh token takes its grant along)."""
         form = require_form(request)
-        client = self._authenticate_client(request, form)
+        client = await self.clients.authenticate(request.headers.get("authorization"), form)
         token = form.get("token")
         if not token:
             raise OAuthError(400, "invalid_request", "token is required")
-
-        def revoke(data: dict[str, Any], now: float) -> None:
-            key = hash_secret(token)
-            for kind in ("refresh", "access"):
-                record = data[kind].get(key)
-                if record is not None and secret_equal(client.client_id, record["client_id"]):
-                    if kind == "refresh":
-                        self._revoke_grant(data, record["grant_id"])
-                    data[kind].pop(key, None)
-
-        await anyio.to_thread.run_sync(self.store.transact, revoke)
+        await self.grants.revoke(client, token)
         return json_response(200, {})  # also for unknown tokens (RFC 7009 §2.2)
 
     # Resource server ----------------------------------------------------------------------
 
-    def authenticate_bearer(self, headers: Mapping[str, str]) -> dict[str, Any]:
-        """The access token record for this request, or a 401 that points at the metadata."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+    async def authenticate_bearer(self, token: str | None) -> dict[str, Any]:
+        """The access token record for a /mcp request, or a 401 that points at the metadata."""
+        if token is None:
             raise self._unauthorized("a bearer token is required")
-        record = self.store.find("access", token)
+        record = self.store.lookup("access", token)
         if record is None:
             raise self._unauthorized("the access token is invalid, expired or revoked")
-        if canonical_resource(record["resource"]) != self._resource_key:  # RFC 8707 audience
+        if canonical_resource(record["resource"]) != canonical_resource(self.resource):  # RFC 8707 audience
             raise self._unauthorized("the access token was issued for another resource")
-        client_id = record["client_id"]
         # A new MCP_SECRET (a new fixed client) or an expired registration ends its tokens at once.
-        if not (
-            secret_equal(client_id, self.fixed_client.client_id)
-            or is_metadata_document_url(client_id)
-            or self.store.find("clients", client_id, hashed=False) is not None
-        ):
+        if await self.clients.resolve(record["client_id"], "bearer") is None:
             raise self._unauthorized("the access token's client no longer exists")
         return record
 
     def _unauthorized(self, description: str) -> OAuthError:
         challenge = (
             f'Bearer error="invalid_token", error_description="{description}", '
-            f'resource_metadata="{self.resource_metadata_url}", scope="{SCOPE}"'
+            f'resource_metadata="{self.resource_metadata_url}", scope="{DEFAULT_SCOPE}"'
         )
         return OAuthError(401, "invalid_token", description, {"WWW-Authenticate": challenge})
 
+
+# ═════════════════════════════════════════════════════════════════════════════════════════════
+# Serving: the MCP tools, HTTP routing, and the command line.
+# ═════════════════════════════════════════════════════════════════════════════════════════════
 
 # ── MCP ───────────────────────────────────────────────────────────────────────────────────────
 
@@ -2650,7 +3129,9 @@ START_PROGRESS = {
 
 def tool_result(model: BaseModel, text: str) -> CallToolResult:
     """Structured content for clients, plus a text rendering written for the model."""
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json"))
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
+    )
 
 
 async def run_tool(work: Awaitable[Any]) -> Any:
@@ -2671,10 +3152,43 @@ def render_sessions(sessions: list[SessionInfo]) -> str:
     return "\n".join(lines)
 
 
+def input_rules(tool: Callable[..., Any]) -> dict[str, tuple[InputRule, bool]]:
+    """The InputRule of each argument of a tool function that has one, and whether it is required."""
+    hints = typing.get_type_hints(tool, include_extras=True)
+    parameters = inspect.signature(tool).parameters
+    rules: dict[str, tuple[InputRule, bool]] = {}
+    for name, hint in hints.items():
+        for extra in getattr(hint, "__metadata__", ()):
+            if isinstance(extra, InputRule):
+                rules[name] = (extra, parameters[name].default is inspect.Parameter.empty)
+    return rules
+
+
+class CheckInputs:
+    """Checks tool arguments against their InputRule before the SDK validates them, so a violation
+    is answered with the rule's text for the model instead of pydantic's report."""
+
+    def __init__(self, rules: Mapping[str, Mapping[str, tuple[InputRule, bool]]]):
+        self.rules = rules
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "tools/call" and ctx.params is not None:
+            tool = ctx.params.get("name")
+            arguments = ctx.params.get("arguments") or {}
+            rules = self.rules.get(tool, {}) if isinstance(tool, str) else {}
+            for argument, (rule, required) in rules.items():
+                value = arguments.get(argument) if isinstance(arguments, Mapping) else None
+                try:
+                    if value is not None or required:
+                        rule.check(value)
+                except ValueError as exc:
+                    message = str(exc) if value is not None else f"{argument} is required: {rule.description}"
+                    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        return await call_next(ctx)
+
+
 def build_mcp_server(sessions: Sessions) -> MCPServer:
-    mcp: MCPServer = MCPServer(
-        "rc_mcp", title="Claude Code Remote Control", version=VERSION, instructions=INSTRUCTIONS
-    )
+    mcp: MCPServer = MCPServer("rc_mcp", title="Claude Code Remote Control", version=VERSION, instructions=INSTRUCTIONS)
 
     @mcp.tool(
         annotations=ToolAnnotations(
@@ -2686,34 +3200,14 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         )
     )
     async def start_session(
-        name: Annotated[
-            str,
-            Field(
-                pattern=NAME_PATTERN,
-                min_length=1,
-                max_length=41,
-                description="Short label shown in claude.ai/code: 1-41 letters, digits, '-' or '_'",
-            ),
-        ],
-        path: Annotated[
-            str,
-            Field(
-                pattern=PATH_PATTERN,
-                min_length=1,
-                max_length=MAX_PATH_LENGTH,
-                description="Project directory relative to the projects base directory, e.g. 'my-app' or "
-                "'org/repo' (list_projects returns the accepted values)",
-            ),
-        ],
+        name: SessionName,
+        path: ProjectPath,
         ctx: Context,
         worktree: Annotated[
             bool | None,
             Field(description="Give each on-demand session its own git worktree (default: server setting)"),
         ] = None,
-        permission_mode: Annotated[
-            Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"] | None,
-            Field(description="claude's permission mode for the sessions (default: server setting, else claude's)"),
-        ] = None,
+        permission_mode: PermissionModeInput = None,
     ) -> Annotated[CallToolResult, SessionStarted]:
         """Start a Claude Code Remote Control session in a project on the dev server and return the URL
         to open at claude.ai/code. Waits until the session is ready (usually a few seconds)."""
@@ -2735,7 +3229,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
     )
     async def list_sessions() -> Annotated[CallToolResult, SessionList]:
         """List the Claude Code Remote Control sessions running on the dev server, with their URLs."""
-        found = await run_tool(sessions.list())
+        found = await run_tool(sessions.list_all())
         return tool_result(SessionList(sessions=found), render_sessions(found))
 
     @mcp.tool(
@@ -2748,14 +3242,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         )
     )
     async def stop_session(
-        id: Annotated[
-            str,
-            Field(
-                pattern=SESSION_ID_PATTERN,
-                max_length=48,
-                description="Session id exactly as returned by start_session or list_sessions, e.g. 'my-app-a1b2c3'",
-            ),
-        ],
+        id: SessionId,
     ) -> Annotated[CallToolResult, SessionStopped]:
         """Stop a Claude Code session (its tmux session and claude process) by its exact id."""
         stopped = await run_tool(sessions.stop(id))
@@ -2767,7 +3254,8 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         )
     )
     async def list_projects() -> Annotated[CallToolResult, ProjectList]:
-        """List project directories (containing .git or .claude, up to two levels deep) that start_session accepts as path."""
+        """List project directories (containing .git or .claude, up to two levels deep) that start_session
+        accepts as path."""
         projects = await run_tool(sessions.projects())
         text = (
             f"{len(projects)} project(s): " + ", ".join(projects)
@@ -2776,14 +3264,15 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         )
         return tool_result(ProjectList(projects=projects), text)
 
+    mcp.middleware.append(CheckInputs({tool.__name__: input_rules(tool) for tool in (start_session, stop_session)}))
     return mcp
 
 
-# ── ASGI app ──────────────────────────────────────────────────────────────────────────────────
+# ── HTTP & ASGI ───────────────────────────────────────────────────────────────────────────────
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIScope = dict[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 CORS = [("Access-Control-Allow-Origin", "*")]  # browser-based MCP clients read metadata and call /token
 
 
@@ -2792,18 +3281,18 @@ def allowed_hosts(server_url: str) -> list[str]:
     loopback names so health checks and local clients work."""
     parts = urlsplit(server_url)
     host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    hosts = {host, f"{host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"}
+    names = {host, *LOOPBACK_HOSTS}
+    hosts = set()
+    for name in names:
+        name = f"[{name}]" if ":" in name else name
+        hosts |= {name, f"{name}:*"}
     if parts.port:
-        hosts.add(f"{host}:{parts.port}")
+        hosts.add(f"{f'[{host}]' if ':' in host else host}:{parts.port}")
     return sorted(hosts)
 
 
-async def read_request(scope: Scope, receive: Receive) -> Request:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+async def read_request(scope: ASGIScope, receive: Receive) -> Request:
+    headers = parse_headers(scope.get("headers", []))
     declared = headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
         if declared.isdigit():
@@ -2821,16 +3310,26 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
             break
     return Request(
         method=scope["method"],
-        path=scope["path"],
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         body=bytes(body),
-        client=str((scope.get("client") or ("",))[0]),
+        peer_address=str((scope.get("client") or ("",))[0]),
     )
 
 
+@dataclass(frozen=True)
+class Route:
+    """One path: a hand-rolled endpoint (`handler`), or an ASGI app of its own (`asgi`, which
+    answers every method itself)."""
+
+    methods: tuple[str, ...] = ()
+    handler: Callable[[Request], Awaitable[Response]] | None = None
+    asgi: Callable[[ASGIScope, Receive, Send], Awaitable[None]] | None = None
+    cors: bool = True  # answer CORS preflights and allow any origin
+
+
 class App:
-    """The router: path → handler. OAuth errors are rendered in one place."""
+    """The ASGI application: one route table; OAuth errors rendered in one place."""
 
     def __init__(
         self,
@@ -2843,7 +3342,7 @@ class App:
         self.config = config
         self.store = store or open_token_store(config)
         self.runner = runner or make_runner(config)
-        self.oauth = OAuthServer(config, self.store, fetcher)
+        self.oauth = OAuthEndpoints(config, self.store, fetcher)
         self.sessions = Sessions(config, self.runner)
         self.mcp = build_mcp_server(self.sessions)
         self.mcp.streamable_http_app(
@@ -2855,17 +3354,21 @@ class App:
             ),
         )
         self.session_manager = self.mcp.session_manager
+        self._warm_up_task: asyncio.Task[None] | None = None
         oauth = self.oauth
-        self.routes: dict[str, tuple[tuple[str, ...], Callable[[Request], Awaitable[Response]]]] = {
-            "/health": (("GET",), self._health),
-            "/.well-known/oauth-authorization-server": (("GET",), self._as_metadata),
-            "/.well-known/openid-configuration": (("GET",), self._as_metadata),  # some clients look here
-            "/.well-known/oauth-protected-resource": (("GET",), self._pr_metadata),
-            "/.well-known/oauth-protected-resource/mcp": (("GET",), self._pr_metadata),
-            "/register": (("POST",), oauth.register),
-            "/authorize": (("GET", "POST"), oauth.authorize),
-            "/token": (("POST",), oauth.token),
-            "/revoke": (("POST",), oauth.revoke),
+        mcp = Route(asgi=self._mcp, cors=False)  # both paths answered, no redirect
+        self.routes: dict[str, Route] = {
+            "/health": Route(("GET",), self._health),
+            "/.well-known/oauth-authorization-server": Route(("GET",), self._as_metadata),
+            "/.well-known/openid-configuration": Route(("GET",), self._as_metadata),  # some clients look here
+            "/.well-known/oauth-protected-resource": Route(("GET",), self._pr_metadata),
+            "/.well-known/oauth-protected-resource/mcp": Route(("GET",), self._pr_metadata),
+            "/register": Route(("POST",), oauth.register),
+            "/authorize": Route(("GET", "POST"), oauth.authorize, cors=False),  # a page for people, not scripts
+            "/token": Route(("POST",), oauth.token),
+            "/revoke": Route(("POST",), oauth.revoke),
+            "/mcp": mcp,
+            "/mcp/": mcp,
         }
 
     async def _health(self, request: Request) -> Response:
@@ -2877,54 +3380,54 @@ class App:
     async def _pr_metadata(self, request: Request) -> Response:
         return json_response(200, self.oauth.protected_resource_metadata(), CORS, no_store=False)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            if scope["path"] in ("/mcp", "/mcp/"):  # both answered, no redirect
-                await self._mcp(scope, receive, send)
+            route = self.routes.get(scope["path"])
+            if route is not None and route.asgi is not None:
+                await route.asgi(scope, receive, send)
             else:
-                await self._route(scope, receive, send)
+                await self._endpoint(route, scope, receive, send)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        route = self.routes.get(scope["path"])
-        cors = CORS if scope["path"] != "/authorize" else []
+    async def _endpoint(self, route: Route | None, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        cors = CORS if route is None or route.cors else []
         try:
-            if route is None:
-                raise OAuthError(404, "not_found", f"no endpoint {scope['path']}; the MCP endpoint is /mcp")
-            methods, handler = route
-            if method == "OPTIONS" and cors:
+            if route is None or route.handler is None:
+                raise OAuthError(404, "not_found", f"no endpoint {path}; the MCP endpoint is /mcp")
+            if method == "OPTIONS" and route.cors:
                 preflight = [
                     *cors,
-                    ("Access-Control-Allow-Methods", ", ".join(methods)),
+                    ("Access-Control-Allow-Methods", ", ".join(route.methods)),
                     ("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version"),
                     ("Access-Control-Max-Age", "86400"),
                 ]
                 await Response(204, b"", preflight).send(send)
                 return
-            if method not in methods:
-                raise OAuthError(405, "invalid_request", f"use {' or '.join(methods)}", {"Allow": ", ".join(methods)})
-            response = await handler(await read_request(scope, receive))
+            if method not in route.methods:
+                allow = ", ".join(route.methods)
+                raise OAuthError(405, "invalid_request", f"use {' or '.join(route.methods)}", {"Allow": allow})
+            response = await route.handler(await read_request(scope, receive))
         except OAuthError as exc:
             response = error_response(exc)
         except Exception:
-            log.exception("unhandled error on %s %s", method, scope["path"])
+            log.exception("unhandled error on %s %s", method, path)
             response = error_response(OAuthError(500, "server_error", "internal error; see the server log"))
         response.headers.extend(cors)
         await response.send(send)
 
-    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    async def _mcp(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        token = bearer_token(parse_headers(scope.get("headers", [])))
         try:
-            record = self.oauth.authenticate_bearer(headers)
+            record = await self.oauth.authenticate_bearer(token)
         except OAuthError as exc:
             await error_response(exc).send(send)
             return
         scopes = record["scope"].split()
         user = AuthenticatedUser(
             AccessToken(
-                token=hash_secret(headers["authorization"].partition(" ")[2].strip()),  # never the token itself
+                token=hash_secret(token or ""),  # never the token itself
                 client_id=record["client_id"],
                 scopes=scopes,
                 expires_at=int(record["expires_at"]),
@@ -2948,53 +3451,29 @@ class App:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                if isinstance(self.runner, SSHRunner):
-                    asyncio.get_running_loop().run_in_executor(None, self._warm_up, self.runner)
+                self._warm_up_task = asyncio.create_task(self._warm_up())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._warm_up_task is not None:
+                    self._warm_up_task.cancel()
                 await stack.aclose()
                 await self.runner.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    @staticmethod
-    def _warm_up(runner: SSHRunner) -> None:
+    async def _warm_up(self) -> None:
         """Connect at start-up so the first tool call is fast and a bad host key shows in the log."""
         try:
-            runner.connect()
+            await self.runner.connect()
         except RemoteError as exc:
             log.error("dev server not reachable yet: %s", exc)
 
 
-def open_token_store(config: Config, clock: Callable[[], float] = time.time) -> TokenStore:
-    """The token store, importing the Node.js server's file if that is what TOKEN_STORE_PATH holds."""
-    client_id, _ = derive_client_credentials(config.mcp_secret)
-
-    def import_legacy(old: Mapping[str, Any], now: float) -> dict[str, Any]:
-        return import_legacy_store(
-            old,
-            now,
-            client_id=client_id,
-            resource=config.resource,
-            access_ttl=config.access_token_ttl,
-            refresh_ttl=config.refresh_token_ttl,
-        )
-
-    return TokenStore(config.token_store_path, clock=clock, import_legacy=import_legacy)
-
-
-def create_app(config: Config, *, runner: Runner | None = None) -> App:
-    return App(config, runner=runner)
+def create_app(config: Config) -> App:
+    return App(config)
 
 
 # ── main ──────────────────────────────────────────────────────────────────────────────────────
-
-
-def describe_mode(config: Config) -> str:
-    if config.local:
-        return "local (commands run on this machine, no SSH)"
-    pinning = "host key pinned by SSH_KNOWN_HOSTS" if config.known_hosts else f"host key trusted on first use ({config.host_keys_path})"
-    return f"SSH {config.ssh_user}@{config.ssh_target}, {pinning}"
 
 
 def serve(config: Config) -> int:
@@ -3004,13 +3483,17 @@ def serve(config: Config) -> int:
         app = create_app(config)
         app.store.ensure_writable()
     except OSError as exc:
-        print(f"rc_mcp: cannot use the token store {config.token_store_path}: {exc}. Fix TOKEN_STORE_PATH.", file=sys.stderr)
+        print(
+            f"rc_mcp: cannot use the token store {config.token_store_path}: {exc}. Fix TOKEN_STORE_PATH.",
+            file=sys.stderr,
+        )
         return 2
     client_id, _ = derive_client_credentials(config.mcp_secret)
     log.info("rc_mcp %s serving %s/mcp (listening on %s:%d)", VERSION, config.server_url, config.host, config.port)
-    log.info("mode: %s; projects in %s", describe_mode(config), config.projects_base_dir)
+    log.info("mode: %s; projects in %s", config.mode, config.projects_base_dir)
     log.info("OAuth client_id: %s (the secret: `python rc_mcp.py credentials`)", client_id)
-    if urlsplit(config.server_url).scheme != "https" and urlsplit(config.server_url).hostname not in ("localhost", "127.0.0.1", "::1"):
+    server_url = urlsplit(config.server_url)
+    if server_url.scheme != "https" and server_url.hostname not in LOOPBACK_HOSTS:
         log.warning("SERVER_URL is not https: Claude.ai only connects to https URLs on port 443")
     uvicorn.run(
         app,
@@ -3026,7 +3509,10 @@ def serve(config: Config) -> int:
 def print_credentials(environ: Mapping[str, str]) -> int:
     secret = (environ.get("MCP_SECRET") or "").strip()
     if not secret:
-        print("rc_mcp: MCP_SECRET is missing: set it (e.g. `openssl rand -hex 32`).", file=sys.stderr)
+        print(f"rc_mcp: MCP_SECRET is missing: set it (e.g. {SECRET_FIX}).", file=sys.stderr)
+        return 2
+    if problem := secret_problem(secret):
+        print(f"rc_mcp: {problem}", file=sys.stderr)
         return 2
     client_id, client_secret = derive_client_credentials(secret)
     print(f"client_id:     {client_id}\nclient_secret: {client_secret}")
@@ -3044,7 +3530,7 @@ class CheckLine:
 
 
 async def run_checks(config: Config) -> list[CheckLine]:
-    lines = [CheckLine(True, "configuration", describe_mode(config))]
+    lines = [CheckLine(True, "configuration", config.mode)]
     try:
         store = open_token_store(config)
         store.ensure_writable()
@@ -3053,10 +3539,12 @@ async def run_checks(config: Config) -> list[CheckLine]:
         lines.append(CheckLine(False, "token store", f"{config.token_store_path}: {exc} — fix TOKEN_STORE_PATH"))
     runner = make_runner(config)
     try:
-        if isinstance(runner, SSHRunner):
-            key = await anyio.to_thread.run_sync(runner.connect)
-            lines.append(CheckLine(True, "SSH", f"{runner.description}, host key {key.get_name()} {host_key_fingerprint(key)}"))
-        result = await runner.run(build_check_script(config.projects_base_dir, config.claude_bin), timeout=config.command_timeout)
+        reached = await runner.connect()
+        if reached:
+            what, _, detail = reached.partition(" ")
+            lines.append(CheckLine(True, what, detail))
+        script = build_check_script(config.projects_base_dir, config.claude_bin)
+        result = await runner.run(script, timeout=config.command_timeout)
     except RemoteError as exc:
         lines.append(CheckLine(False, "dev server", str(exc)))
         return lines
@@ -3069,25 +3557,27 @@ async def run_checks(config: Config) -> list[CheckLine]:
     if claude_path:
         lines.append(CheckLine(True, "claude", f"{claude_path} ({values.get('claude_version') or 'version unknown'})"))
     elif values.get("claude_login_path"):
-        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={values['claude_login_path']}"))
+        found = values["claude_login_path"]
+        lines.append(
+            CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={found}")
+        )
     else:
-        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — install Claude Code, or set CLAUDE_BIN to its absolute path"))
+        fix = "install Claude Code, or set CLAUDE_BIN to its absolute path"
+        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — {fix}"))
     try:
         auth = json.loads(values.get("claude_auth") or "{}")
     except ValueError:
         auth = {}
     logged_in = bool(auth.get("loggedIn")) and auth.get("authMethod") in ("claude.ai", None)
-    lines.append(
-        CheckLine(
-            logged_in,
-            "claude login",
-            f"logged in ({auth.get('authMethod')})" if logged_in else "not logged in with a claude.ai account — run `claude auth login` on the dev server",
-        )
+    login = (
+        f"logged in ({auth.get('authMethod')})"
+        if logged_in
+        else "not logged in with a claude.ai account — run `claude auth login` on the dev server"
     )
+    lines.append(CheckLine(logged_in, "claude login", login))
     base_ok = values.get("base") == "ok"
-    lines.append(
-        CheckLine(base_ok, "projects base", config.projects_base_dir + (" is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"))
-    )
+    base = " is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"
+    lines.append(CheckLine(base_ok, "projects base", config.projects_base_dir + base))
     return lines
 
 
@@ -3097,11 +3587,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", nargs="?", default="serve", choices=("serve", "credentials", "check"))
     args = parser.parse_args(argv)
+    environ = read_environment()
+    level = (environ.get("LOG_LEVEL") or "INFO").strip().upper()
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level if level in LOG_LEVELS else "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    environ = read_environment()
     if args.command == "credentials":
         return print_credentials(environ)
     try:

@@ -656,7 +656,7 @@ def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert token not in path.read_text()
-    assert rc_mcp.TokenStore(path).find("access", token) is not None  # survives a restart
+    assert rc_mcp.TokenStore(path).lookup("access", token) is not None  # survives a restart
     assert not [p for p in path.parent.iterdir() if p.name != "tokens.json"]  # no temp files left
 
 
@@ -1294,15 +1294,15 @@ def test_node_token_file_is_imported_with_a_private_backup(tmp_path: Path) -> No
     path.chmod(0o644)
     config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path)))
     store = rc_mcp.open_token_store(config)
-    assert store.find("access", "11111111-aaaa-4aaa-8aaa-111111111111")["resource"] == f"{TEST_URL}/mcp"
-    assert store.find("refresh", "22222222-bbbb-4bbb-8bbb-222222222222") is not None
-    assert store.find("access", "33333333-cccc-4ccc-8ccc-333333333333") is None  # expired stays expired
-    assert store.find("refresh", "44444444-dddd-4ddd-8ddd-444444444444") is None
+    assert store.lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111")["resource"] == f"{TEST_URL}/mcp"
+    assert store.lookup("refresh", "22222222-bbbb-4bbb-8bbb-222222222222") is not None
+    assert store.lookup("access", "33333333-cccc-4ccc-8ccc-333333333333") is None  # expired stays expired
+    assert store.lookup("refresh", "44444444-dddd-4ddd-8ddd-444444444444") is None
     text = path.read_text()
     assert "11111111" not in text and CLIENT_SECRET not in text and stat.S_IMODE(path.stat().st_mode) == 0o600
     [backup] = tmp_path.glob("oauth-tokens.json.nodejs-backup-*")
     assert backup.read_text() == original and stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert rc_mcp.open_token_store(config).find("access", "11111111-aaaa-4aaa-8aaa-111111111111") is not None  # once
+    assert rc_mcp.open_token_store(config).lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111") is not None  # once
 
 
 async def test_node_tokens_keep_working_after_the_switch(tmp_path: Path) -> None:
@@ -1651,7 +1651,7 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevSe
             assert set(tools) == {"start_session", "list_sessions", "stop_session", "list_projects"}
             assert tools["list_sessions"].annotations.read_only_hint and tools["list_projects"].annotations.idempotent_hint
             assert tools["stop_session"].annotations.destructive_hint
-            assert tools["start_session"].input_schema["properties"]["name"]["pattern"] == rc_mcp.NAME_PATTERN
+            assert tools["start_session"].input_schema["properties"]["name"]["pattern"] == rc_mcp.SESSION_NAME.pattern
 
             projects = (await call(client, "list_projects"))["projects"]
             assert projects == EXPECTED_PROJECTS  # no hidden, plain, too deep or escaping directories
@@ -1718,8 +1718,8 @@ async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: 
             session = "rc-" + started["id"]
             refused = await call(client, "stop_session", id="alpha-000000")
             assert refused["stopped"] is False and "list_sessions" in refused["message"]
-            assert "pattern" in await call_error(client, "stop_session", id="al")
-            assert "pattern" in await call_error(client, "stop_session", id=started["id"][:-1])
+            assert "ids look like 'my-project-a1b2c3'" in await call_error(client, "stop_session", id="al")
+            assert "call list_sessions" in await call_error(client, "stop_session", id=started["id"][:-1])
             assert session in tmux_sessions(devserver)
             assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
 
@@ -1922,14 +1922,44 @@ async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None
         await runner.close()
 
 
+# Every input violation reaches the model as the rule's own text, never pydantic's report.
+BAD_INPUTS = [
+    ("stop_session", {"id": "al"}, "no session 'al': ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call list_sessions for the ids"),
+    ("stop_session", {"id": 42}, "no session 42 (not a string): ids look like"),
+    ("stop_session", {}, "id is required: Session id exactly as returned by start_session or list_sessions"),
+    ("start_session", {"name": "bad name", "path": "alpha"}, "invalid name 'bad name': use 1-41 letters, digits, '-' or '_'"),
+    ("start_session", {"name": "x" * 42, "path": "alpha"}, "invalid name 'xxxxxxxx"),
+    ("start_session", {"path": "alpha"}, "name is required: Short label shown in claude.ai/code"),
+    ("start_session", {"name": "x", "path": "/etc"}, "invalid path '/etc': give a directory relative to the projects base directory"),
+    ("start_session", {"name": "x", "path": "a\x1b[31m"}, "— call list_projects for the accepted values"),
+    ("start_session", {"name": "x", "path": "alpha", "permission_mode": "yolo"}, "invalid permission_mode 'yolo': use one of acceptEdits, auto, bypassPermissions, default, dontAsk, plan"),
+]
+
+
+async def test_e2e_bad_inputs_get_the_written_message(devserver: DevServer, tmp_path: Path) -> None:
+    with running(ssh_env(devserver, tmp_path)) as server:
+        async with connect(server.url, ClaudeAi(SECRET)) as client:
+            for tool, arguments, expected in BAD_INPUTS:
+                message = await call_error(client, tool, **arguments)
+                assert expected in message, (tool, arguments, message)
+                assert "validation error" not in message and "[type=" not in message
+            assert devserver.fake_claude_trace() == []
+            # The constraints still reach clients in the schema.
+            schema = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+            assert schema["stop_session"]["properties"]["id"]["pattern"] == rc_mcp.SESSION_ID.pattern
+            assert schema["start_session"]["properties"]["name"]["maxLength"] == 41
+            assert "yolo" not in json.dumps(schema["start_session"]["properties"]["permission_mode"])
+            assert "plan" in json.dumps(schema["start_session"]["properties"]["permission_mode"])
+
+
 async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: Path) -> None:
     with running(ssh_env(devserver, tmp_path)) as server:
         async with connect(server.url, ClaudeAi(SECRET)) as client:
             assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
             assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
-            assert "pattern" in await call_error(client, "start_session", name="x", path="/etc")
+            assert "invalid path '/etc'" in await call_error(client, "start_session", name="x", path="/etc")
             assert "outside" in await call_error(client, "start_session", name="x", path="escape")
-            assert "pattern" in await call_error(client, "start_session", name="$(id)", path="alpha")
+            assert "invalid name '$(id)'" in await call_error(client, "start_session", name="$(id)", path="alpha")
             assert devserver.fake_claude_trace() == []
             assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
 
@@ -1977,7 +2007,7 @@ async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer
     runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
     try:
         sessions = rc_mcp.Sessions(runner.config, runner)
-        assert await sessions.list() == []
+        assert await sessions.list_all() == []
     finally:
         await runner.close()
     left = devserver.run("ls ~/.local/state/rc-mcp; ls ~/elsewhere").stdout.split()
@@ -2170,7 +2200,7 @@ async def test_local_hostile_directory_names_reach_tmux_unharmed(tmp_path: Path,
         assert started.status == "ready"
         trace = json.loads((devhome.home / ".fake-claude" / "trace.jsonl").read_text().splitlines()[-1])
         assert trace["cwd"] == str(project)  # claude runs exactly there, not in a fallback directory
-        assert [s.id for s in await sessions.list()] == [started.id]
+        assert [s.id for s in await sessions.list_all()] == [started.id]
         assert (await sessions.stop(started.id)).stopped
         assert not list(tmp_path.rglob("PWNED")) and not list(Path.cwd().glob("PWNED"))
     finally:
