@@ -832,8 +832,9 @@ SCRUBBED_ENV = (
 )
 LOG_TAIL_BYTES = 8192
 LIST_TAIL_BYTES = 3072
-# The files of one session in the state directory; they exist only while its tmux session does.
-SESSION_FILES = (".meta", ".log", ".url")
+# The files of one session in the state directory (sh variable → suffix); they exist only while
+# its tmux session does.
+SESSION_FILES = {"meta": ".meta", "log": ".log", "url_file": ".url"}
 
 
 def shell_path(path: str) -> str:
@@ -855,7 +856,12 @@ def _remote_script(*lines: str) -> str:
 
 def _session_files(session: str) -> str:
     """The sh words naming every file of the session whose name is the sh expression `session`."""
-    return " ".join(f'"$state/{session}{suffix}"' for suffix in SESSION_FILES)
+    return " ".join(f'"$state/{session}{suffix}"' for suffix in SESSION_FILES.values())
+
+
+def _session_paths(session: str, prefix: str = "") -> str:
+    """sh that sets $meta, $log and $url_file (each after `prefix`) to the files of `session`."""
+    return "; ".join(f'{prefix}{var}="$state/{session}{suffix}"' for var, suffix in SESSION_FILES.items())
 
 
 def _emit_tail(path_expr: str, nonce: str, size: int = LOG_TAIL_BYTES) -> str:
@@ -918,7 +924,7 @@ def build_start_script(
         f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; name={q(name)}; timeout={int(timeout)}",
         f"claude={shell_path(claude_bin)}",
         f"state={REMOTE_STATE_DIR}",
-        'log="$state/$session.log"; meta="$state/$session.meta"; url_file="$state/$session.url"',
+        _session_paths("$session"),
         "command -v tmux >/dev/null 2>&1 || { echo '@@error no-tmux'; exit 0; }",
         "base_real=$(cd -P -- \"$base\" 2>/dev/null && pwd -P) || { echo '@@error no-base'; exit 0; }",
         "dir=$(cd -P -- \"$base/$rel\" 2>/dev/null && pwd -P) || { echo '@@error no-dir'; exit 0; }",
@@ -942,8 +948,9 @@ def build_start_script(
         "  [ $here = 1 ] || continue",
         '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
         '  echo "@@existing $s"',
-        '  [ -s "$state/$s.url" ] && IFS= read -r u < "$state/$s.url" && printf \'@@url\\t%s\\n\' "$u"',
-        "  " + _emit_tail('"$state/$s.log"', nonce),
+        "  " + _session_paths("$s", "s_"),
+        '  [ -s "$s_url_file" ] && IFS= read -r u < "$s_url_file" && printf \'@@url\\t%s\\n\' "$u"',
+        "  " + _emit_tail('"$s_log"', nonce),
         "  exit 0",
         "done",
         "tmux has-session -t \"=$session\" 2>/dev/null && { echo '@@error exists'; exit 0; }",
@@ -1011,17 +1018,18 @@ def build_list_script(nonce: str) -> str:
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         '  printf \'@@session\\t%s\\t%s\\t%s\\t%s\\n\' "$session" "$dead" "$created" "$code"',
         # Shell builtins where they repeat per session: a fork per session per line adds up.
-        '  if [ -f "$state/$session.meta" ]; then',
-        '    while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$state/$session.meta"',
+        "  " + _session_paths("$session"),
+        '  if [ -f "$meta" ]; then',
+        '    while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$meta"',
         "  fi",
-        '  [ -f "$state/$session.log" ] || continue',
-        '  if [ ! -s "$state/$session.url" ]; then',
-        "    " + _save_latest_url('"$state/$session.log"', '"$state/$session.url"'),
+        '  [ -f "$log" ] || continue',
+        '  if [ ! -s "$url_file" ]; then',
+        "    " + _save_latest_url('"$log"', '"$url_file"'),
         "  fi",
-        '  if [ -s "$state/$session.url" ] && IFS= read -r url < "$state/$session.url"; then',
+        '  if [ -s "$url_file" ] && IFS= read -r url < "$url_file"; then',
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
-        "  " + _emit_tail('"$state/$session.log"', nonce, LIST_TAIL_BYTES),
+        "  " + _emit_tail('"$log"', nonce, LIST_TAIL_BYTES),
         "done",
         # Files are written only after their session exists, so a session that is not running
         # now (checked again: one may have started since the snapshot) has left them behind.
@@ -2526,6 +2534,13 @@ def token_response(access: str, refresh: str, expires_in: float, scope: str) -> 
     }
 
 
+def required_param(params: Mapping[str, str], name: str, hint: str = "") -> str:
+    value = params.get(name)
+    if not value:
+        raise OAuthError(400, "invalid_request", f"{name} is required{hint}")
+    return value
+
+
 def revoke_grant(data: dict[str, Any], grant_id: str) -> int:
     """Inside a transaction: every token of a grant is gone."""
     revoked = 0
@@ -2560,6 +2575,15 @@ class Grants:
             return None
         return typing.cast(dict[str, Any], record)
 
+    def _grant_record(
+        self, data: dict[str, Any], kind: str, secret: str, client: OAuthClient, now: float, invalid: str
+    ) -> dict[str, Any]:
+        """As _live, but a missing record is the invalid_grant error `invalid`."""
+        record = self._live(data, kind, secret, client, now)
+        if record is None:
+            raise OAuthError(400, "invalid_grant", invalid)
+        return record
+
     async def issue_code(
         self, client: OAuthClient, *, redirect_uri: str, challenge: str, resource: str, scope: str
     ) -> str:
@@ -2582,17 +2606,12 @@ class Grants:
 
     async def exchange_code(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 6749 §4.1.3, in its order: code of this client → not used → same redirect_uri → PKCE."""
-        code, verifier = form.get("code"), form.get("code_verifier")
-        if not code:
-            raise OAuthError(400, "invalid_request", "code is required")
-        if not verifier:
-            raise OAuthError(400, "invalid_request", "code_verifier is required (PKCE)")
+        code, verifier = required_param(form, "code"), required_param(form, "code_verifier", " (PKCE)")
         redirect_uri, resource = form.get("redirect_uri"), form.get("resource")
 
         def exchange(data: dict[str, Any], now: float) -> dict[str, Any]:
-            record = self._live(data, "codes", code, client, now)
-            if record is None:
-                raise OAuthError(400, "invalid_grant", "the authorization code is invalid or expired")
+            invalid = "the authorization code is invalid or expired"
+            record = self._grant_record(data, "codes", code, client, now, invalid)
             if record.get("used_at"):
                 # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
                 revoke_grant(data, record["grant_id"])
@@ -2613,15 +2632,12 @@ class Grants:
     async def refresh(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 6749 §6 with rotation (OAuth 2.1 §4.3.1); a racing twin within the grace window
         gets the very same answer."""
-        refresh_token = form.get("refresh_token")
-        if not refresh_token:
-            raise OAuthError(400, "invalid_request", "refresh_token is required")
+        refresh_token = required_param(form, "refresh_token")
         scope, resource = form.get("scope"), form.get("resource")
 
         def rotate(data: dict[str, Any], now: float) -> dict[str, Any]:
-            record = self._live(data, "refresh", refresh_token, client, now)
-            if record is None:
-                raise OAuthError(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            invalid = "the refresh token is invalid, expired or revoked"
+            record = self._grant_record(data, "refresh", refresh_token, client, now, invalid)
             rotated = record.get("rotated_at") is not None
             if rotated:
                 successor = data["refresh"].get(record.get("successor", ""))
@@ -3078,10 +3094,7 @@ class OAuthEndpoints:
         """RFC 7009: revoke the client's own token (a refresh token takes its grant along)."""
         form = require_form(request)
         client = await self.clients.authenticate(request.headers.get("authorization"), form)
-        token = form.get("token")
-        if not token:
-            raise OAuthError(400, "invalid_request", "token is required")
-        await self.grants.revoke(client, token)
+        await self.grants.revoke(client, required_param(form, "token"))
         return json_response(200, {})  # also for unknown tokens (RFC 7009 §2.2)
 
     # Resource server ----------------------------------------------------------------------
@@ -3187,18 +3200,28 @@ class CheckInputs:
         return await call_next(ctx)
 
 
+def tool_annotations(
+    title: str,
+    *,
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+    open_world: bool = False,
+) -> ToolAnnotations:
+    """MCP tool hints; a read-only tool is idempotent and destroys nothing by definition."""
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=read_only,
+        destructive_hint=None if read_only else destructive,
+        idempotent_hint=idempotent or read_only,
+        open_world_hint=open_world,
+    )
+
+
 def build_mcp_server(sessions: Sessions) -> MCPServer:
     mcp: MCPServer = MCPServer("rc_mcp", title="Claude Code Remote Control", version=VERSION, instructions=INSTRUCTIONS)
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            title="Start a Claude Code session",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        )
-    )
+    @mcp.tool(annotations=tool_annotations("Start a Claude Code session", open_world=True))
     async def start_session(
         name: SessionName,
         path: ProjectPath,
@@ -3222,25 +3245,13 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
         return tool_result(started, started.message)
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            title="List Claude Code sessions", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        )
-    )
+    @mcp.tool(annotations=tool_annotations("List Claude Code sessions", read_only=True))
     async def list_sessions() -> Annotated[CallToolResult, SessionList]:
         """List the Claude Code Remote Control sessions running on the dev server, with their URLs."""
         found = await run_tool(sessions.list_all())
         return tool_result(SessionList(sessions=found), render_sessions(found))
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            title="Stop a Claude Code session",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=True,
-            open_world_hint=False,
-        )
-    )
+    @mcp.tool(annotations=tool_annotations("Stop a Claude Code session", destructive=True, idempotent=True))
     async def stop_session(
         id: SessionId,
     ) -> Annotated[CallToolResult, SessionStopped]:
@@ -3248,11 +3259,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         stopped = await run_tool(sessions.stop(id))
         return tool_result(stopped, stopped.message)
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            title="List projects", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        )
-    )
+    @mcp.tool(annotations=tool_annotations("List projects", read_only=True))
     async def list_projects() -> Annotated[CallToolResult, ProjectList]:
         """List project directories (containing .git or .claude, up to two levels deep) that start_session
         accepts as path."""
