@@ -874,6 +874,13 @@ def _save_latest_url(log_expr: str, url_expr: str) -> str:
     return f"grep -a -o -E {shlex.quote(ENV_URL_ERE)} {log_expr} | tail -n 1 > {url_expr}"
 
 
+# A loop over the sessions that have files here: $m is the .meta file, $s the tmux session.
+_FOR_EACH_SESSION_FILES = (
+    f'for m in "$state"/{TMUX_PREFIX}*{SESSION_FILES["meta"]}; do',
+    f'  [ -f "$m" ] || continue; s=${{m##*/}}; s=${{s%{SESSION_FILES["meta"]}}}',
+)
+
+
 # Where claude may run: inside the base directory (compared as resolved paths, since a symlink
 # inside the base may point anywhere) and never the home directory (claude never saves trust
 # there, so a session could never start). Needs $base_real.
@@ -942,8 +949,8 @@ def build_start_script(
         "done",
         "trap 'rmdir -- \"$lock\" 2>/dev/null' EXIT",
         # One Remote Control server per directory: a live session of ours there is the answer.
-        f'for m in "$state"/{TMUX_PREFIX}*.meta; do',
-        '  [ -f "$m" ] || continue; s=${m##*/}; s=${s%.meta}; here=0',
+        *_FOR_EACH_SESSION_FILES,
+        "  here=0",
         '  while IFS=\'\t\' read -r k v; do [ "$k" = dir ] && [ "$v" = "$dir" ] && here=1; done < "$m"',
         "  [ $here = 1 ] || continue",
         '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
@@ -1033,9 +1040,7 @@ def build_list_script(nonce: str) -> str:
         "done",
         # Files are written only after their session exists, so a session that is not running
         # now (checked again: one may have started since the snapshot) has left them behind.
-        f'for f in "$state"/{TMUX_PREFIX}*.meta; do',
-        '  [ -e "$f" ] || continue',
-        "  s=${f##*/}; s=${s%.meta}",
+        *_FOR_EACH_SESSION_FILES,
         '  case "\n$panes" in *"\n$s:"*) continue ;; esac',
         f'  tmux has-session -t "=$s" 2>/dev/null || rm -f -- {_session_files("$s")}',
         "done",
