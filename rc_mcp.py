@@ -197,7 +197,7 @@ class Setting:
             except ValueError:
                 raise ValueError(f"not a {'whole ' if self.kind == 'int' else ''}number") from None
             if not self.low <= number <= self.high:
-                raise ValueError(f"must be between {self.low:g} and {self.high:g}")
+                raise ValueError(f"must be between {number_text(self.low)} and {number_text(self.high)}")
             return number
         return self.check(raw) if self.check else raw
 
@@ -211,8 +211,15 @@ class Setting:
         elif self.kind in ("str", "choice"):
             required = f"no (`{self.default}`)"
         else:
-            required = f"no ({str(self.default).lower() if self.kind == 'bool' else f'{self.default:g}'})"
-        return f"| `{self.name}` | {required} | {self.help} |"
+            required = f"no ({str(self.default).lower() if self.kind == 'bool' else number_text(self.default)})"
+        meaning = self.help
+        if self.kind in ("int", "float"):
+            meaning += f" ({number_text(self.low)}–{number_text(self.high)})"
+        return f"| `{self.name}` | {required} | {meaning} |"
+
+
+def number_text(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -276,7 +283,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "START_TIMEOUT",
         "float",
-        "seconds `start_session` waits for claude's URL (Claude.ai allows a tool 300 s)",
+        "seconds `start_session` waits for claude's URL; Claude.ai allows a tool 300 s",
         default=45.0,
         low=5,
         high=240,

@@ -2273,3 +2273,362 @@ async def test_local_mode_python_rc_mcp_py(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
+
+
+
+
+def test_readme_configuration_table_is_the_settings_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert rc_mcp.settings_table() in readme
+    section = readme[readme.index("## Configuration") : readme.index("## Security model")]
+    assert re.findall(r"^\| `([A-Z_]+)` \|", section, re.M) == [s.name for s in rc_mcp.SETTINGS]
+
+
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        ({"PORT": "70000"}, "PORT has value '70000': must be between 1 and 65535."),
+        ({"PORT": "http"}, "PORT has value 'http': not a whole number."),
+        ({"START_TIMEOUT": "1e9"}, "START_TIMEOUT has value '1e9': must be between 5 and 240."),
+        ({"LOG_LEVEL": "CHATTY"}, "LOG_LEVEL has value 'CHATTY': use one of DEBUG, INFO, WARNING, ERROR."),
+        ({"HOST": "999.1.1.1"}, "HOST has value '999.1.1.1': must be an IP address or a host name of this machine"),
+        ({"SPAWN_WORKTREE": "maybe"}, "SPAWN_WORKTREE has value 'maybe': use true or false."),
+        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE has value 'yolo': use one of acceptEdits, auto,"),
+        ({"CLAUDE_BIN": "-x"}, "CLAUDE_BIN has value '-x': must be a command name or a path."),
+        ({"PROJECTS_BASE_DIR": "srv"}, "PROJECTS_BASE_DIR has value 'srv': must be an absolute path"),
+        ({"SERVER_URL": "ftp://x"}, "SERVER_URL has value 'ftp://x': must be the public http(s) URL of this server."),
+        ({"SSH_HOST": "a b"}, "SSH_HOST has value 'a b': must be a host name or IP address (or `local`)."),
+    ],
+)
+def test_each_setting_is_one_problem_naming_itself(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+    assert len(caught.value.problems) == 1, caught.value.problems  # no follow-on problem (PORT → SERVER_URL)
+    assert caught.value.problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "extra, leaked",
+    [
+        ({"MCP_SECRET": "short-secret"}, "short-secret"),
+        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "not-a-key-but-a-secret"}, "not-a-key-but-a-secret"),
+    ],
+)
+def test_config_problems_never_echo_secrets(tmp_path: Path, extra: dict[str, str], leaked: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+    assert leaked not in str(caught.value)
+
+
+def test_config_valid_values_of_each_kind(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(
+        base_env(
+            tmp_path, PORT=" 8080 ", LOG_LEVEL="debug", SPAWN_WORKTREE="YES", HOST="::1", START_TIMEOUT="5.5",
+            PERMISSION_MODE="plan", PROJECTS_BASE_DIR="~/src/",
+        )
+    )
+    assert (config.port, config.log_level, config.spawn_worktree, config.host) == (8080, "DEBUG", True, "::1")
+    assert (config.start_timeout, config.permission_mode, config.projects_base_dir) == (5.5, "plan", "~/src")
+    assert config.server_url == "http://localhost:8080"
+
+
+def test_credentials_refuses_what_serve_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert rc_mcp.print_credentials({"MCP_SECRET": "short"}) == 2
+    assert "use at least 16" in capsys.readouterr().err
+    assert rc_mcp.print_credentials({"MCP_SECRET": SECRET}) == 0
+    assert CLIENT_SECRET in capsys.readouterr().out
+
+
+def test_default_token_store_path_prefers_a_writable_data_volume(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    home = {"HOME": str(tmp_path / "home")}
+    assert rc_mcp.default_token_store_path(home, data) == data / "oauth-tokens.json"
+    data.chmod(0o500)
+    try:
+        expected = tmp_path / "home" / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
+        assert rc_mcp.default_token_store_path(home, data) == (expected if os.getuid() != 0 else data / "oauth-tokens.json")
+    finally:
+        data.chmod(0o700)
+    assert rc_mcp.default_token_store_path({"XDG_STATE_HOME": str(tmp_path)}, tmp_path / "none") == tmp_path / "rc_mcp" / "oauth-tokens.json"
+
+
+
+
+# One sample per row of CLAUDE_TEXTS, and the part of its explanation that names the fix.
+CLAUDE_TEXT_SAMPLES = [
+    ("Error: You must be logged in to use Remote Control.", "run `claude auth login` there"),
+    ("Remote Control requires a full-scope login token.", "long-lived token"),
+    ("needs feature-flag evaluation, which is disabled because DISABLE_TELEMETRY is set", "DISABLE_TELEMETRY is set for claude"),
+    ("needs feature-flag evaluation, which is unavailable right now", "feature-flag service"),
+    ("/home/dev is your home directory, and for security home-directory trust is never saved", "pick a project directory"),
+    ("Error: Workspace not trusted. Run claude in alpha first.", "does not trust alpha yet"),
+    ("Quick safety check: Is this a project you created or one you trust?", "does not trust alpha yet"),
+    ("Another `claude remote-control` instance (pid 4242) is already running here", "(`kill 4242`)"),
+    ("Remote Control is not yet enabled for your account", "Pro, Max, Team or Enterprise plan"),
+    ("Error: Multi-session Remote Control is not enabled", "too old for server mode"),
+    ("error: Unknown argument: --spawn", "does not accept rc_mcp's arguments"),
+    ("Remote Control cannot use ANTHROPIC_API_KEY", "not an API key or a cloud provider"),
+    ("Spawn mode for this project: [1] same-dir [2] worktree", "asking for a spawn mode"),
+    ("sh: 1: claude: command not found", "set CLAUDE_BIN to its"),
+]
+
+
+def test_every_claude_text_has_a_sample() -> None:
+    rows = [t for t in rc_mcp.CLAUDE_TEXTS if t.kind != "notice"]
+    for text in rows:
+        assert any(re.search(text.pattern, sample) for sample, _ in CLAUDE_TEXT_SAMPLES), text.pattern
+
+
+@pytest.mark.parametrize("raw, fix", CLAUDE_TEXT_SAMPLES + [(f"{ESC}[31mError:{ESC}[0m You must be logged in to use Remote Control\r\n", "claude auth login")])
+def test_explain_failure(raw: str, fix: str) -> None:
+    assert fix in (rc_mcp.explain_failure(raw, "alpha") or "")
+
+
+@pytest.mark.parametrize("raw", ["·✔︎· Ready · alpha", "Reconnecting · retrying in 5s", rc_mcp.CONSENT_PROMPT, ""])
+def test_explain_failure_ignores_what_is_no_failure(raw: str) -> None:
+    assert rc_mcp.explain_failure(raw) is None
+
+
+def test_questions_ere_is_what_grep_finds(tmp_path: Path) -> None:
+    """The start script stops on a question with `grep -E QUESTIONS_ERE`: it must find exactly the
+    question samples (POSIX ERE and Python agree)."""
+    for sample, _ in CLAUDE_TEXT_SAMPLES:
+        is_question = any(t.kind == "question" and re.search(t.pattern, sample) for t in rc_mcp.CLAUDE_TEXTS)
+        (tmp_path / "log").write_text(sample + "\n")
+        found = subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.QUESTIONS_ERE, str(tmp_path / "log")]).returncode == 0
+        assert found == is_question, sample
+
+
+
+
+
+def url_events(raw: str) -> list[tuple[str, list[str]]]:
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    return [("url", [urls.environment_url])] if urls.environment_url else []
+
+
+def start_events(status: str, transcript: str, exit_code: str = "") -> list[tuple[str, list[str]]]:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode() if transcript else ""
+    events = [("state", ["launched"]), ("state", ["connecting"])]
+    if status == "ready":
+        events += url_events(raw)
+    events += [("status", [status])] + ([("exit", [exit_code])] if status == "exited" else []) + [("tail", [raw])]
+    return events
+
+
+START_CONFIG = rc_mcp.Config(
+    mcp_secret=SECRET, server_url="https://rc.example.com", projects_base_dir="/srv/p", ssh_host=None, ssh_user="",
+    ssh_port=22, ssh_key=None, known_hosts=None, claude_bin="claude", spawn_worktree=False, permission_mode=None,
+    token_store_path=Path("/nonexistent/tokens.json"), host="127.0.0.1", port=3000, start_timeout=45,
+    command_timeout=30, connect_timeout=10, access_token_ttl=3600, refresh_token_ttl=86400,
+)
+
+
+@pytest.mark.parametrize(
+    "events, status, url, message",
+    [
+        (start_events("ready", "2.1.330-ready"), "ready", "https://claude.ai/code?environment=env_01Ready330", "is ready in alpha"),
+        (start_events("ready", "2.1.197-ready"), "ready", "https://claude.ai/code?environment=env_01Ready197", "Open https://claude.ai/code?environment=env_01Ready197"),
+        (start_events("ready", "2.1.84-ready"), "ready", "https://claude.ai/code?bridge=env_01Ready84", "stop it with stop_session"),
+        (start_events("ready", "2.1.330-connecting"), "starting", None, "printed no URL within 45 s"),
+        (start_events("timeout", "2.1.330-connecting"), "starting", None, "call list_sessions in a minute"),
+        (start_events("timeout", "2.1.330-consent-prompt"), "starting", None, "Last output:"),
+        (
+            [("existing", ["rc-alpha-0a1b2c"]), *url_events((TRANSCRIPTS / "2.1.330-connected.log").read_text()),
+             ("tail", [(TRANSCRIPTS / "2.1.330-connected.log").read_text()])],
+            "connected", "https://claude.ai/code?environment=env_01Conn330", "already running in alpha",
+        ),
+        ([("existing", ["rc-alpha-0a1b2c"]), ("tail", [""])], "starting", None, "it has no URL yet; call list_sessions"),
+    ],
+)
+def test_interpret_start_outcomes(events: list[tuple[str, list[str]]], status: str, url: str | None, message: str) -> None:
+    started = rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
+    assert (started.status, started.url) == (status, url)
+    assert message in started.message
+    if status == "connected":
+        assert started.already_running and started.id == "alpha-0a1b2c" and started.session_url == "https://claude.ai/code/session_01Attached"
+
+
+@pytest.mark.parametrize(
+    "events, failure",
+    [
+        (start_events("attention", "2.1.330-trust-prompt"), "Not started: claude does not trust alpha yet"),
+        (start_events("exited", "2.1.330-signed-out", "1"), "exited (code 1) before printing a URL; nothing is left running. Cause: claude is not logged in"),
+        (start_events("exited", "2.1.84-signed-out", "1"), "Cause: claude is not logged in on the dev server"),
+        (start_events("exited", "2.1.330-feature-flag", "1"), "Cause: DISABLE_TELEMETRY is set for claude"),
+        (start_events("exited", "", ""), "claude remote-control exited before printing a URL"),
+        (start_events("gone", ""), "run `python rc_mcp.py check` on the server"),
+        ([("status", ["attention"]), ("tail", ["Choose wisely [a/b]"])], "Not started: claude is waiting for an answer on the dev server."),
+        *[([("error", [code])], "Not started: " + text.split("{")[0]) for code, text in rc_mcp.START_ERRORS.items()],
+        ([("error", ["new-code"])], "Not started: the dev server refused to start the session (new-code)."),
+    ],
+)
+def test_interpret_start_failures(events: list[tuple[str, list[str]]], failure: str) -> None:
+    with pytest.raises(rc_mcp.ToolFailure) as caught:
+        rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
+    assert failure in str(caught.value)
+    assert "@@" not in str(caught.value)
+
+
+TRUST_REASON = rc_mcp.TRUST_CAUSE.format(path="the project")
+
+
+def list_entry(session: str, dead: str, created: str, code: str, transcript: str = "", **meta: str) -> list[tuple[str, list[str]]]:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_text() if transcript else ""
+    events = [("session", [session, dead, created, code])]
+    events += [("meta", [k, v]) for k, v in meta.items()]
+    return events + ([("tail", [raw])] if transcript else [])
+
+
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        (list_entry("rc-alpha-0a1b2c", "0", "1700000000", "", "2.1.330-ready", name="alpha", path="alpha"),
+         [{"id": "alpha-0a1b2c", "status": "ready", "url": "https://claude.ai/code?environment=env_01Ready330", "name": "alpha", "path": "alpha", "started": "2023-11-14T22:13:20+00:00"}]),
+        (list_entry("rc-beta-0a1b2c", "0", "1", "", "2.1.330-connected"),
+         [{"id": "beta-0a1b2c", "status": "connected", "session_url": "https://claude.ai/code/session_01Attached"}]),
+        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-trust-prompt"),
+         [{"id": "c-0a1b2c", "status": "needs attention", "reason": TRUST_REASON}]),
+        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-consent-prompt"),
+         [{"id": "c-0a1b2c", "status": "needs attention", "reason": f"claude is waiting for an answer to '{rc_mcp.CONSENT_PROMPT}' on the dev server"}]),
+        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-connecting"), [{"id": "c-0a1b2c", "status": "starting", "url": None}]),
+        (list_entry("rc-d-0a1b2c", "1", "1", "1", "2.1.330-signed-out", path="d"),
+         [{"id": "d-0a1b2c", "status": "exited", "exit_code": 1, "reason": "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai account (Pro, Max, Team or Enterprise), then start again."}]),
+        (list_entry("rc-d-0a1b2c", "1", "1", ""), [{"id": "d-0a1b2c", "status": "exited", "exit_code": None}]),
+        # not ours, a second pane of the same session, hostile metadata: ignored
+        (list_entry("rc-notours", "0", "1", "") + list_entry("other", "0", "1", ""), []),
+        (list_entry("rc-e-0a1b2c", "0", "2", "") + list_entry("rc-e-0a1b2c", "1", "2", "9"), [{"id": "e-0a1b2c", "status": "starting", "exit_code": None}]),
+        (list_entry("rc-f-0a1b2c", "0", "1", "", name="$(id)", path="../etc"), [{"id": "f-0a1b2c", "name": None, "path": None}]),
+        # oldest first
+        (list_entry("rc-new-0a1b2c", "0", "20", "") + list_entry("rc-old-0a1b2c", "0", "10", ""), [{"id": "old-0a1b2c"}, {"id": "new-0a1b2c"}]),
+    ],
+)
+def test_interpret_list(events: list[tuple[str, list[str]]], expected: list[dict[str, Any]]) -> None:
+    found = [s.model_dump() for s in rc_mcp.interpret_list(events)]
+    assert len(found) == len(expected)
+    for session, wanted in zip(found, expected):
+        assert {k: session[k] for k in wanted} == wanted
+
+
+@pytest.mark.parametrize(
+    "output, projects",
+    [
+        ("@@projects\nalpha\0org/beta\0Zeta\0", ["alpha", "org/beta", "Zeta"]),
+        ("login banner\n@@projects\nb\0a\0a\0", ["a", "b"]),
+        ("@@projects\n/abs\0..\0x/../y\0ok\0bad\x01name\0", ["ok"]),
+    ],
+)
+def test_interpret_projects(output: str, projects: list[str]) -> None:
+    assert rc_mcp.interpret_projects(output, "/srv") == projects
+
+
+def test_interpret_projects_without_the_base() -> None:
+    with pytest.raises(rc_mcp.ToolFailure, match="does not exist on the dev server. Fix PROJECTS_BASE_DIR"):
+        rc_mcp.interpret_projects("@@error no-base\n", "/srv")
+
+
+
+
+
+@pytest.mark.parametrize(
+    "uri, fragment",
+    [
+        ("https://app.example.com/callback", None),
+        ("https://app.example.com/cb?x=1", None),
+        ("http://127.0.0.1:6274/oauth/callback", None),
+        ("http://localhost/callback", None),
+        ("http://[::1]:3000/cb", None),
+        ("http://app.example.com/cb", "must be https, or http on 127.0.0.1"),
+        ("https://app.example.com/cb#frag", "must not carry a fragment or credentials"),
+        ("https://user:pw@app.example.com/cb", "must not carry a fragment or credentials"),
+        ("https://ex\u0430mple.com/cb", "must be ASCII"),
+        ("https://app.example.com/c b", "is malformed"),
+        ("https://app.example.com:99999/cb", "is malformed"),
+        ("javascript:alert(1)", "must be https"),
+        ("", "is malformed"),
+        (42, "is malformed"),
+        ("https://" + "a" * 2000, "is malformed"),
+    ],
+)
+def test_validate_redirect_uri(uri: Any, fragment: str | None) -> None:
+    if fragment is None:
+        assert rc_mcp.validate_redirect_uri(uri) == uri
+    else:
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            rc_mcp.validate_redirect_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "registered, requested, matches",
+    [
+        ("https://app.example.com/cb", "https://app.example.com/cb", True),
+        ("https://app.example.com/cb", "https://app.example.com/cb/", False),
+        ("https://app.example.com/cb", "https://APP.example.com/cb", False),
+        ("https://app.example.com:443/cb", "https://app.example.com/cb", False),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:50123/cb", True),
+        ("http://127.0.0.1:6274/cb", "http://127.0.0.1:50123/cb", True),
+        ("http://localhost/cb", "http://127.0.0.1:50123/cb", False),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:50123/cb?x=1", False),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:50123/other", False),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:50123/cb#f", False),
+        ("http://127.0.0.1/cb", "http://u@127.0.0.1:50123/cb", False),
+        ("http://127.0.0.1/cb", "https://127.0.0.1:50123/cb", False),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:bad/cb", False),
+        ("https://app.example.com/cb", "https://app.example.com:8443/cb", False),
+    ],
+)
+def test_redirect_uri_matches(registered: str, requested: str, matches: bool) -> None:
+    assert rc_mcp.redirect_uri_matches(registered, requested) is matches
+
+
+
+
+
+def test_transact_leaves_memory_as_before_when_the_save_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
+    store.transact(lambda data, now: data["access"].__setitem__("kept", {"expires_at": now + 60}))
+
+    def fail(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rc_mcp, "write_private_file", fail)
+    with pytest.raises(OSError, match="No space left"):
+        store.transact(lambda data, now: (data["access"].pop("kept"), data["access"].__setitem__("new", {"expires_at": now + 60})))
+    assert store._unexpired("access", "kept") is not None and store._unexpired("access", "new") is None
+    monkeypatch.undo()
+    store.transact(lambda data, now: data["access"].__setitem__("new", {"expires_at": now + 60}))
+    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 2
+
+
+def test_transact_saves_what_happened_before_a_kept_error_and_rolls_back_others(tmp_path: Path) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
+
+    def revoke_then_refuse(data: dict[str, Any], now: float) -> None:
+        data["access"]["revoked-marker"] = {"expires_at": now + 60}
+        raise rc_mcp.OAuthError(400, "invalid_grant", "replayed")
+
+    with pytest.raises(rc_mcp.OAuthError, match="replayed"):
+        store.transact(revoke_then_refuse, (rc_mcp.OAuthError,))
+    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1  # saved, then raised
+
+    def crash(data: dict[str, Any], now: float) -> None:
+        data["access"].clear()
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        store.transact(crash, (rc_mcp.OAuthError,))
+    assert store.count("access") == 1 and rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1
+
+
+
+
+
+def test_input_rules_come_from_the_tool_signatures() -> None:
+    app = rc_mcp.App(rc_mcp.load_config({"MCP_SECRET": SECRET, "PROJECTS_BASE_DIR": "/srv", "TOKEN_STORE_PATH": "/nonexistent/t.json"}), store=rc_mcp.TokenStore(Path("/nonexistent/t.json")))
+    checks = [m for m in app.mcp.middleware if isinstance(m, rc_mcp.CheckInputs)]
+    assert len(checks) == 1
+    assert checks[0].rules == {
+        "start_session": {"name": (rc_mcp.SESSION_NAME, True), "path": (rc_mcp.PROJECT_PATH, True), "permission_mode": (rc_mcp.PERMISSION_MODE, False)},
+        "stop_session": {"id": (rc_mcp.SESSION_ID, True)},
+    }
