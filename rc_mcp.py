@@ -1212,11 +1212,8 @@ class HostKeyTrust:
 
 # ── Runners ───────────────────────────────────────────────────────────────────────────────────
 # A runner runs one POSIX sh script on the dev server: LocalRunner on this machine, SSHRunner
-# over one kept SSH connection.
+# (next section) over SSH.
 
-# OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
-SSH_MAX_CHANNELS = 8
-SSH_KEEPALIVE = 30
 PRIVATE_ENV = frozenset({"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"})  # never passed to local commands
 
 
@@ -1298,6 +1295,14 @@ class LocalRunner:
 
     async def close(self) -> None:
         return None
+
+
+# ── SSH runner ────────────────────────────────────────────────────────────────────────────────
+# One kept connection (host key checked before authentication), one channel per command.
+
+# OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
+SSH_MAX_CHANNELS = 8
+SSH_KEEPALIVE = 30
 
 
 class SSHPool:
