@@ -34,10 +34,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import copy
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import hmac
 import html
@@ -57,11 +59,12 @@ import tempfile
 import threading
 import time
 import typing
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, MutableMapping
+import unicodedata
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.from_thread
@@ -164,6 +167,23 @@ def check_server_url(value: str) -> str:
             "give only scheme and host (and port), e.g. https://rc.example.com — the MCP endpoint is SERVER_URL/mcp"
         )
     return url
+
+
+def check_proxy_list(value: str) -> str:
+    for item in (part.strip() for part in value.split(",")):
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return value
+
+
+def check_header_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+        raise ValueError("must be an HTTP header name, e.g. Fly-Client-IP")
+    return value
 
 
 @dataclass(frozen=True)
@@ -290,9 +310,55 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("COMMAND_TIMEOUT", "float", "seconds for other remote commands", default=30.0, low=1, high=600),
     Setting("SSH_CONNECT_TIMEOUT", "float", "seconds to connect and authenticate", default=10.0, low=1, high=120),
-    Setting("ACCESS_TOKEN_TTL", "int", "access-token lifetime in seconds", default=3600, low=60, high=86400),
     Setting(
-        "REFRESH_TOKEN_TTL", "int", "refresh-token lifetime in seconds", default=30 * 86400, low=3600, high=365 * 86400
+        "ACCESS_TOKEN_TTL",
+        "int",
+        "access-token lifetime in seconds; long, because Claude.ai often never refreshes",
+        shown_default="2592000 = 30 days",
+        default=30 * 86400,
+        low=60,
+        high=365 * 86400,
+    ),
+    Setting(
+        "TOKEN_IDLE_TTL",
+        "int",
+        "a link unused for this many seconds ends, whatever its tokens' lifetimes",
+        shown_default="604800 = 7 days",
+        default=7 * 86400,
+        low=600,
+        high=365 * 86400,
+    ),
+    Setting(
+        "REFRESH_TOKEN_TTL",
+        "int",
+        "refresh-token lifetime in seconds",
+        shown_default="7776000 = 90 days",
+        default=90 * 86400,
+        low=3600,
+        high=3650 * 86400,
+    ),
+    Setting(
+        "REQUEST_TIMEOUT",
+        "float",
+        "seconds a client has to send a whole request; slower connections are closed",
+        default=10.0,
+        low=1,
+        high=120,
+    ),
+    Setting(
+        "FORWARDED_ALLOW_IPS",
+        "str",
+        "reverse proxies (IP addresses or networks, comma-separated) whose `X-Forwarded-For` names the client; "
+        "`*` trusts anyone — never on a public port",
+        default="127.0.0.1,::1",
+        check=check_proxy_list,
+    ),
+    Setting(
+        "CLIENT_IP_HEADER",
+        "str",
+        "header in which the platform's proxy names the client, trusted only from private addresses",
+        check=check_header_name,
+        shown_default="`Fly-Client-IP` on Fly.io, else none",
     ),
     Setting(
         "LOG_LEVEL",
@@ -409,6 +475,10 @@ class Config:
     access_token_ttl: int
     refresh_token_ttl: int
     log_level: str = "INFO"
+    idle_ttl: int = 7 * 86400
+    request_timeout: float = 10.0
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    client_ip_header: str | None = None
 
     @property
     def local(self) -> bool:
@@ -534,6 +604,11 @@ def load_config(environ: Mapping[str, str]) -> Config:
         access_token_ttl=values["ACCESS_TOKEN_TTL"],
         refresh_token_ttl=values["REFRESH_TOKEN_TTL"],
         log_level=values["LOG_LEVEL"],
+        idle_ttl=values["TOKEN_IDLE_TTL"],
+        request_timeout=values["REQUEST_TIMEOUT"],
+        forwarded_allow_ips=values["FORWARDED_ALLOW_IPS"],
+        # Fly.io's proxy names the client in Fly-Client-IP (Fly sets FLY_APP_NAME in its Machines).
+        client_ip_header=values["CLIENT_IP_HEADER"] or ("Fly-Client-IP" if environ.get("FLY_APP_NAME") else None),
     )
 
 
@@ -578,6 +653,12 @@ class ConnectionLost(Exception):
 
 class ToolFailure(Exception):
     """A tool call that failed in a way the model can act on; the message says how."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as words, never empty (some of paramiko's carry no message)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ── Files ─────────────────────────────────────────────────────────────────────────────────────
@@ -1317,7 +1398,7 @@ class SSHPool:
         self._lock = threading.Lock()
         self.connects = 0  # how many connections were opened (for tests and benchmarks)
 
-    def _open_socket(self) -> socket.socket:
+    def _open_socket(self, timeout: float) -> socket.socket:
         config = self.config
         last_error: OSError | None = None
         try:
@@ -1333,7 +1414,7 @@ class SSHPool:
             try:
                 # Before connect: avoids Nagle x delayed-ACK stalls (44 ms → 2 ms per exec on loopback).
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(config.connect_timeout)
+                sock.settimeout(timeout)
                 sock.connect(address)
                 return sock
             except OSError as exc:
@@ -1344,28 +1425,40 @@ class SSHPool:
             "Check SSH_HOST and SSH_PORT, and that sshd is running."
         )
 
-    def _connect(self) -> paramiko.Transport:
+    def _connect(self, deadline: float) -> paramiko.Transport:
+        """Connect, check the host key and authenticate before the deadline (a frozen sshd accepts
+        the TCP connection, then says nothing)."""
         config = self.config
-        transport = paramiko.Transport(self._open_socket())
+
+        def remaining() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
+        transport = paramiko.Transport(self._open_socket(remaining()))
+        transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = remaining()
         try:
             known_types = self.trust.key_types()
             if known_types:  # negotiate the host key type we can check, as OpenSSH does
                 options = transport.get_security_options()
                 options.key_types = known_types + [t for t in options.key_types if t not in known_types]
             try:
-                transport.start_client(timeout=config.connect_timeout)
+                transport.start_client(timeout=remaining())
+                key = transport.get_remote_server_key()
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"SSH handshake with {config.ssh_target} failed: {exc}") from exc
-            self.trust.verify(transport.get_remote_server_key())
+                raise RemoteError(
+                    f"SSH handshake with {config.ssh_target} failed within {config.connect_timeout:g} s "
+                    f"({describe_error(exc)}): is sshd running and responsive there?"
+                ) from exc
+            self.trust.verify(key)
+            transport.auth_timeout = remaining()
             try:
                 transport.auth_publickey(config.ssh_user, typing.cast(paramiko.PKey, config.ssh_key))
             except paramiko.AuthenticationException as exc:
                 raise RemoteError(
-                    f"the dev server refused the key for user {config.ssh_user!r} ({exc}). Add the public key "
-                    f"to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
+                    f"the dev server refused the key for user {config.ssh_user!r} ({describe_error(exc)}). Add the "
+                    f"public key to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
                 ) from exc
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {exc}") from exc
+                raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {describe_error(exc)}") from exc
         except BaseException:
             transport.close()
             raise
@@ -1378,8 +1471,8 @@ class SSHPool:
         key = transport.get_remote_server_key()
         return f"{self.config.ssh_user}@{self.config.ssh_target}, host key {describe_key(key)}"
 
-    def acquire(self) -> paramiko.Transport:
-        """The shared connection (opened or reopened as needed), counted as in use."""
+    def acquire(self, deadline: float | None = None) -> paramiko.Transport:
+        """The shared connection (opened or reopened as needed, by the deadline), counted as in use."""
         with self._lock:
             transport = self._transport
             if transport is not None and not transport.is_active():
@@ -1387,7 +1480,7 @@ class SSHPool:
                 self._close_if_idle(transport)
                 transport = None
             if transport is None:
-                transport = self._transport = self._connect()
+                transport = self._transport = self._connect(deadline or time.monotonic() + self.config.connect_timeout)
             self._in_use[transport] = self._in_use.get(transport, 0) + 1
             return transport
 
@@ -1429,8 +1522,7 @@ class SSHRunner:
     def connects(self) -> int:
         return self.pool.connects
 
-    def _open_channel(self, transport: paramiko.Transport) -> paramiko.Channel:
-        deadline = time.monotonic() + self.config.connect_timeout
+    def _open_channel(self, transport: paramiko.Transport, deadline: float) -> paramiko.Channel:
         delay = 0.02
         while True:
             try:
@@ -1445,19 +1537,23 @@ class SSHRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise ConnectionLost(str(exc)) from exc
+                raise ConnectionLost(describe_error(exc)) from exc
 
     def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
+        deadline = time.monotonic() + self.config.connect_timeout  # for a channel, reconnect included
         for attempt in (1, 2):
-            transport = self.pool.acquire()
+            transport = self.pool.acquire(deadline)
             try:
-                channel = self._open_channel(transport)
+                channel = self._open_channel(transport, deadline)
                 break
             except ConnectionLost as exc:
                 # The connection dropped since its last use: reconnect once. Safe: nothing ran.
                 self.pool.release(transport, retire=True)
-                if attempt == 2:
-                    raise RemoteError(f"cannot open an SSH channel to {self.config.ssh_target}: {exc}") from exc
+                if attempt == 2 or time.monotonic() >= deadline:
+                    raise RemoteError(
+                        f"cannot open an SSH channel to {self.config.ssh_target} within "
+                        f"{self.config.connect_timeout:g} s ({exc}): is sshd running and responsive there?"
+                    ) from exc
             except BaseException:
                 self.pool.release(transport)
                 raise
@@ -1474,10 +1570,7 @@ class SSHRunner:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             retire = True
-            raise CommandInterrupted(
-                f"lost the connection to the dev server while the command ran ({exc or type(exc).__name__}); "
-                "it may or may not have completed"
-            ) from exc
+            raise CommandInterrupted(describe_error(exc)) from exc
         finally:
             channel.close()
             self.pool.release(transport, retire)
@@ -1508,6 +1601,8 @@ class SSHRunner:
                     anyio.from_thread.run(on_line, line)
         channel.settimeout(max(deadline - time.monotonic(), 0.1))
         status = channel.recv_exit_status()
+        if status == -1:  # the channel closed without an exit status: the connection broke
+            raise CommandInterrupted("the SSH connection closed before the command finished")
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(65536)
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
@@ -1811,18 +1906,44 @@ def interpret_projects(output: str, base_dir: str) -> list[str]:
     return sorted(projects, key=str.lower)
 
 
+class ShuttingDown(RemoteError):
+    """This server is stopping (a restart or a deploy) while a command ran."""
+
+
 class Sessions:
-    """start / list / stop / projects, each one script run by the runner."""
+    """start / list / stop / projects, each one script run by the runner. When the server starts
+    to shut down, calls still waiting are answered at once: the commands run on by themselves."""
 
     def __init__(self, config: Config, runner: Runner):
         self.config = config
         self.runner = runner
+        self.stopping = asyncio.Event()
 
-    async def _run(self, script: str, *, timeout: float | None = None, on_line: LineCallback | None = None) -> str:
+    async def _run(
+        self,
+        script: str,
+        *,
+        timeout: float | None = None,
+        on_line: LineCallback | None = None,
+        interrupted: str = "it may or may not have completed — call list_sessions to see the current state",
+    ) -> str:
+        command = asyncio.ensure_future(
+            self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
+        )
+        stopping = asyncio.ensure_future(self.stopping.wait())
         try:
-            result = await self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
+            await asyncio.wait({command, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not command.done():
+            command.add_done_callback(lambda done: done.cancelled() or done.exception())  # ends with the runner
+            raise ShuttingDown("rc_mcp is restarting; try again in a few seconds")
+        try:
+            result = command.result()
         except CommandInterrupted as exc:
-            raise RemoteError(f"{exc} — call list_sessions to see the current state") from exc
+            raise RemoteError(
+                f"Lost the connection to the dev server while the command ran ({exc}); {interrupted}."
+            ) from exc
         if result.exit_status != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-500:]
             raise RemoteError(f"the command on the dev server failed (exit {result.exit_status}): {detail}")
@@ -1865,7 +1986,24 @@ class Sessions:
                 except Exception as exc:  # a client that went away must not break the start
                     log.info("progress notification failed: %s", exc)
 
-        output = await self._run(script, timeout=config.start_timeout + config.command_timeout, on_line=on_line)
+        try:
+            output = await self._run(
+                script,
+                timeout=config.start_timeout + config.command_timeout,
+                on_line=on_line,
+                interrupted=f"the session in {path} may still be starting there: call list_sessions in a minute",
+            )
+        except ShuttingDown:
+            return SessionStarted(
+                id=session_id,
+                url=None,
+                status="starting",
+                path=path,
+                name=name,
+                message=f"rc_mcp is restarting (a deploy or restart of the connector), so it stopped waiting for "
+                f"session {session_id} in {path}. The session keeps starting on the dev server: call list_sessions "
+                "in a minute for its URL.",
+            )
         events = parse_script_output(output, nonce)
         return interpret_start(events, session_id=session_id, name=name, path=path, config=config)
 
@@ -1894,11 +2032,23 @@ class Sessions:
 # ═════════════════════════════════════════════════════════════════════════════════════════════
 
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
+# One JSON file of hashed records, shared by the server and the `grants` command: writers take a
+# file lock, and each process re-reads the file when another one changed it.
 
 STORE_VERSION = 1
-STORE_KINDS = ("codes", "access", "refresh", "clients")
+STORE_KINDS = ("codes", "access", "refresh", "clients", "grants")
 DEFAULT_SCOPE = "mcp:tools"  # what the original server advertised; Claude.ai also sends "mcp"
 ACCEPTED_SCOPES = frozenset({"mcp:tools", "mcp", "offline_access"})
+# The fields every record of a kind must have, with their types; anything else is a damaged file.
+NUMBER = (int, float)
+RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "codes": {"client_id": str, "grant_id": str, "expires_at": NUMBER},
+    "access": {"client_id": str, "grant_id": str, "scope": str, "resource": str, "expires_at": NUMBER},
+    "refresh": {"client_id": str, "grant_id": str, "scope": str, "resource": str, "expires_at": NUMBER},
+    "clients": {"client_name": str, "redirect_uris": list, "created_at": NUMBER, "expires_at": NUMBER},
+    "grants": {"client_id": str, "client_name": str, "created_at": NUMBER, "last_used": NUMBER, "expires_at": NUMBER},
+}
+STORE_RECHECK = 0.5  # seconds between looks at whether another process changed the file
 
 
 def hash_secret(value: str) -> str:
@@ -1911,13 +2061,33 @@ def secret_equal(given: str | None, expected: str) -> bool:
     return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
+def store_problem(data: Any) -> str | None:
+    """What is wrong with a parsed store file, or None."""
+    if not isinstance(data, dict) or data.get("version") != STORE_VERSION:
+        return "not an rc_mcp token store"
+    for kind, fields in RECORD_FIELDS.items():
+        records = data.get(kind, {})
+        if not isinstance(records, dict):
+            return f"{kind!r} is not an object"
+        for key, record in records.items():
+            if not isinstance(record, dict):
+                return f"{kind} record {key[:12]}… is not an object"
+            for field, kind_of in fields.items():
+                value = record.get(field)
+                if not isinstance(value, kind_of) or isinstance(value, bool):
+                    return f"{kind} record {key[:12]}… has no valid {field!r}"
+    if not isinstance(data.get("secret", ""), str):
+        return "'secret' is not a string"
+    return None
+
+
 def import_legacy_store(
     old: Mapping[str, Any], now: float, *, client_id: str, resource: str, access_ttl: int, refresh_ttl: int
 ) -> dict[str, Any]:
     """Convert the Node.js server's token file: `{"tokens": {<plaintext token>: {clientId, scopes,
     expiresAt (ms), type?: "refresh"}}, "codes": {…}}`. Tokens of the fixed client are hashed and
     kept with their expiry (refresh tokens had none: they get a fresh lifetime); codes are dropped
-    (they carried the client secret and live minutes anyway)."""
+    (they carried the client secret and live minutes anyway). Each token becomes a grant of its own."""
     data: dict[str, Any] = {"version": STORE_VERSION, **{kind: {} for kind in STORE_KINDS}}
     for token, record in (old.get("tokens") or {}).items():
         if not isinstance(token, str) or not isinstance(record, dict) or record.get("clientId") != client_id:
@@ -1939,13 +2109,25 @@ def is_legacy_store(data: Any) -> bool:
     return isinstance(data, dict) and "version" not in data and isinstance(data.get("tokens"), dict)
 
 
+def new_grant(client_id: str, client_name: str, now: float, idle_ttl: float) -> dict[str, Any]:
+    """The record of one approval; it ends when unused for idle_ttl (see Grants.touch)."""
+    return {
+        "client_id": client_id,
+        "client_name": client_name,
+        "created_at": now,
+        "last_used": now,
+        "expires_at": now + idle_ttl,
+    }
+
+
 class TokenStore:
     """OAuth state in one JSON file holding only SHA-256 hashes of codes and tokens.
 
-    The file is 0600 in a 0700 directory, written atomically, writes are serialized, and expired
-    records are pruned on every write. A file that cannot be read is moved aside, loudly, never
-    overwritten. The older Node.js server's file is imported (tokens hashed) after a 0600 backup
-    of the original.
+    The file is 0600 in a 0700 directory, written atomically under a file lock (the `grants`
+    command writes it too), and expired records are pruned on every write. A process that finds
+    the file changed by another re-reads it before it answers or writes. A file that cannot be
+    read is moved aside, loudly, never overwritten. The older Node.js server's file is imported
+    (tokens hashed) after a 0600 backup of the original.
     """
 
     def __init__(
@@ -1953,18 +2135,51 @@ class TokenStore:
         path: Path,
         clock: Callable[[], float] = time.time,
         import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None = None,
+        *,
+        idle_ttl: float = 7 * 86400,
     ):
         self.path = path
         self.clock = clock
+        self.idle_ttl = idle_ttl  # what a grant record found without one is given (older files)
+        self.lock_path = path.with_name(f"{path.name}.lock")
         self._lock = threading.Lock()  # the in-memory data
-        self._write_lock = threading.Lock()  # one read-modify-write-persist at a time
+        self._write_lock = threading.Lock()  # one read-modify-write-persist at a time in this process
         self._written: str | None = None  # what the file holds, as last written here
+        self._seen: tuple[int, int, int] | None = None  # the file's (inode, size, mtime) as last read
+        self._checked = 0.0  # monotonic time of the last look at the file
         self._data: dict[str, Any] = self._empty()
+        with contextlib.suppress(FileNotFoundError):
+            with self._file_lock():
+                self._remove_orphans()
         self._load(import_legacy)
 
     @staticmethod
     def _empty() -> dict[str, Any]:
         return {"version": STORE_VERSION, **{kind: {} for kind in STORE_KINDS}}
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Exclusive across processes (the server and `grants`); needs the directory to exist."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _remove_orphans(self) -> None:
+        """Temp files of writes that were killed before their rename."""
+        for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                orphan.unlink()
+                log.info("removed %s, left by an interrupted write", orphan)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
     def _load(self, import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None) -> None:
         try:
@@ -1976,21 +2191,30 @@ class TokenStore:
             if is_legacy_store(data) and import_legacy is not None:
                 self._import(raw, import_legacy(data, self.clock()))
                 return
-            if not (
-                isinstance(data, dict)
-                and data.get("version") == STORE_VERSION
-                and all(isinstance(data.get(kind, {}), dict) for kind in STORE_KINDS)
-            ):
-                raise ValueError("not an rc_mcp token store")
-        except ValueError as exc:
+            problem = store_problem(data)
+            if problem:
+                raise ValueError(problem)
+        except (ValueError, RecursionError) as exc:
             self._quarantine(str(exc))
             return
-        self._data = {**self._empty(), **data}
+        self._adopt(data)
+
+    def _adopt(self, data: dict[str, Any]) -> None:
+        """Take a valid file's data as the current state (tokens of older files get their grant)."""
+        data = {**self._empty(), **data}
+        now = self.clock()
+        for kind in ("access", "refresh"):
+            for record in data[kind].values():
+                if record["grant_id"] not in data["grants"]:
+                    data["grants"][record["grant_id"]] = new_grant(record["client_id"], "", now, self.idle_ttl)
+        with self._lock:
+            self._data = data
+            self._seen = self._stat()
 
     def _import(self, original: bytes, data: dict[str, Any]) -> None:
         backup = self.path.with_name(f"{self.path.name}.nodejs-backup-{utc_stamp()}")
         write_private_file(backup, original, "new")  # the original held plaintext tokens
-        self._data = data
+        self._adopt(data)
         self._save()
         log.warning(
             "imported the Node.js server's token file %s: %d access and %d refresh tokens, now stored as hashes "
@@ -2014,10 +2238,42 @@ class TokenStore:
             aside,
         )
 
+    def _reload_if_changed(self) -> None:
+        """Another process (`grants revoke`) wrote the file: take its data."""
+        seen = self._stat()
+        if seen is None or seen == self._seen:
+            return
+        try:
+            data = json.loads(self.path.read_bytes())
+            problem = store_problem(data)
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = str(exc)
+        if problem:
+            log.error("the token store %s was changed by another process and cannot be read (%s)", self.path, problem)
+            self._seen = seen
+            return
+        self._adopt(data)
+        self._written = None
+
+    def _recheck(self) -> None:
+        """At most every STORE_RECHECK seconds: has another process changed the file?"""
+        now = time.monotonic()
+        if now - self._checked >= STORE_RECHECK and self._write_lock.acquire(blocking=False):
+            try:  # (a write in progress re-reads the file itself: never wait for its fsync)
+                self._checked = now
+                self._reload_if_changed()
+            finally:
+                self._write_lock.release()
+
     def _prune(self, now: float) -> None:
         for kind in STORE_KINDS:
             records = self._data[kind]
             for key in [k for k, rec in records.items() if rec.get("expires_at", 0) <= now]:
+                del records[key]
+        grants = self._data["grants"]
+        for kind in ("access", "refresh"):  # tokens of a grant that ended
+            records = self._data[kind]
+            for key in [k for k, rec in records.items() if rec["grant_id"] not in grants]:
                 del records[key]
 
     def _save(self) -> None:
@@ -2028,25 +2284,44 @@ class TokenStore:
             snapshot = json.dumps(self._data, separators=(",", ":"))
         if snapshot == self._written:
             return  # nothing changed: no disk write for requests that changed nothing
+        write_private_file(self.path, snapshot.encode(), "replace")
+        self._written = snapshot
+        self._seen = self._stat()
+
+    def _ensure_directory(self) -> None:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
         elif directory.stat().st_mode & 0o077 and directory.stat().st_uid == os.getuid():
             log.warning("%s is accessible to other users: `chmod 700 %s`", directory, directory)
-        write_private_file(self.path, snapshot.encode(), "replace")
-        self._written = snapshot
 
     def ensure_writable(self) -> None:
         """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
-        with self._write_lock:
+        self._ensure_directory()
+        with self._write_lock, self._file_lock():
+            self._reload_if_changed()
+            self._written = None
             self._save()
 
     def lookup(self, kind: Literal["codes", "access", "refresh"], secret: str) -> dict[str, Any] | None:
-        """The unexpired record of a code or token (no I/O: used on every /mcp request)."""
+        """The unexpired record of a code or token (no I/O beyond a stat: used on every /mcp request)."""
+        self._recheck()
         return self._unexpired(kind, hash_secret(secret))
 
     def registered_client(self, client_id: str) -> dict[str, Any] | None:
+        self._recheck()
         return self._unexpired("clients", client_id)
+
+    def grant(self, grant_id: str) -> dict[str, Any] | None:
+        self._recheck()
+        return self._unexpired("grants", grant_id)
+
+    def grants(self) -> dict[str, dict[str, Any]]:
+        """Every live grant by id (for `grants`)."""
+        self._recheck()
+        now = self.clock()
+        with self._lock:
+            return {k: dict(v) for k, v in self._data["grants"].items() if v["expires_at"] > now}
 
     def _unexpired(self, kind: str, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -2058,13 +2333,16 @@ class TokenStore:
     def transact(
         self, change: Callable[[dict[str, Any], float], Any], keep_on: tuple[type[BaseException], ...] = ()
     ) -> Any:
-        """Run `change(data, now)` atomically and persist what it changed; one write at a time.
+        """Run `change(data, now)` atomically and persist what it changed; one writer at a time,
+        across processes, always on the file's current data.
 
         If `change` raises one of `keep_on`, its changes so far (e.g. a revocation) are saved and
         the exception re-raised; if it raises anything else, or the save fails, the data is
         exactly as before the call.
         """
-        with self._write_lock:
+        self._ensure_directory()
+        with self._write_lock, self._file_lock():
+            self._reload_if_changed()
             with self._lock:
                 before = copy.deepcopy(self._data)
                 kept: BaseException | None = None
@@ -2120,6 +2398,7 @@ CIMD_MAX_BYTES = 64 * 1024
 CIMD_CACHE_TTL = 600
 CIMD_CACHE_ENTRIES = 64
 CIMD_CONCURRENT_FETCHES = 4
+FETCH_FAILED = "the client metadata document could not be fetched"
 
 
 def derive_client_credentials(mcp_secret: str) -> tuple[str, str]:
@@ -2162,6 +2441,8 @@ def validate_redirect_uri(uri: Any) -> str:
         raise ValueError(f"redirect URI {uri[:100]!r} is malformed") from exc
     if "#" in uri or parts.username is not None or parts.password is not None:
         raise ValueError(f"redirect URI {uri[:100]!r} must not carry a fragment or credentials")
+    if parts.hostname and not is_host_name(parts.hostname):
+        raise ValueError(f"redirect URI {uri[:100]!r} has no valid host name")
     if parts.scheme == "https" and parts.hostname:
         return uri
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
@@ -2187,7 +2468,23 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
 
 
 def clean_client_name(name: str) -> str:
-    return CONTROL_RE.sub("", name).strip()[:MAX_CLIENT_NAME] or "unnamed client"
+    """A name fit for the consent page: no control, format (bidi overrides, zero-width) or
+    line-separator characters, which could make one name read as another."""
+    kept = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"))
+    return kept.strip()[:MAX_CLIENT_NAME] or "unnamed client"
+
+
+HOST_NAME_RE = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def is_host_name(host: str) -> bool:
+    """A DNS name of letters, digits and inner hyphens, or an IP address."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return True
+    return HOST_NAME_RE.fullmatch(host) is not None
 
 
 # ── Metadata documents ────────────────────────────────────────────────────────────────────────
@@ -2294,11 +2591,12 @@ class ClientMetadataFetcher:
         try:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
-            raise ValueError(f"cannot resolve {host}") from None
+            raise ValueError(FETCH_FAILED) from None
         addresses = [str(info[4][0]) for info in infos]
         # SSRF: an attacker-chosen client_id must not make this server reach internal services.
         if not addresses or not all(self._allow_address(a) for a in addresses):
-            raise ValueError(f"{host} does not resolve to public addresses only")
+            # (said as for a name that does not resolve: the answer must not map internal names)
+            raise ValueError(FETCH_FAILED)
         # Connect to the address just checked (no second lookup to rebind); TLS still verifies the name.
         address = addresses[0]
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -2318,7 +2616,7 @@ class ClientMetadataFetcher:
                             raise ValueError("the client metadata document is larger than 64 KB")
         except httpx2.HTTPError:
             # No details: they would tell a caller which internal-looking ports answer.
-            raise ValueError("the client metadata document could not be fetched") from None
+            raise ValueError(FETCH_FAILED) from None
         try:
             return json.loads(body)
         except ValueError:
@@ -2326,6 +2624,10 @@ class ClientMetadataFetcher:
 
 
 # ── Client registry ───────────────────────────────────────────────────────────────────────────
+
+
+def is_list_of_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def parse_basic_auth(header: str) -> tuple[str, str] | None:
@@ -2344,6 +2646,48 @@ def parse_basic_auth(header: str) -> tuple[str, str] | None:
 
 
 ClientPurpose = Literal["authorize", "token", "bearer"]
+GUESS_WINDOW = 900  # seconds failed identifications are remembered
+GUESS_FREE = 5  # failures in that window before attempts are slowed down
+GUESS_MAX_DELAY = 4.0  # seconds per attempt, at most: then at most 900 guesses an hour, from anywhere
+GUESS_MAX_WAITING = 32  # attempts queued at once; more are refused at once
+
+
+class GuessThrottle:
+    """Failed identifications, counted globally (a guess from anywhere is a guess): after a few,
+    every attempt waits its turn, one at a time, with a delay that doubles per failure. The
+    fixed client's id is derived from MCP_SECRET, so an answer to "is this the client id?" is
+    an answer to "is this MCP_SECRET?": nobody gets to ask quickly. Right and wrong guesses wait
+    alike, so timing tells nothing either."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, sleep: Callable[[float], Awaitable[None]] = anyio.sleep):
+        self._clock = clock
+        self.sleep = sleep
+        self._failures: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._turn: asyncio.Lock | None = None
+        self._waiting = 0
+
+    def delay(self) -> float:
+        now = self._clock()
+        while self._failures and self._failures[0] <= now - GUESS_WINDOW:
+            self._failures.popleft()
+        over = len(self._failures) - GUESS_FREE
+        return 0.0 if over < 0 else min(0.05 * 2.0**over, GUESS_MAX_DELAY)
+
+    async def admit(self) -> None:
+        if not self.delay():
+            return
+        if self._waiting >= GUESS_MAX_WAITING:
+            raise OAuthError(429, "temporarily_unavailable", "too many failed sign-in attempts; try again in a minute")
+        self._turn = self._turn or asyncio.Lock()
+        self._waiting += 1
+        try:
+            async with self._turn:
+                await self.sleep(self.delay())
+        finally:
+            self._waiting -= 1
+
+    def fail(self) -> None:
+        self._failures.append(self._clock())
 
 
 class ClientRegistry:
@@ -2355,24 +2699,32 @@ class ClientRegistry:
         self.lifetime = config.refresh_token_ttl
         client_id, self._fixed_secret = derive_client_credentials(config.mcp_secret)
         self.fixed = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
+        self.guesses = GuessThrottle(store.clock)
 
     async def resolve(self, client_id: str, purpose: ClientPurpose) -> OAuthClient | None:
         """The client with this id, or None. Only /authorize fetches a metadata document: codes are
-        bound to the client it described, so later a metadata-document id stands for itself."""
-        if secret_equal(client_id, self.fixed.client_id):
-            return self.fixed
-        if is_metadata_document_url(client_id):
-            if purpose != "authorize":
-                return OAuthClient(client_id, "metadata_document", client_id)
-            try:
-                return await self.fetcher.get(client_id)
-            except Exception as exc:  # any failure to fetch or validate: the client is unknown
-                log.info("client metadata document %s refused: %s", client_id[:200], exc)
-                raise OAuthError(400, "invalid_client", f"cannot use the client metadata document: {exc}") from None
-        record = self.store.registered_client(client_id)
-        if record is None:
+        bound to the client it described, so later a metadata-document id stands for itself.
+
+        An id that could be the fixed client's is compared only after the guess throttle admits
+        it (bearer checks excepted: their ids come from this server's own records)."""
+        registered = None if is_metadata_document_url(client_id) else self.store.registered_client(client_id)
+        if registered is not None:
+            return OAuthClient(client_id, "registered", registered["client_name"], tuple(registered["redirect_uris"]))
+        if not is_metadata_document_url(client_id):
+            if purpose != "bearer":
+                await self.guesses.admit()
+            if secret_equal(client_id, self.fixed.client_id):
+                return self.fixed
+            if purpose != "bearer":
+                self.guesses.fail()
             return None
-        return OAuthClient(client_id, "registered", record["client_name"], tuple(record["redirect_uris"]))
+        if purpose != "authorize":
+            return OAuthClient(client_id, "metadata_document", client_id)
+        try:
+            return await self.fetcher.get(client_id)
+        except Exception as exc:  # any failure to fetch or validate: the client is unknown
+            log.info("client metadata document %s refused: %s", client_id[:200], exc)
+            raise OAuthError(400, "invalid_client", f"cannot use the client metadata document: {exc}") from None
 
     async def authenticate(self, authorization: str | None, form: Mapping[str, str]) -> OAuthClient:
         """RFC 6749 §2.3.1: client_secret_basic or client_secret_post for the fixed client, never
@@ -2392,19 +2744,23 @@ class ClientRegistry:
         if not client_id:
             raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
         client = await self.resolve(client_id, "token")
+        # One answer for an unknown client and for a wrong secret: neither may tell which it was.
+        # (Claude.ai registers again when it sees it.)
+        refused = OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
         if client is None:
-            # Claude.ai registers again when it sees this.
-            raise OAuthError(401, "invalid_client", "unknown client or wrong client secret; register again", challenge)
+            raise refused
         if not client.public:
             if not secret_equal(client_secret, self._fixed_secret):
-                raise OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
+                self.guesses.fail()
+                raise refused
         elif client_secret is not None:
             raise OAuthError(401, "invalid_client", "this is a public client: send only its client_id", challenge)
         return client
 
-    def register(self, metadata: Any) -> dict[str, Any]:
+    def register(self, metadata: Any, keep: Iterable[str] = ()) -> dict[str, Any]:
         """RFC 7591: registers a public client. Never reveals a secret: the client still needs the
-        owner's approval on the consent page before it gets a code."""
+        owner's approval on the consent page before it gets a code. When the registry is full,
+        the oldest client nobody approved goes — never one in `keep` (its consent page is open)."""
         if not isinstance(metadata, dict):
             raise OAuthError(400, "invalid_client_metadata", "the body must be a JSON object")
         uris = metadata.get("redirect_uris")
@@ -2415,12 +2771,12 @@ class ClientRegistry:
         except ValueError as exc:
             raise OAuthError(400, "invalid_redirect_uri", str(exc)) from None
         grant_types = metadata.get("grant_types", ["authorization_code", "refresh_token"])
-        if not isinstance(grant_types, list) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
+        if not is_list_of_strings(grant_types) or not set(grant_types) <= {"authorization_code", "refresh_token"}:
             raise OAuthError(
                 400, "invalid_client_metadata", "grant_types may only be authorization_code and refresh_token"
             )
         response_types = metadata.get("response_types", ["code"])
-        if not isinstance(response_types, list) or set(response_types) != {"code"}:
+        if not is_list_of_strings(response_types) or set(response_types) != {"code"}:
             raise OAuthError(400, "invalid_client_metadata", 'response_types must be ["code"]')
         name = metadata.get("client_name")
         client_name = clean_client_name(name if isinstance(name, str) else "")
@@ -2430,7 +2786,11 @@ class ClientRegistry:
             clients = data["clients"]
             if len(clients) >= MAX_REGISTERED_CLIENTS:
                 # Unauthenticated callers must not fill the disk: drop the oldest never-approved one.
-                unused = sorted((rec["created_at"], cid) for cid, rec in clients.items() if not rec.get("approved"))
+                unused = sorted(
+                    (rec["created_at"], cid)
+                    for cid, rec in clients.items()
+                    if not rec.get("approved") and cid not in keep
+                )
                 if not unused:
                     raise OAuthError(400, "invalid_client_metadata", "too many registered clients; try again later")
                 del clients[unused[0][1]]
@@ -2454,6 +2814,13 @@ class ClientRegistry:
             "token_endpoint_auth_method": "none",  # even when client_secret_post was asked for
             "scope": DEFAULT_SCOPE,
         }
+
+    def trusted(self, client: OAuthClient) -> bool:
+        """May this server send the browser back to the client? The fixed client, Claude's own
+        metadata-document clients, and registered clients the owner approved before."""
+        if client.kind == "registered":
+            return bool((self.store.registered_client(client.client_id) or {}).get("approved"))
+        return client.kind == "fixed" or client.client_id in KNOWN_CLIENT_METADATA
 
     def extend(self, data: dict[str, Any], client_id: str, now: float, approved: bool = False) -> None:
         """Inside a transaction: a registered client the owner approved, or that is in use, lives
@@ -2559,25 +2926,32 @@ def required_param(params: Mapping[str, str], name: str, hint: str = "") -> str:
 
 
 def revoke_grant(data: dict[str, Any], grant_id: str) -> int:
-    """Inside a transaction: every token of a grant is gone."""
+    """Inside a transaction: a grant and every token of it are gone."""
     revoked = 0
     for kind in ("access", "refresh"):
         records = data[kind]
         for key in [k for k, rec in records.items() if rec.get("grant_id") == grant_id]:
             del records[key]
             revoked += 1
+    data["grants"].pop(grant_id, None)
     return revoked
 
 
+TOUCH_INTERVAL = 60  # a grant's last use is written at most this often (and at shutdown)
+
+
 class Grants:
-    """Codes for approved requests, and the tokens they turn into."""
+    """Codes for approved requests, the tokens they turn into, and the grants that hold them."""
 
     def __init__(self, config: Config, store: TokenStore, clients: ClientRegistry):
         self.store = store
         self.clients = clients
         self.access_ttl = config.access_token_ttl
         self.refresh_ttl = config.refresh_token_ttl
-        self._rotation_key = hashlib.sha256(f"{config.mcp_secret}:refresh-rotation".encode()).digest()
+        self.idle_ttl = config.idle_ttl
+        self._rotation_key = hmac.new(config.mcp_secret.encode(), b"rc_mcp refresh rotation", hashlib.sha256).digest()
+        self._seal_key = hmac.new(config.mcp_secret.encode(), b"rc_mcp sealed codes", hashlib.sha256).digest()
+        self._touched: dict[str, float] = {}  # grant id → last use not yet written
 
     async def _transact(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
         """A store transaction off the event loop; an OAuthError keeps what `change` did before it."""
@@ -2601,21 +2975,43 @@ class Grants:
             raise OAuthError(400, "invalid_grant", invalid)
         return record
 
+    # Codes --------------------------------------------------------------------------------
+
+    def _seal(self, record: Mapping[str, Any]) -> str:
+        """A fixed-client code that carries its own record, signed: /authorize, which anyone may
+        call with the (visible) client id, stores nothing; /token, after the client secret,
+        checks the seal and keeps only a used-marker, so a replay is still caught."""
+        body = base64.urlsafe_b64encode(json.dumps(record, separators=(",", ":")).encode()).rstrip(b"=")
+        mac = base64.urlsafe_b64encode(hmac.new(self._seal_key, body, hashlib.sha256).digest()).rstrip(b"=")
+        return f"rcsc_{body.decode()}.{mac.decode()}"
+
+    def _unseal(self, code: str, client: OAuthClient) -> dict[str, Any] | None:
+        body, _, mac = code.removeprefix("rcsc_").partition(".")
+        expected = base64.urlsafe_b64encode(hmac.new(self._seal_key, body.encode(), hashlib.sha256).digest())
+        if not code.startswith("rcsc_") or not hmac.compare_digest(mac.encode(), expected.rstrip(b"=")):
+            return None
+        record = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        return typing.cast(dict[str, Any], record) if secret_equal(record.get("client_id"), client.client_id) else None
+
     async def issue_code(
         self, client: OAuthClient, *, redirect_uri: str, challenge: str, resource: str, scope: str
     ) -> str:
-        code = secrets.token_urlsafe(32)
+        now = self.store.clock()
+        record = {
+            "client_id": client.client_id,
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "resource": resource,
+            "scope": scope,
+            "grant_id": secrets.token_hex(16),
+            "expires_at": now + CODE_TTL,
+        }
+        if not client.public:
+            return self._seal(record)
+        code = "rcac_" + secrets.token_urlsafe(32)
 
         def store_code(data: dict[str, Any], now: float) -> None:
-            data["codes"][hash_secret(code)] = {
-                "client_id": client.client_id,
-                "redirect_uri": redirect_uri,
-                "code_challenge": challenge,
-                "resource": resource,
-                "scope": scope,
-                "grant_id": secrets.token_hex(16),
-                "expires_at": now + CODE_TTL,
-            }
+            data["codes"][hash_secret(code)] = record
             self.clients.extend(data, client.client_id, now, approved=True)
 
         await self._transact(store_code)
@@ -2625,10 +3021,18 @@ class Grants:
         """RFC 6749 §4.1.3, in its order: code of this client → not used → same redirect_uri → PKCE."""
         code, verifier = required_param(form, "code"), required_param(form, "code_verifier", " (PKCE)")
         redirect_uri, resource = form.get("redirect_uri"), form.get("resource")
+        invalid = "the authorization code is invalid or expired"
+        sealed = None if client.public else self._unseal(code, client)
+        if not client.public and sealed is None:
+            raise OAuthError(400, "invalid_grant", invalid)
 
         def exchange(data: dict[str, Any], now: float) -> dict[str, Any]:
-            invalid = "the authorization code is invalid or expired"
-            record = self._grant_record(data, "codes", code, client, now, invalid)
+            if sealed is None:
+                record = self._grant_record(data, "codes", code, client, now, invalid)
+            elif sealed["expires_at"] <= now:
+                raise OAuthError(400, "invalid_grant", invalid)
+            else:
+                record = data["codes"].get(hash_secret(code)) or dict(sealed)
             if record.get("used_at"):
                 # OAuth 2.1 §4.1.3: a replayed code may have been stolen; revoke what it produced.
                 revoke_grant(data, record["grant_id"])
@@ -2641,10 +3045,17 @@ class Grants:
             if not verify_pkce(verifier, record["code_challenge"]):
                 raise OAuthError(400, "invalid_grant", "code_verifier does not match the code_challenge")
             check_resource(resource, record["resource"])
-            record["used_at"] = now
+            if sealed is None:
+                record["used_at"] = now
+            else:  # a used-marker, kept until the code would have expired
+                marker = {k: record[k] for k in ("client_id", "grant_id", "expires_at")}
+                data["codes"][hash_secret(code)] = {**marker, "used_at": now}
+            data["grants"][record["grant_id"]] = new_grant(client.client_id, client.name, now, self.idle_ttl)
             return self._issue_tokens(data, now, record)
 
         return typing.cast(dict[str, Any], await self._transact(exchange))
+
+    # Tokens -------------------------------------------------------------------------------
 
     async def refresh(self, client: OAuthClient, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 6749 §6 with rotation (OAuth 2.1 §4.3.1); a racing twin within the grace window
@@ -2655,6 +3066,9 @@ class Grants:
         def rotate(data: dict[str, Any], now: float) -> dict[str, Any]:
             invalid = "the refresh token is invalid, expired or revoked"
             record = self._grant_record(data, "refresh", refresh_token, client, now, invalid)
+            grant = data["grants"].get(record["grant_id"])
+            if grant is None or grant["expires_at"] <= now:
+                raise OAuthError(400, "invalid_grant", "this link was revoked or unused for too long; sign in again")
             rotated = record.get("rotated_at") is not None
             if rotated:
                 successor = data["refresh"].get(record.get("successor", ""))
@@ -2675,6 +3089,7 @@ class Grants:
                 if issued is None or issued["expires_at"] <= now:
                     raise OAuthError(400, "invalid_grant", "the refresh token was already used; sign in again")
                 return token_response(access, refresh, issued["expires_at"] - now, issued["scope"])
+            grant.update(last_used=now, expires_at=max(grant["expires_at"], now + self.idle_ttl))
             payload = self._issue_tokens(data, now, {**record, "scope": granted_scope}, (access, refresh))
             record["rotated_at"] = now  # kept (until it expires) to detect reuse
             record["successor"] = hash_secret(refresh)
@@ -2715,6 +3130,47 @@ class Grants:
         self.clients.extend(data, grant["client_id"], now)  # a client in use does not expire
         return token_response(access, refresh, self.access_ttl, grant["scope"])
 
+    # Grants -------------------------------------------------------------------------------
+
+    def live_grant(self, token_record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The grant of a valid access token, or None when it was revoked or unused too long."""
+        return self.store.grant(token_record["grant_id"])
+
+    def touch(self, grant_id: str, grant: Mapping[str, Any]) -> bool:
+        """Note a use of a grant (in memory); True when it is time to write the uses down."""
+        now = self.store.clock()
+        self._touched[grant_id] = now
+        return now - grant["last_used"] >= TOUCH_INTERVAL
+
+    async def flush_uses(self) -> None:
+        """Write the noted uses: one store write for all of them."""
+        touched, self._touched = self._touched, {}
+        if not touched:
+            return
+
+        def record_uses(data: dict[str, Any], now: float) -> None:
+            for grant_id, when in touched.items():
+                grant = data["grants"].get(grant_id)
+                if grant is not None and when > grant["last_used"]:
+                    grant.update(last_used=when, expires_at=max(grant["expires_at"], when + self.idle_ttl))
+
+        try:
+            await self._transact(record_uses)
+        except OSError as exc:
+            self._touched = {**touched, **self._touched}  # tried again at the next use
+            log.error("cannot record when links were last used in %s: %s", self.store.path, exc)
+
+    def revoke_grants(self, grant_ids: Iterable[str] | None) -> list[str]:
+        """End these grants (None: all of them) at once; the ones ended."""
+
+        def revoke(data: dict[str, Any], now: float) -> list[str]:
+            chosen = list(data["grants"]) if grant_ids is None else [g for g in grant_ids if g in data["grants"]]
+            for grant_id in chosen:
+                revoke_grant(data, grant_id)
+            return chosen
+
+        return typing.cast(list[str], self.store.transact(revoke))
+
 
 # ── HTTP messages ─────────────────────────────────────────────────────────────────────────────
 # Requests and responses of the hand-rolled endpoints, and the parsing every one of them shares.
@@ -2748,7 +3204,7 @@ class Request:
     query: str
     headers: dict[str, str]  # see parse_headers
     body: bytes
-    peer_address: str = ""  # the connecting address (a proxy's, behind one)
+    client_address: str = ""  # the client's address, as far as trusted proxies tell (see client_address)
 
 
 @dataclass
@@ -2820,6 +3276,11 @@ def require_form(request: Request) -> dict[str, str]:
 
 CONSENT_MAX_FAILURES = 5  # wrong consent passwords from one address…
 CONSENT_FAILURE_WINDOW = 900  # …within this many seconds → 429
+CONSENT_GLOBAL_FAILURES = 50  # wrong ones from everyone in that window: then one per address
+TOTP_STEP = 30
+TOTP_DIGITS = 6
+TOTP_MAX_FAILURES = 10  # wrong codes from everyone…
+TOTP_FAILURE_WINDOW = 3600  # …in this many seconds pause codes (MCP_SECRET still works)
 AUTHORIZE_PARAMETERS = (
     "response_type",
     "client_id",
@@ -2844,27 +3305,101 @@ def throttle_key(address: str) -> str:
 
 
 class ConsentThrottle:
-    """Repeated wrong consent passwords from one address (IPv6: one /64) are answered 429 for a while."""
+    """Wrong consent passwords per address (IPv6: per /64): after CONSENT_MAX_FAILURES in the
+    window, that address is answered 429 for a while — a stranger can only lock out their own
+    address. Once many addresses fail (a distributed attack), each is allowed one failure."""
 
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._failures: dict[str, list[float]] = {}
+        self._all: collections.deque[float] = collections.deque(maxlen=100_000)
 
     def _recent(self, key: str, now: float) -> list[float]:
         return [t for t in self._failures.get(key, []) if t > now - CONSENT_FAILURE_WINDOW]
 
     def retry_after(self, address: str) -> int:
         now = self._clock()
+        while self._all and self._all[0] <= now - CONSENT_FAILURE_WINDOW:
+            self._all.popleft()
+        allowed = 1 if len(self._all) >= CONSENT_GLOBAL_FAILURES else CONSENT_MAX_FAILURES
         recent = self._recent(throttle_key(address), now)
-        if len(recent) < CONSENT_MAX_FAILURES:
+        if len(recent) < allowed:
             return 0
-        return int(recent[0] + CONSENT_FAILURE_WINDOW - now) + 1
+        return int(recent[-allowed] + CONSENT_FAILURE_WINDOW - now) + 1
 
     def fail(self, address: str) -> None:
         key, now = throttle_key(address), self._clock()
         if key not in self._failures and len(self._failures) >= 10_000:
             self._failures.pop(next(iter(self._failures)))
         self._failures[key] = [*self._recent(key, now), now]
+        self._all.append(now)
+
+
+def hotp(key: bytes, counter: int, digits: int = TOTP_DIGITS, digest: str = "sha1") -> str:
+    """RFC 4226 §5.3."""
+    mac = hmac.new(key, counter.to_bytes(8, "big"), digest).digest()
+    offset = mac[-1] & 0x0F
+    number = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
+    return str(number % 10**digits).zfill(digits)
+
+
+def totp(key: bytes, at: float, digits: int = TOTP_DIGITS, digest: str = "sha1") -> str:
+    """RFC 6238: the HOTP of the current 30-second step."""
+    return hotp(key, int(at // TOTP_STEP), digits, digest)
+
+
+def consent_totp_key(mcp_secret: str) -> bytes:
+    """The authenticator app's secret, derived from MCP_SECRET (a new MCP_SECRET, a new app entry)."""
+    return hmac.new(mcp_secret.encode(), b"rc_mcp consent code", hashlib.sha256).digest()[:20]
+
+
+def totp_uri(key: bytes, server_url: str) -> str:
+    """What an authenticator app scans (Key Uri Format): SHA-1, 6 digits, 30 s — what every app supports."""
+    label = f"rc_mcp:{urlsplit(server_url).hostname or 'owner'}"
+    secret = base64.b32encode(key).decode().rstrip("=")
+    query = urlencode({"secret": secret, "issuer": "rc_mcp", "algorithm": "SHA1", "digits": TOTP_DIGITS})
+    return f"otpauth://totp/{quote(label)}?{query}&period={TOTP_STEP}"
+
+
+class OwnerCheck:
+    """Who may approve a client on the consent page: whoever types MCP_SECRET, or the current code
+    of the authenticator app set up with `python rc_mcp.py credentials` (easy on a phone).
+
+    Both count against the address's ConsentThrottle. A six-digit code can be guessed, so wrong
+    codes from everyone also share a budget (TOTP_MAX_FAILURES an hour); when it is spent, codes
+    are paused and only MCP_SECRET is accepted — which cannot be guessed, so the owner is never
+    locked out. A code is accepted once (no replay), within one step of the server's clock."""
+
+    def __init__(self, mcp_secret: str, clock: Callable[[], float] = time.time):
+        self._secret = mcp_secret
+        self._key = consent_totp_key(mcp_secret)
+        self._clock = clock
+        self.throttle = ConsentThrottle(clock)
+        self._code_failures: collections.deque[float] = collections.deque(maxlen=1000)
+        self._last_step = 0
+
+    def codes_paused(self) -> bool:
+        now = self._clock()
+        while self._code_failures and self._code_failures[0] <= now - TOTP_FAILURE_WINDOW:
+            self._code_failures.popleft()
+        return len(self._code_failures) >= TOTP_MAX_FAILURES
+
+    def verify(self, given: str, address: str) -> Literal["approved", "wrong", "codes paused"]:
+        given = given.strip()
+        if re.fullmatch(r"[0-9]{6}", given.replace(" ", "")):
+            if self.codes_paused():
+                return "codes paused"
+            now = self._clock()
+            code = given.replace(" ", "")
+            for step in (int(now // TOTP_STEP) + d for d in (0, -1, 1)):
+                if step > self._last_step and hmac.compare_digest(hotp(self._key, step), code):
+                    self._last_step = step
+                    return "approved"
+            self._code_failures.append(now)
+        elif secret_equal(given, self._secret):
+            return "approved"
+        self.throttle.fail(address)
+        return "wrong"
 
 
 ERROR_PAGE = """<!doctype html>
@@ -2917,8 +3452,8 @@ that is, run code on that machine. It will be sent back to <span class="host">{r
 {error}
 <form method="post" action="/authorize">
 {hidden}
-<label for="password">Owner password (the server's MCP_SECRET)</label>
-<input id="password" name="password" type="password" autocomplete="current-password" autofocus>
+<label for="password">Code from your authenticator app, or the server's MCP_SECRET</label>
+<input id="password" name="password" type="password" autocomplete="one-time-code" autofocus>
 <div class="buttons">
 <button type="submit" name="action" value="deny">Deny</button>
 <button type="submit" name="action" value="approve">Approve</button>
@@ -2944,7 +3479,12 @@ def render_consent_page(
     )
     error = ""
     if status == 403:
-        error = '<p class="error" role="alert">Wrong password. Try again.</p>'
+        error = '<p class="error" role="alert">Wrong code or password. Try again.</p>'
+    elif status == 409:
+        error = (
+            '<p class="error" role="alert">Codes are paused after too many wrong ones from somewhere: '
+            "type the server's MCP_SECRET this time.</p>"
+        )
     elif status == 429:
         error = f'<p class="error" role="alert">Too many wrong passwords. Try again in {retry_after} seconds.</p>'
     target = urlsplit(redirect_uri)
@@ -2959,6 +3499,11 @@ def render_consent_page(
     if retry_after:
         headers.append(("Retry-After", str(retry_after)))
     return Response(status, page.encode(), headers)
+
+
+def render_denied_page() -> Response:
+    page = ERROR_PAGE.format(error="access_denied", description="you denied this request; you can close this page")
+    return Response(200, page.encode(), html_headers())
 
 
 def render_error_page(error: OAuthError) -> Response:
@@ -2978,12 +3523,14 @@ class OAuthEndpoints:
         self.issuer = config.server_url  # one string, byte-identical everywhere
         self.resource = config.resource
         self.resource_metadata_url = f"{self.issuer}/.well-known/oauth-protected-resource/mcp"
-        self.mcp_secret = config.mcp_secret
         self.dev_server = config.ssh_host or "this server"
         self.store = store
         self.clients = ClientRegistry(config, store, fetcher)
         self.grants = Grants(config, store, self.clients)
-        self.throttle = ConsentThrottle(store.clock)
+        self.owner = OwnerCheck(config.mcp_secret, store.clock)
+        # Clients whose consent page is open: a registration flood must not evict them.
+        self._awaiting_consent: dict[str, float] = {}
+        self._flush: asyncio.Task[None] | None = None
 
     # Metadata -----------------------------------------------------------------------------
 
@@ -3025,7 +3572,10 @@ class OAuthEndpoints:
             metadata = json.loads(request.body)
         except ValueError:
             raise OAuthError(400, "invalid_client_metadata", "the body is not JSON") from None
-        return json_response(201, await anyio.to_thread.run_sync(self.clients.register, metadata))
+        now = self.store.clock()
+        keep = {cid for cid, shown in self._awaiting_consent.items() if shown > now - CODE_TTL}
+        self._awaiting_consent = {cid: self._awaiting_consent[cid] for cid in keep}
+        return json_response(201, await anyio.to_thread.run_sync(self.clients.register, metadata, keep))
 
     # Authorization ------------------------------------------------------------------------
 
@@ -3071,17 +3621,22 @@ class OAuthEndpoints:
             action = params.get("action") if request.method == "POST" else None
             if action == "deny":
                 log.info("authorize: the owner denied %s", client.name)
-                return redirect_back(error="access_denied", error_description="the owner denied access")
+                if self.clients.trusted(client):
+                    return redirect_back(error="access_denied", error_description="the owner denied access")
+                # A stranger's client is not sent anywhere: that would make this an open redirect.
+                return render_denied_page()
             if action != "approve":
+                self._awaiting_consent[client.client_id] = self.store.clock()
                 return render_consent_page(client, redirect_uri, params, self.dev_server)
-            address = request.peer_address
-            wait = self.throttle.retry_after(address)
+            address = request.client_address
+            wait = self.owner.throttle.retry_after(address)
             if wait:
                 return render_consent_page(client, redirect_uri, params, self.dev_server, 429, wait)
-            if not secret_equal(params.get("password"), self.mcp_secret):
-                self.throttle.fail(address)
-                log.warning("authorize: wrong consent password from %s for %s", address, client.name)
-                return render_consent_page(client, redirect_uri, params, self.dev_server, 403)
+            verdict = self.owner.verify(params.get("password", ""), address)
+            if verdict != "approved":
+                log.warning("authorize: %s consent answer from %s for %s", verdict, address, client.name)
+                status = 409 if verdict == "codes paused" else 403
+                return render_consent_page(client, redirect_uri, params, self.dev_server, status)
 
         code = await self.grants.issue_code(
             client, redirect_uri=redirect_uri, challenge=challenge, resource=resource, scope=scope
@@ -3128,6 +3683,11 @@ class OAuthEndpoints:
         # A new MCP_SECRET (a new fixed client) or an expired registration ends its tokens at once.
         if await self.clients.resolve(record["client_id"], "bearer") is None:
             raise self._unauthorized("the access token's client no longer exists")
+        grant = self.grants.live_grant(record)
+        if grant is None:
+            raise self._unauthorized("this link was revoked or unused for too long; connect again")
+        if self.grants.touch(record["grant_id"], grant) and (self._flush is None or self._flush.done()):
+            self._flush = asyncio.get_running_loop().create_task(self.grants.flush_uses())
         return record
 
     def _unauthorized(self, description: str) -> OAuthError:
@@ -3315,7 +3875,21 @@ def allowed_hosts(server_url: str) -> list[str]:
     return sorted(hosts)
 
 
-async def read_request(scope: ASGIScope, receive: Receive) -> Request:
+def client_address(scope: ASGIScope, headers: Mapping[str, str], platform_header: str | None) -> str:
+    """The client's address, for throttles and logs. It is the connecting peer — which uvicorn
+    has already replaced by X-Forwarded-For's when the peer is one of FORWARDED_ALLOW_IPS — or
+    the platform header (Fly-Client-IP) when the peer is the platform's proxy (a private
+    address). Anything that is not an IP address counts as one and the same unknown client, so
+    no made-up value buys a fresh throttle."""
+    peer = str((scope.get("client") or ("",))[0])
+    claimed = headers.get(platform_header.lower(), "").strip() if platform_header else ""
+    for candidate in ([claimed] if claimed and not is_public_address(peer) else []) + [peer]:
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(candidate))
+    return "unknown"
+
+
+async def read_request(scope: ASGIScope, receive: Receive, platform_header: str | None = None) -> Request:
     headers = parse_headers(scope.get("headers", []))
     declared = headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
@@ -3337,7 +3911,7 @@ async def read_request(scope: ASGIScope, receive: Receive) -> Request:
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         body=bytes(body),
-        peer_address=str((scope.get("client") or ("",))[0]),
+        client_address=client_address(scope, headers, platform_header),
     )
 
 
@@ -3432,7 +4006,7 @@ class App:
             if method not in route.methods:
                 allow = ", ".join(route.methods)
                 raise OAuthError(405, "invalid_request", f"use {' or '.join(route.methods)}", {"Allow": allow})
-            response = await route.handler(await read_request(scope, receive))
+            response = await route.handler(await read_request(scope, receive, self.config.client_ip_header))
         except OAuthError as exc:
             response = error_response(exc)
         except Exception:
