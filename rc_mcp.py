@@ -48,6 +48,7 @@ import io
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -121,6 +122,53 @@ def secret_problem(secret: str) -> str | None:
             "the client id derived from it is visible, so a short one can be guessed."
         )
     return None
+
+
+WEAK_SECRET_BITS = 112  # estimated entropy below which MCP_SECRET is called weak (hex of 32 bytes: far above)
+
+
+def secret_bits(secret: str) -> float:
+    """MCP_SECRET's estimated entropy, by zxcvbn (words, sequences, repeats, dates, keyboard walks);
+    a phrase is rated word by word (zxcvbn does not split on spaces), whichever is lower."""
+    import zxcvbn  # only when asked: its word lists take a moment to load
+
+    def rate(text: str) -> float:
+        # A text that is mostly random stretches is rated by the size of their alphabet: zxcvbn
+        # counts ten symbols per character there, which would call random hex weak.
+        result = zxcvbn.zxcvbn(text)
+        matches = result["sequence"]
+        if sum(len(m["token"]) for m in matches if m["pattern"] != "bruteforce") * 3 >= len(text):
+            return math.log2(max(float(result["guesses"]), 1.0))
+        bits = 0.0
+        for match in matches:
+            token = match["token"]
+            if match["pattern"] != "bruteforce":
+                bits += math.log2(max(float(match["guesses"]), 1.0))
+                continue
+            classes = (
+                (10, any(c.isdigit() for c in token)),
+                (26, any(c.islower() for c in token)),
+                (26, any(c.isupper() for c in token)),
+                (33, any(not c.isalnum() for c in token)),
+            )
+            bits += len(token) * math.log2(max(sum(size for size, present in classes if present), 10))
+        return bits
+
+    text = secret[:100]  # zxcvbn slows down with length; 100 characters tell enough
+    words = [w for w in re.split(r"[\s._-]+", text) if w]
+    phrase = sum(rate(w) for w in words) + 2 * (len(words) - 1) if len(words) > 1 else math.inf
+    return min(rate(text), phrase)
+
+
+def weak_secret_warning(secret: str) -> str | None:
+    """The warning for a guessable MCP_SECRET, or None."""
+    bits = secret_bits(secret)
+    if bits >= WEAK_SECRET_BITS:
+        return None
+    return (
+        f"MCP_SECRET is weak (about {bits:.0f} bits of entropy; words, sequences and repeats are easy to guess). "
+        f"Set a random one — {SECRET_FIX} — and add the connector again (a new MCP_SECRET ends every link)."
+    )
 
 
 def check_absolute_path(value: str) -> str:
@@ -299,7 +347,14 @@ SETTINGS: tuple[Setting, ...] = (
         "writable, else `~/.local/state/rc_mcp/oauth-tokens.json`",
     ),
     Setting("PORT", "int", "listening port", default=3000, low=1, high=65535),
-    Setting("HOST", "str", "bind address", default="0.0.0.0", check=check_bind_address),
+    Setting(
+        "HOST",
+        "str",
+        "bind address",
+        default="0.0.0.0",
+        check=check_bind_address,
+        shown_default="`0.0.0.0`; `127.0.0.1` in local mode",
+    ),
     Setting(
         "START_TIMEOUT",
         "float",
@@ -596,7 +651,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         spawn_worktree=values["SPAWN_WORKTREE"],
         permission_mode=values["PERMISSION_MODE"],
         token_store_path=Path(store).expanduser() if store else default_token_store_path(environ),
-        host=values["HOST"],
+        # Local mode runs commands on this machine: by default reachable from it alone.
+        host=values["HOST"] if "HOST" in given else ("127.0.0.1" if ssh_host is None else "0.0.0.0"),
         port=values["PORT"],
         start_timeout=values["START_TIMEOUT"],
         command_timeout=values["COMMAND_TIMEOUT"],
@@ -767,6 +823,7 @@ class ClaudeText:
     cause: str
 
 
+DIRECTORY_CHANGED = "rc_mcp: the project directory changed while the session started; claude was not started"
 TRUST_CAUSE = (
     "claude does not trust {path} yet: on the dev server run `claude` once in that directory and accept the trust "
     "dialog (trusting the projects base directory covers every project in it), then start again."
@@ -774,6 +831,12 @@ TRUST_CAUSE = (
 
 # First match wins: a new prompt or error text of claude is one row here.
 CLAUDE_TEXTS: tuple[ClaudeText, ...] = (
+    ClaudeText(
+        "failure",
+        re.escape(DIRECTORY_CHANGED),
+        "{path} was replaced (by a symlink?) between rc_mcp's check and the launch, so claude was not started: find "
+        "out what changes it on the dev server, then start again.",
+    ),
     ClaudeText(
         "failure",
         r"You must be logged in to use Remote Control",
@@ -886,9 +949,20 @@ def classify_session(raw: str) -> tuple[SessionStatus, str | None]:
     return "needs attention", describe_text(ATTENTION_TEXTS[-row], match, "the project")
 
 
+LINK_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>()]+", re.I)
+CLAUDE_LINK_RE = re.compile(r"https://(?:[a-z0-9-]+\.)*claude\.(?:ai|com)(?:[/?#][^\s\"'<>()]*)?", re.I)
+
+
+def keep_claude_links(text: str) -> str:
+    """Links other than claude.ai's and claude.com's removed: claude's output relayed to the model
+    must not carry someone else's link (a project file could have put one on the screen)."""
+    return LINK_RE.sub(lambda m: m.group() if CLAUDE_LINK_RE.fullmatch(m.group()) else "[link removed]", text)
+
+
 def tail_lines(raw: str, count: int = 12) -> str:
-    """The last lines of claude's output as readable text, repaints collapsed."""
-    lines = [line.rstrip() for line in strip_terminal(raw).split("\n")]
+    """The last lines of claude's output as readable text for a message: repaints collapsed,
+    foreign links removed."""
+    lines = [line.rstrip() for line in keep_claude_links(strip_terminal(raw)).split("\n")]
     lines = [line for line in lines if line.strip()]
     deduped: list[str] = []
     for line in lines:
@@ -922,7 +996,26 @@ LOG_TAIL_BYTES = 8192
 LIST_TAIL_BYTES = 3072
 # The files of one session in the state directory (sh variable → suffix); they exist only while
 # its tmux session does.
-SESSION_FILES = {"meta": ".meta", "log": ".log", "url_file": ".url"}
+SESSION_FILES = {"meta": ".meta", "log": ".log", "log_old": ".log.1", "url_file": ".url"}
+# claude's output goes to the log through this (sh, $1 the log) rather than `cat`: a claude that
+# prints forever fills at most two chunks of the log — the newest output, and the chunk before it
+# as .log.1. dd, unlike head, writes what it reads at once (the start script waits for the URL).
+LOG_CHUNK_BYTES = 1024 * 1024
+CAP_LOG_SCRIPT = f"""while :; do
+  before=$(wc -c < "$1" 2>/dev/null || echo 0)
+  dd bs=65536 count=64 2>/dev/null >> "$1" || exit 0
+  after=$(wc -c < "$1")
+  [ "$after" -eq "$before" ] && exit 0
+  [ "$after" -ge {LOG_CHUNK_BYTES} ] && mv -f -- "$1" "$1.1"
+done"""
+# The pane's own first command: wait for the go signal, then check once more, right before exec,
+# that the directory is the one checked — a symlink swapped in meanwhile could lead outside the
+# base. ($0: the signal, $1: the physical directory with a '/' appended — tmux would take a final
+# ';' of an argument for its command separator — then claude's command.)
+PANE_PRELUDE = (
+    'tmux wait-for "$0" || exit 1; d=${1%/}; cd -P -- "$d" 2>/dev/null && [ "$(pwd -P)" = "$d" ] || '
+    f'{{ echo "{DIRECTORY_CHANGED}"; exit 1; }}; shift; exec "$@"'
+)
 
 
 def shell_path(path: str) -> str:
@@ -1051,7 +1144,9 @@ def build_start_script(
         "tmux has-session -t \"=$session\" 2>/dev/null && { echo '@@error exists'; exit 0; }",
         'rm -f -- "$url_file"',
         # pipe-pane runs its command through /bin/sh after expanding tmux formats: quote for both.
-        "qlog=$(printf '%s' \"$log\" | sed -e \"s/'/'\\\\\\\\''/g\" -e 's/#/##/g')",
+        "tmux_quote() { printf '%s' \"$1\" | sed -e \"s/'/'\\\\\\\\''/g\" -e 's/#/##/g'; }",
+        'cap="$state/cap-log"; qlog=$(tmux_quote "$log"); qcap=$(tmux_quote "$cap")',
+        f"printf '%s\\n' {q(CAP_LOG_SCRIPT)} > \"$cap\"",
         # tmux expands formats (#{…}, #(…)) in -c: start the client in the directory instead.
         "cd -- \"$dir\" || { echo '@@error no-dir'; exit 0; }",
         # The pane has a real TTY for claude. It waits for a signal before exec'ing claude, so
@@ -1059,9 +1154,9 @@ def build_start_script(
         # after new-session's options are exec'd directly, so the login shell does not matter.
         # Variables that make Remote Control refuse to start are removed from claude's environment.
         'tmux new-session -d -s "$session" -x 200 -y 50 '
-        '/bin/sh -c \'tmux wait-for "$0" && exec "$@"\' "$session-go" '
+        f'/bin/sh -c {q(PANE_PRELUDE)} "$session-go" "$dir/" '
         f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
-        'pipe-pane -o -t "=$session:" "cat >> \'$qlog\'" \\; '
+        "pipe-pane -o -t \"=$session:\" \"/bin/sh '$qcap' '$qlog'\" \\; "
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
         # Our files exist only while the session does (list_sessions relies on that).
@@ -1226,10 +1321,11 @@ class HostKeyTrust:
     first one seen, recorded in a known_hosts file; any other key stops the connection before
     authentication, so nothing runs on a server that may be an impostor."""
 
-    def __init__(self, target: str, pinned: paramiko.HostKeys | None, record_path: Path):
+    def __init__(self, target: str, pinned: paramiko.HostKeys | None, record_path: Path, record: bool = True):
         self.target = target
         self.pinned = pinned
         self.record_path = record_path
+        self.record = record  # False: a first key is accepted, not written down (`check` writes nothing)
 
     def known_keys(self) -> tuple[str, Mapping[str, paramiko.PKey] | None]:
         """Where the server's key is pinned or recorded, and the keys there for it."""
@@ -1254,7 +1350,10 @@ class HostKeyTrust:
         target, offered = self.target, describe_key(key)
         source, known = self.known_keys()
         if not known and self.pinned is None:
-            self._record(key)
+            if self.record:
+                self._record(key)
+            else:
+                log.info("host key %s of %s is not recorded yet: the server records it", offered, target)
             return
         if not known:
             raise HostKeyError(
@@ -1390,9 +1489,9 @@ class SSHPool:
     """The kept SSH connection: opened on first use, shared by every command, replaced when it
     drops; a connection taken out of service closes once its last command is done."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, record_host_keys: bool = True):
         self.config = config
-        self.trust = HostKeyTrust(config.ssh_target, config.known_hosts, config.host_keys_path)
+        self.trust = HostKeyTrust(config.ssh_target, config.known_hosts, config.host_keys_path, record_host_keys)
         self._transport: paramiko.Transport | None = None
         self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
         self._lock = threading.Lock()
@@ -1510,9 +1609,9 @@ class SSHRunner:
     """Commands over the pool's connection, each on its own channel, never more channels at once
     than sshd's default MaxSessions allows. All blocking work runs in worker threads."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, record_host_keys: bool = True):
         self.config = config
-        self.pool = SSHPool(config)
+        self.pool = SSHPool(config, record_host_keys)
         # Awaited before a worker thread is taken, so waiting commands never hold threads that
         # the token endpoints need.
         self._channels: asyncio.Semaphore | None = None
@@ -2316,6 +2415,12 @@ class TokenStore:
         self._recheck()
         return self._unexpired("grants", grant_id)
 
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of everything, as the file now holds it."""
+        self._recheck()
+        with self._lock:
+            return copy.deepcopy(self._data)
+
     def grants(self) -> dict[str, dict[str, Any]]:
         """Every live grant by id (for `grants`)."""
         self._recheck()
@@ -2399,6 +2504,11 @@ CIMD_CACHE_TTL = 600
 CIMD_CACHE_ENTRIES = 64
 CIMD_CONCURRENT_FETCHES = 4
 FETCH_FAILED = "the client metadata document could not be fetched"
+
+
+def store_fingerprint(mcp_secret: str) -> str:
+    """Written into the token store: which MCP_SECRET its links belong to (not the secret)."""
+    return hmac.new(mcp_secret.encode(), b"rc_mcp token store", hashlib.sha256).hexdigest()[:32]
 
 
 def derive_client_credentials(mcp_secret: str) -> tuple[str, str]:
@@ -2700,6 +2810,7 @@ class ClientRegistry:
         client_id, self._fixed_secret = derive_client_credentials(config.mcp_secret)
         self.fixed = OAuthClient(client_id, "fixed", "Claude (connector credentials)", FIXED_CLIENT_REDIRECT_URIS)
         self.guesses = GuessThrottle(store.clock)
+        self.mcp_secret = config.mcp_secret
 
     async def resolve(self, client_id: str, purpose: ClientPurpose) -> OAuthClient | None:
         """The client with this id, or None. Only /authorize fetches a metadata document: codes are
@@ -3532,6 +3643,27 @@ class OAuthEndpoints:
         self._awaiting_consent: dict[str, float] = {}
         self._flush: asyncio.Task[None] | None = None
 
+    def end_links_of_another_secret(self) -> int:
+        """A new MCP_SECRET ends every link made under the old one — the owner's approvals and
+        metadata-document clients too, not only the fixed client's. (A store without a
+        fingerprint predates it: nothing to compare; it gets one.)"""
+        fingerprint = store_fingerprint(self.clients.mcp_secret)
+
+        def adopt(data: dict[str, Any], now: float) -> int:
+            previous = data.get("secret")
+            ended = 0
+            if previous is not None and not secret_equal(previous, fingerprint):
+                ended = len(data["grants"])
+                for kind in ("codes", "access", "refresh", "grants", "clients"):
+                    data[kind].clear()
+            data["secret"] = fingerprint
+            return ended
+
+        ended = typing.cast(int, self.store.transact(adopt))
+        if ended:
+            log.warning("MCP_SECRET changed: ended all %d links made with the old one; add the connector again", ended)
+        return ended
+
     # Metadata -----------------------------------------------------------------------------
 
     def authorization_server_metadata(self) -> dict[str, Any]:
@@ -3570,8 +3702,8 @@ class OAuthEndpoints:
             raise OAuthError(400, "invalid_client_metadata", "send the registration as application/json")
         try:
             metadata = json.loads(request.body)
-        except ValueError:
-            raise OAuthError(400, "invalid_client_metadata", "the body is not JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
+            raise OAuthError(400, "invalid_client_metadata", "the body is not JSON (or nested too deeply)") from None
         now = self.store.clock()
         keep = {cid for cid, shown in self._awaiting_consent.items() if shown > now - CODE_TTL}
         self._awaiting_consent = {cid: self._awaiting_consent[cid] for cid in keep}
@@ -3724,11 +3856,19 @@ def tool_result(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
-async def run_tool(work: Awaitable[Any]) -> Any:
+async def run_tool(tool: str, work: Awaitable[Any]) -> Any:
+    """A tool's work, with one audit line (tool, outcome, duration — never its arguments)."""
+    started = time.monotonic()
+    outcome = "failed"
     try:
-        return await work
+        result = await work
+        outcome = "ok"
+        return result
     except (ValueError, ToolFailure, RemoteError) as exc:
+        outcome = f"refused: {type(exc).__name__}"
         raise ToolError(str(exc)) from exc
+    finally:
+        log.info("tool %s: %s in %.2f s", tool, outcome, time.monotonic() - started)
 
 
 def render_sessions(sessions: list[SessionInfo]) -> str:
@@ -3773,6 +3913,7 @@ class CheckInputs:
                         rule.check(value)
                 except ValueError as exc:
                     message = str(exc) if value is not None else f"{argument} is required: {rule.description}"
+                    log.info("tool %s: refused its %s", tool, argument)
                     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
         return await call_next(ctx)
 
@@ -3818,14 +3959,14 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
                 await ctx.report_progress(step, 3, message)
 
         await ctx.report_progress(0, 3, "connecting to the dev server")
-        started = await run_tool(sessions.start(name, path, worktree, on_state, permission_mode))
+        started = await run_tool("start_session", sessions.start(name, path, worktree, on_state, permission_mode))
         await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
         return tool_result(started, started.message)
 
     @mcp.tool(annotations=tool_annotations("List Claude Code sessions", read_only=True))
     async def list_sessions() -> Annotated[CallToolResult, SessionList]:
         """List the Claude Code Remote Control sessions running on the dev server, with their URLs."""
-        found = await run_tool(sessions.list_all())
+        found = await run_tool("list_sessions", sessions.list_all())
         return tool_result(SessionList(sessions=found), render_sessions(found))
 
     @mcp.tool(annotations=tool_annotations("Stop a Claude Code session", destructive=True, idempotent=True))
@@ -3833,14 +3974,14 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         id: SessionId,
     ) -> Annotated[CallToolResult, SessionStopped]:
         """Stop a Claude Code session (its tmux session and claude process) by its exact id."""
-        stopped = await run_tool(sessions.stop(id))
+        stopped = await run_tool("stop_session", sessions.stop(id))
         return tool_result(stopped, stopped.message)
 
     @mcp.tool(annotations=tool_annotations("List projects", read_only=True))
     async def list_projects() -> Annotated[CallToolResult, ProjectList]:
         """List project directories (containing .git or .claude, up to two levels deep) that start_session
         accepts as path."""
-        projects = await run_tool(sessions.projects())
+        projects = await run_tool("list_projects", sessions.projects())
         text = (
             f"{len(projects)} project(s): " + ", ".join(projects)
             if projects
@@ -3915,6 +4056,97 @@ async def read_request(scope: ASGIScope, receive: Receive, platform_header: str 
     )
 
 
+MAX_CONNECTIONS = 1000  # open at once; the server raises its file limit to hold them
+MAX_CONNECTIONS_PER_ADDRESS = 64  # from one public address (proxies and loopback are not capped)
+
+
+def guarded_http_protocol(request_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, guarded against slow clients: a request that has not fully arrived
+    within request_timeout (a connection that sends nothing, half a header or half a body) is
+    closed, and one address cannot hold more than its share of connections. Responses (SSE
+    streams) are not limited: the clock stops once the request is in."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    per_address: collections.Counter[str] = collections.Counter()
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _address: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            peer = self.client[0] if self.client else ""
+            if is_public_address(peer):
+                self._address = throttle_key(peer)
+                per_address[self._address] += 1
+            if (
+                len(self.connections) > MAX_CONNECTIONS
+                or per_address[self._address or ""] > MAX_CONNECTIONS_PER_ADDRESS
+            ):
+                log.warning("refused a connection from %s: too many open connections", peer)
+                self.transport.close()
+                return
+            self._start_clock()
+
+        def _start_clock(self) -> None:
+            self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _too_slow(self) -> None:
+            peer = self.client[0] if self.client else "?"
+            log.info("closed a connection from %s: no whole request within %g s", peer, request_timeout)
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._start_clock()  # the next request on a kept-alive connection
+            super().data_received(data)
+            if self._deadline is not None and self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._deadline.cancel()
+                self._deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            if self._address is not None:
+                per_address[self._address] -= 1
+                if per_address[self._address] <= 0:
+                    del per_address[self._address]
+                self._address = None
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log lines that no logged value can break: control characters in a message (CR and LF of a
+    client name, a header, claude's output) are written escaped, so they cannot forge a line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode(), super().formatMessage(record))
+
+
+class HideQueryStrings(logging.Filter):
+    """The access log shows paths without their query strings: a client that puts a token in the
+    URL must not leave it in the log (/authorize's parameters are not the log's business either)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("uvicorn.access").addFilter(HideQueryStrings())
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    # The SDK says "Terminating session: None" after every stateless request.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+
+
 @dataclass(frozen=True)
 class Route:
     """One path: a hand-rolled endpoint (`handler`), or an ASGI app of its own (`asgi`, which
@@ -3952,7 +4184,8 @@ class App:
             ),
         )
         self.session_manager = self.mcp.session_manager
-        self._warm_up_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._open_requests: dict[anyio.CancelScope, str] = {}
         oauth = self.oauth
         mcp = Route(asgi=self._mcp, cors=False)  # both paths answered, no redirect
         self.routes: dict[str, Route] = {
@@ -4033,11 +4266,28 @@ class App:
             )
         )
         reset = auth_context_var.set(user)
-        try:
-            inner = {**scope, "path": "/mcp", "raw_path": b"/mcp", "user": user, "auth": AuthCredentials(scopes)}
-            await self.session_manager.handle_request(inner, receive, send)
-        finally:
-            auth_context_var.reset(reset)
+        with anyio.CancelScope() as request_scope:
+            self._open_requests[request_scope] = token or ""  # ended if its link is revoked
+            try:
+                inner = {**scope, "path": "/mcp", "raw_path": b"/mcp", "user": user, "auth": AuthCredentials(scopes)}
+                await self.session_manager.handle_request(inner, receive, send)
+            finally:
+                del self._open_requests[request_scope]
+                auth_context_var.reset(reset)
+
+    async def _end_revoked_requests(self) -> None:
+        """Open /mcp requests (streams, long tool calls) whose link was revoked — here, or by the
+        `grants` command — are ended within a second."""
+        while True:
+            await asyncio.sleep(STORE_RECHECK * 2)
+            for request_scope, token in list(self._open_requests.items()):
+                record = self.store.lookup("access", token)
+                if record is None or self.oauth.grants.live_grant(record) is None:
+                    request_scope.cancel()
+
+    def begin_shutdown(self) -> None:
+        """The server stops taking requests: answer the calls still waiting for the dev server."""
+        self.sessions.stopping.set()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         stack = contextlib.AsyncExitStack()
@@ -4049,11 +4299,18 @@ class App:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                self._warm_up_task = asyncio.create_task(self._warm_up())
+                try:
+                    await anyio.to_thread.run_sync(self.oauth.end_links_of_another_secret)
+                except OSError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"token store: {exc}"})
+                    return
+                self._tasks = [asyncio.create_task(self._warm_up()), asyncio.create_task(self._end_revoked_requests())]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._warm_up_task is not None:
-                    self._warm_up_task.cancel()
+                self.begin_shutdown()
+                for task in self._tasks:
+                    task.cancel()
+                await self.oauth.grants.flush_uses()
                 await stack.aclose()
                 await self.runner.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -4074,8 +4331,42 @@ def create_app(config: Config) -> App:
 # ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says "serving" (a bad HOST fails here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def raise_file_limit() -> None:
+    """Open connections are files: take the soft limit up to the hard one (often 1024 → 1M)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def warn_if_weak(secret: str) -> None:
+    warning = weak_secret_warning(secret)
+    if warning:
+        log.warning("%s", warning)
+
+
 def serve(config: Config) -> int:
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.begin_shutdown()  # first: calls waiting for the dev server get their answer now
+            await super().shutdown(sockets)
 
     try:
         app = create_app(config)
@@ -4086,21 +4377,43 @@ def serve(config: Config) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        sock = bind_socket(config.host, config.port)
+    except OSError as exc:
+        print(
+            f"rc_mcp: cannot listen on {config.host}:{config.port}: {exc}. Fix HOST or PORT "
+            "(or stop whatever already listens there).",
+            file=sys.stderr,
+        )
+        return 2
+    raise_file_limit()
     client_id, _ = derive_client_credentials(config.mcp_secret)
     log.info("rc_mcp %s serving %s/mcp (listening on %s:%d)", VERSION, config.server_url, config.host, config.port)
     log.info("mode: %s; projects in %s", config.mode, config.projects_base_dir)
+    log.info("token store: %s", config.token_store_path)
     log.info("OAuth client_id: %s (the secret: `python rc_mcp.py credentials`)", client_id)
+    if config.local and not Path(config.projects_base_dir).expanduser().is_dir():
+        log.warning(
+            "PROJECTS_BASE_DIR %s does not exist on this machine: create it or fix it", config.projects_base_dir
+        )
     server_url = urlsplit(config.server_url)
     if server_url.scheme != "https" and server_url.hostname not in LOOPBACK_HOSTS:
         log.warning("SERVER_URL is not https: Claude.ai only connects to https URLs on port 443")
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="info",
-        server_header=False,
-        timeout_graceful_shutdown=5,
+    threading.Thread(target=warn_if_weak, args=(config.mcp_secret,), daemon=True).start()
+    server = Server(
+        uvicorn.Config(
+            app,
+            http=guarded_http_protocol(config.request_timeout),
+            log_config=None,  # our handler, with its escaping and the access-log filter
+            log_level=config.log_level.lower(),
+            server_header=False,
+            proxy_headers=True,
+            forwarded_allow_ips=config.forwarded_allow_ips,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+        )
     )
+    server.run(sockets=[sock])
     return 0
 
 
@@ -4113,8 +4426,76 @@ def print_credentials(environ: Mapping[str, str]) -> int:
         print(f"rc_mcp: {problem}", file=sys.stderr)
         return 2
     client_id, client_secret = derive_client_credentials(secret)
+    server_url = (environ.get("SERVER_URL") or "").strip() or "http://localhost"
+    uri = totp_uri(consent_totp_key(secret), server_url)
     print(f"client_id:     {client_id}\nclient_secret: {client_secret}")
+    print(
+        "\nFor the consent page (clients other than Claude with these credentials), add rc_mcp to an "
+        "authenticator app — scan this, or enter the URI — and type its current code instead of MCP_SECRET:"
+    )
+    print(uri)
+    import segno  # only here
+
+    segno.make(uri, error="m").terminal(compact=True)
+    if warning := weak_secret_warning(secret):
+        print(f"\nWARNING: {warning}", file=sys.stderr)
     return 0
+
+
+def run_grants(config: Config, action: list[str]) -> int:
+    """`grants`: the live links; `grants revoke ID…|--all`: end them (the server notices at once)."""
+    if not config.token_store_path.is_file():
+        print(f"no links yet: {config.token_store_path} does not exist")
+        return 0
+    store = TokenStore(config.token_store_path, idle_ttl=config.idle_ttl)
+    recorded = store.snapshot().get("secret")
+    if recorded is not None and not secret_equal(recorded, store_fingerprint(config.mcp_secret)):
+        print(
+            f"rc_mcp: {config.token_store_path} holds the links of another MCP_SECRET (the server ends them at its "
+            "next start). Run this with the server's MCP_SECRET.",
+            file=sys.stderr,
+        )
+        return 2
+    grants = store.grants()
+    if action and action[0] == "revoke":
+        chosen = action[1:]
+        if not chosen:
+            print("rc_mcp: name the links to end (`grants revoke ID …`) or `grants revoke --all`", file=sys.stderr)
+            return 2
+        ids: list[str] | None = None
+        if chosen != ["--all"]:
+            ids = []
+            for wanted in chosen:
+                found = [g for g in grants if g.startswith(wanted)] if len(wanted) >= 6 else []
+                if len(found) != 1:
+                    print(f"rc_mcp: no single link has an id starting with {wanted!r}: see `grants`", file=sys.stderr)
+                    return 2
+                ids += found
+        ended = Grants(config, store, ClientRegistry(config, store)).revoke_grants(ids)
+        print(f"ended {len(ended)} link(s); their tokens stop working at once")
+        return 0
+    if action:
+        print(f"rc_mcp: unknown grants action {action[0]!r}: use `grants` or `grants revoke ID|--all`", file=sys.stderr)
+        return 2
+    fixed_id, _ = derive_client_credentials(config.mcp_secret)
+    if not grants:
+        print("no live links")
+    for grant_id, grant in sorted(grants.items(), key=lambda item: item[1]["created_at"]):
+        kind = (
+            "connector credentials"
+            if secret_equal(grant["client_id"], fixed_id)
+            else ("metadata document" if is_metadata_document_url(grant["client_id"]) else "registered client")
+        )
+        print(
+            f"{grant_id[:12]}  {grant['client_name'] or grant['client_id'][:40]} ({kind})  "
+            f"created {iso_time(grant['created_at'])}  last used {iso_time(grant['last_used'])}  "
+            f"ends {iso_time(grant['expires_at'])} unless used"
+        )
+    return 0
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass
@@ -4127,15 +4508,42 @@ class CheckLine:
         return f"{'✓' if self.ok else '✗'} {self.what}: {self.detail}"
 
 
+def check_token_store(path: Path) -> CheckLine:
+    """Without writing anything (`check` often runs as root: no root-owned files left behind)."""
+    directory = path.parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if path.exists():
+        try:
+            problem = store_problem(json.loads(path.read_bytes())) or None
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = str(exc)
+        if problem and not is_legacy_store_file(path):
+            return CheckLine(False, "token store", f"{path} cannot be read ({problem}); the server will move it aside")
+        if not os.access(path, os.W_OK) or not os.access(directory, os.W_OK):
+            return CheckLine(False, "token store", f"{path} is not writable for this user — fix its owner or mode")
+        return CheckLine(True, "token store", f"{path} is readable and writable")
+    if not os.access(existing, os.W_OK):
+        return CheckLine(
+            False, "token store", f"cannot create {path} ({existing} is not writable) — fix TOKEN_STORE_PATH"
+        )
+    return CheckLine(True, "token store", f"{path} will be created (its directory mode 0700)")
+
+
+def is_legacy_store_file(path: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        return is_legacy_store(json.loads(path.read_bytes()))
+    return False
+
+
 async def run_checks(config: Config) -> list[CheckLine]:
+    """`check`: one line per item, and it writes nothing — no token store, no recorded host key."""
     lines = [CheckLine(True, "configuration", config.mode)]
-    try:
-        store = open_token_store(config)
-        store.ensure_writable()
-        lines.append(CheckLine(True, "token store", f"{config.token_store_path} is writable"))
-    except OSError as exc:
-        lines.append(CheckLine(False, "token store", f"{config.token_store_path}: {exc} — fix TOKEN_STORE_PATH"))
-    runner = make_runner(config)
+    warning = await anyio.to_thread.run_sync(weak_secret_warning, config.mcp_secret)
+    lines.append(CheckLine(warning is None, "MCP_SECRET", warning or "strong enough"))
+    lines.append(check_token_store(config.token_store_path))
+    runner = LocalRunner() if config.local else SSHRunner(config, record_host_keys=False)
     try:
         reached = await runner.connect()
         if reached:
@@ -4183,14 +4591,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rc_mcp.py", description="MCP server that starts Claude Code Remote Control sessions on a dev server."
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "credentials", "check"))
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "credentials", "check", "grants"))
+    parser.add_argument("action", nargs="*", help="grants: `revoke ID…` or `revoke --all`")
     args = parser.parse_args(argv)
     environ = read_environment()
     level = (environ.get("LOG_LEVEL") or "INFO").strip().upper()
-    logging.basicConfig(
-        level=level if level in LOG_LEVELS else "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    configure_logging(level if level in LOG_LEVELS else "INFO")  # a bad LOG_LEVEL is reported below
     if args.command == "credentials":
         return print_credentials(environ)
     try:
@@ -4198,6 +4604,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rc_mcp: the configuration has {len(exc.problems)} problem(s):\n{exc}", file=sys.stderr)
         return 2
+    if args.command == "grants":
+        return run_grants(config, args.action)
     if args.command == "check":
         lines = asyncio.run(run_checks(config))
         for line in lines:

@@ -520,7 +520,7 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
     config = rc_mcp.load_config(base_env(tmp_path))
-    assert config.local and config.port == 3000 and config.host == "0.0.0.0"
+    assert config.local and config.port == 3000 and config.host == "127.0.0.1"  # local mode: this machine only
     assert config.server_url == "http://localhost:3000"
     assert config.resource == "http://localhost:3000/mcp"
     assert config.claude_bin == "claude" and config.spawn_worktree is False
