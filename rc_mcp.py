@@ -4094,7 +4094,7 @@ def guarded_http_protocol(request_timeout: float) -> type[asyncio.Protocol]:
 
         def _too_slow(self) -> None:
             peer = self.client[0] if self.client else "?"
-            log.info("closed a connection from %s: no whole request within %g s", peer, request_timeout)
+            log.debug("closed a connection from %s: no whole request within %g s", peer, request_timeout)
             self.transport.close()
 
         def data_received(self, data: bytes) -> None:
