@@ -14,10 +14,10 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # The dependencies in a layer of their own: it is rebuilt only when requirements.txt changes.
-# Byte-compiled at build time, since site-packages is read-only for the app user (and the root
-# filesystem may be read-only altogether, as in the Kubernetes manifest).
+# Byte-compiled once, by compileall, at build time: site-packages is read-only for the app user
+# (and the root filesystem may be read-only altogether, as in the Kubernetes manifest).
 COPY requirements.txt .
-RUN pip install -r requirements.txt \
+RUN pip install --no-compile -r requirements.txt \
  && python -m compileall -q "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 # The app user (uid/gid 10001, numeric below so Kubernetes' runAsNonRoot can verify it) owns

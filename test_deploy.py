@@ -58,8 +58,11 @@ def compose_service() -> dict:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines()
-                                        if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
     return [(i.upper(), a.strip()) for i, _, a in (line.strip().partition(" ") for line in text.splitlines()) if i]
 
 
@@ -175,16 +178,24 @@ def test_k8s_pod_security():
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == manifest()[
-        "PersistentVolumeClaim"]["metadata"]["name"]
+    assert (
+        volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+        == manifest()["PersistentVolumeClaim"]["metadata"]["name"]
+    )
 
 
 def test_k8s_settings_secrets_and_storage():
     docs = manifest()
     assert set(docs["Secret"]["stringData"]) == {"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"}
     config = docs["ConfigMap"]["data"]
-    assert {"SSH_KNOWN_HOSTS", "SERVER_URL", "SSH_HOST", "SSH_USER", "PROJECTS_BASE_DIR",
-            "TOKEN_STORE_PATH"} <= config.keys()
+    assert {
+        "SSH_KNOWN_HOSTS",
+        "SERVER_URL",
+        "SSH_HOST",
+        "SSH_USER",
+        "PROJECTS_BASE_DIR",
+        "TOKEN_STORE_PATH",
+    } <= config.keys()
     assert not {"MCP_SECRET", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"} & config.keys()
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     data_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
@@ -253,8 +264,10 @@ def test_caddy_does_not_buffer_or_compress_streams():
 
 # ── Running the image's and the unit's commands ──
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"),
-                                reason="needs root, unshare and setpriv (util-linux)")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"),
+    reason="needs root, unshare and setpriv (util-linux)",
+)
 
 
 @dataclass
@@ -272,13 +285,34 @@ def build() -> Iterator[Build]:
     try:
         root.chmod(0o755)
         venv, app = root / "venv", root / "app"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         python = str(venv / "bin" / "python")
-        # The Dockerfile installs with PIP_NO_CACHE_DIR; here pip's cache keeps reruns fast.
-        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
-                        str(ROOT / "requirements.txt")], check=True, stdin=subprocess.DEVNULL)
-        purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 check=True, capture_output=True, text=True).stdout.strip()
+        # The Dockerfile's pip step, run by the tests' own pip (installing pip into the venv first
+        # would double the time). The Dockerfile installs with PIP_NO_CACHE_DIR; here pip's cache
+        # keeps reruns fast.
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                python,
+                "install",
+                "-q",
+                "--no-compile",
+                "--disable-pip-version-check",
+                "-r",
+                str(ROOT / "requirements.txt"),
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        purelib = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         subprocess.run([python, "-m", "compileall", "-q", purelib], check=True)
         app.mkdir()
         shutil.copy2(ROOT / "rc_mcp.py", app)
@@ -298,13 +332,16 @@ def expose_interpreter(stash: Path) -> str:
         return ""
     stash.mkdir()
     q = shlex.quote
-    return (f"mount --bind {q(str(prefix))} {q(str(stash))}\n"
-            f"mount -t tmpfs -o mode=0755 tmpfs {q(str(blockers[0]))}\n"
-            f"mkdir -p {q(str(prefix))}\nmount --bind {q(str(stash))} {q(str(prefix))}\n")
+    return (
+        f"mount --bind {q(str(prefix))} {q(str(stash))}\n"
+        f"mount -t tmpfs -o mode=0755 tmpfs {q(str(blockers[0]))}\n"
+        f"mkdir -p {q(str(prefix))}\nmount --bind {q(str(stash))} {q(str(prefix))}\n"
+    )
 
 
-def sandboxed(argv: list[str], *, uid: int, writable: list[Path], prepare: str = "", cwd: str = "/",
-              umask: str = "022") -> list[str]:
+def sandboxed(
+    argv: list[str], *, uid: int, writable: list[Path], prepare: str = "", cwd: str = "/", umask: str = "022"
+) -> list[str]:
     """argv as `uid` in a private mount namespace where every mount is read-only except `writable`."""
     keep = " ".join(shlex.quote(str(p)) for p in writable)
     script = f"""set -eu
@@ -341,8 +378,9 @@ print(bad)
 
 
 def assert_only_writable(sandbox_args: dict, python: str, data: Path, others: list[str]) -> None:
-    out = subprocess.run(sandboxed([python, "-c", PROBE, str(data), *others], **sandbox_args),
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        sandboxed([python, "-c", PROBE, str(data), *others], **sandbox_args), capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"writable outside the data directory (or data not writable): {out.stdout}"
 
@@ -353,8 +391,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(port: int, method: str, path: str, body: str | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    port: int, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -371,16 +410,32 @@ def fixed_client_token(port: int, server_url: str, secret: str) -> str:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     resource = f"{server_url}/mcp"
-    query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": CALLBACK,
-                       "code_challenge": challenge, "code_challenge_method": "S256", "state": "xyz",
-                       "resource": resource})
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": CALLBACK,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "xyz",
+            "resource": resource,
+        }
+    )
     status, headers, body = request(port, "GET", f"/authorize?{query}")
     assert status == 302, (status, body[:300])
     location = parse_qs(urlsplit(headers["location"]).query)
     assert location["state"] == ["xyz"]
-    form = urlencode({"grant_type": "authorization_code", "code": location["code"][0], "redirect_uri": CALLBACK,
-                      "code_verifier": verifier, "client_id": client_id, "client_secret": client_secret,
-                      "resource": resource})
+    form = urlencode(
+        {
+            "grant_type": "authorization_code",
+            "code": location["code"][0],
+            "redirect_uri": CALLBACK,
+            "code_verifier": verifier,
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "resource": resource,
+        }
+    )
     status, _, body = request(port, "POST", "/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 200, (status, body[:300])
     token = json.loads(body)
@@ -411,11 +466,28 @@ def run_and_link(argv: list[str], env: dict[str, str], port: int, server_url: st
                     pass
                 time.sleep(0.05)
             token = fixed_client_token(port, server_url, env["MCP_SECRET"])
-            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "deploy-test", "version": "1"}}}
-            status, _, body = request(port, "POST", "/mcp", json.dumps(init), {
-                "Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream", "Host": urlsplit(server_url).netloc})
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "deploy-test", "version": "1"},
+                },
+            }
+            status, _, body = request(
+                port,
+                "POST",
+                "/mcp",
+                json.dumps(init),
+                {
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json, text/event-stream",
+                    "Host": urlsplit(server_url).netloc,
+                },
+            )
             assert status == 200, (status, body[:300], output())
             # The state: a 0600 file in a 0700 directory, both the server user's.
             info, dir_info = store.stat(), store.parent.stat()
@@ -439,8 +511,11 @@ def ed25519_key() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    return ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
 
 
 def closed_port() -> int:
@@ -467,18 +542,29 @@ def test_the_images_command_serves_with_only_the_data_directory_writable(build, 
     os.chown(key, uid, uid)
     port, secret = free_port(), secrets.token_hex(32)
     server_url = f"http://127.0.0.1:{port}"
-    env = {**docker_env(), "PATH": f"{build.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(data),
-           "PORT": str(port), "HOST": "127.0.0.1", "SERVER_URL": server_url, "MCP_SECRET": secret,
-           "SSH_HOST": "127.0.0.1", "SSH_PORT": str(closed_port()), "SSH_USER": "dev",
-           "SSH_PRIVATE_KEY": str(key), "PROJECTS_BASE_DIR": "/home/dev/projects",
-           "TOKEN_STORE_PATH": str(data / "rc_mcp" / "oauth-tokens.json")}
+    env = {
+        **docker_env(),
+        "PATH": f"{build.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(data),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "SERVER_URL": server_url,
+        "MCP_SECRET": secret,
+        "SSH_HOST": "127.0.0.1",
+        "SSH_PORT": str(closed_port()),
+        "SSH_USER": "dev",
+        "SSH_PRIVATE_KEY": str(key),
+        "PROJECTS_BASE_DIR": "/home/dev/projects",
+        "TOKEN_STORE_PATH": str(data / "rc_mcp" / "oauth-tokens.json"),
+    }
     python = str(build.venv / "bin" / "python")
-    args = dict(uid=uid, writable=[data], cwd=str(build.app),
-                prepare=expose_interpreter(run / "interpreter"))
-    assert_only_writable(args, python, data, ["/", "/tmp", "/var/tmp", "/dev/shm", str(build.app),
-                                              str(build.venv), str(run)])
-    run_and_link(sandboxed([python, *cmd[1:]], **args), env, port, server_url,
-                 data / "rc_mcp" / "oauth-tokens.json", uid)
+    args = dict(uid=uid, writable=[data], cwd=str(build.app), prepare=expose_interpreter(run / "interpreter"))
+    assert_only_writable(
+        args, python, data, ["/", "/tmp", "/var/tmp", "/dev/shm", str(build.app), str(build.venv), str(run)]
+    )
+    run_and_link(
+        sandboxed([python, *cmd[1:]], **args), env, port, server_url, data / "rc_mcp" / "oauth-tokens.json", uid
+    )
     # The byte code the image's build step wrote is what a read-only root leaves to import.
     assert list((build.app / "__pycache__").glob("rc_mcp.*.pyc"))
 
@@ -503,13 +589,28 @@ def test_the_units_command_serves_as_systemd_would_start_it(build):
     key.chmod(0o600)
     port, secret = free_port(), secrets.token_hex(32)
     server_url = f"http://127.0.0.1:{port}"
-    env_file = {"MCP_SECRET": secret, "SERVER_URL": server_url, "PORT": str(port), "SSH_HOST": "127.0.0.1",
-                "SSH_PORT": str(closed_port()), "SSH_USER": "dev", "PROJECTS_BASE_DIR": "/home/dev/projects"}
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8",
-           "CREDENTIALS_DIRECTORY": str(credentials), "STATE_DIRECTORY": str(state_dir),
-           **unit_environment({"d": str(credentials), "S": "/var/lib", "t": "/run", "%": "%"}), **env_file}
+    env_file = {
+        "MCP_SECRET": secret,
+        "SERVER_URL": server_url,
+        "PORT": str(port),
+        "SSH_HOST": "127.0.0.1",
+        "SSH_PORT": str(closed_port()),
+        "SSH_USER": "dev",
+        "PROJECTS_BASE_DIR": "/home/dev/projects",
+    }
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/",
+        "LANG": "C.UTF-8",
+        "CREDENTIALS_DIRECTORY": str(credentials),
+        "STATE_DIRECTORY": str(state_dir),
+        **unit_environment({"d": str(credentials), "S": "/var/lib", "t": "/run", "%": "%"}),
+        **env_file,
+    }
     q = shlex.quote
-    prepare = expose_interpreter(run / "interpreter") + f"""
+    prepare = (
+        expose_interpreter(run / "interpreter")
+        + f"""
 mount -t tmpfs -o mode=0755 tmpfs {q(str(app_dir.parent))}
 mkdir -p {q(str(app_dir))} {q(str(venv_dir))}
 cp {q(str(build.app / "rc_mcp.py"))} {q(str(app_dir))}/
@@ -520,15 +621,25 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 install -d -m 0500 -o {uid} -g {uid} {q(str(credentials))}
 install -m 0400 -o {uid} -g {uid} {q(str(key))} {q(str(credentials / credential))}
 """
+    )
     assert source.startswith("/etc/")
     # The state directory is a host directory bound into place, so the test can look at the store.
     store_dir = run / "state"
     store_dir.mkdir(mode=0o700)
     os.chown(store_dir, uid, uid)
     prepare += f"mount --bind {q(str(store_dir))} {q(str(state_dir))}\n"
-    args = dict(uid=uid, writable=[state_dir], prepare=prepare,
-                cwd=re.sub(r"%S", "/var/lib", service["WorkingDirectory"][0]), umask=service["UMask"][0])
-    assert_only_writable(args, exec_start[0], state_dir, ["/", "/tmp", "/var/tmp", "/dev/shm", "/run",
-                                                          str(app_dir), str(venv_dir), str(credentials)])
+    args = dict(
+        uid=uid,
+        writable=[state_dir],
+        prepare=prepare,
+        cwd=re.sub(r"%S", "/var/lib", service["WorkingDirectory"][0]),
+        umask=service["UMask"][0],
+    )
+    assert_only_writable(
+        args,
+        exec_start[0],
+        state_dir,
+        ["/", "/tmp", "/var/tmp", "/dev/shm", "/run", str(app_dir), str(venv_dir), str(credentials)],
+    )
     assert Path(env["TOKEN_STORE_PATH"]).parent == state_dir
     run_and_link(sandboxed(exec_start, **args), env, port, server_url, store_dir / "oauth-tokens.json", uid)
