@@ -2,14 +2,16 @@
 # Build: docker build -t rc_mcp .   (the same file is built by `fly deploy`)
 FROM python:3.12-slim
 
-# No TOKEN_STORE_PATH here: rc_mcp already defaults to /data/oauth-tokens.json when /data is
-# writable, and the deploy files that want a 0700 subdirectory (fly.toml, compose.yaml, the
-# Kubernetes ConfigMap) set it at run time, where configuration belongs. Run-time settings and
-# secrets are never baked into the image.
+# Build-time settings only. hadolint's DL3064 flags ENV names that look like secrets (TOKEN_*): the
+# token store's path is none, but it is run-time configuration, so it is not here. rc_mcp defaults
+# to /data/oauth-tokens.json when /data is writable, and the deploy files that want a 0700
+# subdirectory (fly.toml, compose.yaml, the Kubernetes ConfigMap) set TOKEN_STORE_PATH at run time.
+# Secrets are never baked into the image. HOST: a container listens on all its interfaces.
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PORT=3000
+    PORT=3000 \
+    HOST=0.0.0.0
 
 WORKDIR /app
 
