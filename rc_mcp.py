@@ -171,6 +171,26 @@ def weak_secret_warning(secret: str) -> str | None:
     )
 
 
+def read_mcp_secret(environ: Mapping[str, str]) -> str:
+    """MCP_SECRET, or the content of MCP_SECRET_FILE; ValueError with the fix when unusable. The
+    one rule for `serve`, `check` and `credentials`."""
+    secret = (environ.get("MCP_SECRET") or "").strip()
+    secret_file = (environ.get("MCP_SECRET_FILE") or "").strip()
+    if secret and secret_file:
+        raise ValueError("MCP_SECRET and MCP_SECRET_FILE are both set: remove one.")
+    if secret_file:
+        try:
+            secret = Path(secret_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"MCP_SECRET_FILE cannot be read: {exc}.") from None
+    if not secret:
+        raise ValueError(f"MCP_SECRET is missing: set it to a long random string (e.g. {SECRET_FIX}).")
+    problem = secret_problem(secret)
+    if problem:
+        raise ValueError(problem)
+    return secret
+
+
 def check_absolute_path(value: str) -> str:
     if not (value.startswith("/") or value == "~" or value.startswith("~/")) or CONTROL_RE.search(value):
         raise ValueError("must be an absolute path (or start with ~/)")
@@ -295,8 +315,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MCP_SECRET",
         "secret",
         "≥ 16 characters; the OAuth client id and secret are derived from it",
-        required="yes",
-        missing=f"set it to a long random string (e.g. {SECRET_FIX})",
+        required="yes (or `MCP_SECRET_FILE`)",
     ),
     Setting(
         "PROJECTS_BASE_DIR",
@@ -307,11 +326,16 @@ SETTINGS: tuple[Setting, ...] = (
         missing="set it to the directory on the dev server holding your projects",
     ),
     Setting(
+        "MCP_SECRET_FILE",
+        "str",
+        "a file holding `MCP_SECRET` (a Docker or systemd secret), read when `MCP_SECRET` is unset",
+    ),
+    Setting(
         "SERVER_URL",
         "str",
         "public URL of this server, no path; the OAuth issuer; the MCP endpoint is `$SERVER_URL/mcp`",
         check=check_server_url,
-        shown_default="`http://localhost:$PORT`",
+        shown_default="`https://$FLY_APP_NAME.fly.dev` on Fly.io, else `http://localhost:$PORT`",
     ),
     Setting(
         "SSH_HOST", "str", "dev server; unset or `local`: commands run on this machine, no SSH", check=check_ssh_host
@@ -603,10 +627,18 @@ def load_config(environ: Mapping[str, str]) -> Config:
         except ValueError as exc:
             problems.append(f"{setting.name} has value {raw!r}: {exc}.")
 
-    secret = values["MCP_SECRET"] or ""
-    if secret and (problem := secret_problem(secret)):
-        problems.append(problem)
-    server_url = values["SERVER_URL"] or f"http://localhost:{values['PORT']}"
+    try:
+        secret = read_mcp_secret(environ)
+    except ValueError as exc:
+        problems.insert(0, str(exc))
+        secret = ""
+    # On Fly.io (FLY_APP_NAME is set in its Machines) the app's own origin: fly.toml names it once.
+    fly_app = environ.get("FLY_APP_NAME", "").strip()
+    server_url = values["SERVER_URL"] or (
+        f"https://{fly_app}.fly.dev"
+        if re.fullmatch(r"[a-z0-9-]{1,63}", fly_app)
+        else f"http://localhost:{values['PORT']}"
+    )
 
     ssh_host: str | None = values["SSH_HOST"]
     ssh_port: int = values["SSH_PORT"]
@@ -2246,6 +2278,7 @@ class TokenStore:
         self._written: str | None = None  # what the file holds, as last written here
         self._seen: tuple[int, int, int] | None = None  # the file's (inode, size, mtime) as last read
         self._checked = 0.0  # monotonic time of the last look at the file
+        self._warned = False
         self._data: dict[str, Any] = self._empty()
         with contextlib.suppress(FileNotFoundError):
             with self._file_lock():
@@ -2391,8 +2424,14 @@ class TokenStore:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
-        elif directory.stat().st_mode & 0o077 and directory.stat().st_uid == os.getuid():
-            log.warning("%s is accessible to other users: `chmod 700 %s`", directory, directory)
+        elif directory.stat().st_mode & 0o077 and directory.stat().st_uid == os.getuid() and not self._warned:
+            self._warned = True  # once: a volume mounted 0755 would say it on every write
+            log.warning(
+                "%s is accessible to other users: `chmod 700 %s`, or put TOKEN_STORE_PATH in a subdirectory "
+                "(rc_mcp creates it 0700)",
+                directory,
+                directory,
+            )
 
     def ensure_writable(self) -> None:
         """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
@@ -4418,12 +4457,10 @@ def serve(config: Config) -> int:
 
 
 def print_credentials(environ: Mapping[str, str]) -> int:
-    secret = (environ.get("MCP_SECRET") or "").strip()
-    if not secret:
-        print(f"rc_mcp: MCP_SECRET is missing: set it (e.g. {SECRET_FIX}).", file=sys.stderr)
-        return 2
-    if problem := secret_problem(secret):
-        print(f"rc_mcp: {problem}", file=sys.stderr)
+    try:
+        secret = read_mcp_secret(environ)
+    except ValueError as exc:
+        print(f"rc_mcp: {exc}", file=sys.stderr)
         return 2
     client_id, client_secret = derive_client_credentials(secret)
     server_url = (environ.get("SERVER_URL") or "").strip() or "http://localhost"

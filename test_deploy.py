@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import yaml
 
+import rc_mcp
+
 ROOT = Path(__file__).resolve().parent
 CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 KILL_TIMEOUT = 10  # seconds every deploy gives rc_mcp between SIGTERM and SIGKILL
@@ -126,9 +128,12 @@ def test_fly_deploy_strategy_works_with_a_volume():
 
 def test_fly_server_url_is_the_apps_https_origin():
     config = fly()
-    url = urlsplit(config["env"]["SERVER_URL"])
+    # Unset in fly.toml: on Fly (FLY_APP_NAME set) rc_mcp's default is the app's own origin, so
+    # renaming the app cannot leave a stale URL behind. A custom domain sets it.
+    assert "SERVER_URL" not in config["env"]
+    env = {**config["env"], "FLY_APP_NAME": config["app"], "MCP_SECRET": "x" * 32, "SSH_HOST": "local"}
+    url = urlsplit(rc_mcp.load_config(env).server_url)
     assert url.scheme == "https" and url.path in ("", "/") and not url.query and url.port is None
-    # The default host is the app name's: renaming one without the other breaks every link.
     assert url.hostname == f"{config['app']}.fly.dev"
 
 
