@@ -24,7 +24,11 @@ from testbed.lab import make_local_devhome  # noqa: E402
 # name → (fake claude knobs, ~/.claude.json changes, text that ends the recording)
 SCENARIOS: dict[str, tuple[dict, dict, str]] = {
     "2.1.330-ready": ({"env_id": "env_01Ready330"}, {}, "space to show QR code"),
-    "2.1.330-connected": ({"env_id": "env_01Conn330", "session_id": "session_01Attached", "attach_delay": 0.2}, {}, "Continue coding"),
+    "2.1.330-connected": (
+        {"env_id": "env_01Conn330", "session_id": "session_01Attached", "attach_delay": 0.2},
+        {},
+        "Continue coding",
+    ),
     "2.1.330-connected-plain-links": (
         {"env_id": "env_01Plain", "session_id": "session_01Plain", "attach_delay": 0.2, "hyperlinks": "plain"},
         {},
@@ -53,10 +57,39 @@ def record(name: str, knobs: dict, claude_json: dict, until: str, out: Path) -> 
             log = Path(root) / "pane.log"
             env = home.env({"PATH": f"{home.claude_bin.parent}:/usr/local/bin:/usr/bin:/bin"})
             subprocess.run(
-                ["tmux", "new-session", "-d", "-s", "rec", "-x", "200", "-y", "50", "-c", str(home.projects / "alpha"),
-                 "claude", "remote-control", "--name", "alpha", "--spawn", "same-dir", ";",
-                 "pipe-pane", "-o", "-t", "=rec:", f"cat >> '{log}'", ";", "set-option", "-t", "=rec:", "remain-on-exit", "on"],
-                env=env, check=True,
+                [
+                    "tmux",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "rec",
+                    "-x",
+                    "200",
+                    "-y",
+                    "50",
+                    "-c",
+                    str(home.projects / "alpha"),
+                    "claude",
+                    "remote-control",
+                    "--name",
+                    "alpha",
+                    "--spawn",
+                    "same-dir",
+                    ";",
+                    "pipe-pane",
+                    "-o",
+                    "-t",
+                    "=rec:",
+                    f"cat >> '{log}'",
+                    ";",
+                    "set-option",
+                    "-t",
+                    "=rec:",
+                    "remain-on-exit",
+                    "on",
+                ],
+                env=env,
+                check=True,
             )
             deadline = time.monotonic() + 10
             while until.encode() not in (log.read_bytes() if log.exists() else b""):
