@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -207,6 +208,11 @@ async def consent(http: httpx2.AsyncClient, params: dict[str, str], **form: str)
     return await http.post("/authorize", data={**params, **form})
 
 
+# As root the lab creates this user, and deletes it afterwards; a run that finds it left over by a
+# crashed run of the same checkout cleans up after that one. Named after the checkout, so that
+# suites run from two checkouts at once (or the benchmark, user rcbench) never share a user.
+LAB_USER = "rct" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+
 # In CI the end-to-end tests must run: a missing sshd is a failure there, not a skip.
 REQUIRE_E2E = os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("RC_MCP_REQUIRE_E2E") == "1"
 
@@ -218,7 +224,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         if REQUIRE_E2E:
             pytest.fail(f"the SSH dev server cannot run here: {reason}")
         pytest.skip(reason)
-    server = DevServer.start(tmp_path_factory.mktemp("lab"))
+    server = DevServer.start(tmp_path_factory.mktemp("lab"), user=LAB_USER)
     try:
         yield server
     finally:
@@ -283,14 +289,43 @@ def rc_sessions(lab: DevServer) -> set[str]:
     return {name for name in tmux_sessions(lab) if name.startswith("rc-")}
 
 
-@contextlib.asynccontextmanager
-async def tools(
-    lab: DevServer, tmp_path: Path, claude: ClaudeAi | None = None, port: int = 0, configure: Any = None, **extra: str
-) -> AsyncIterator[tuple[Client, RunningServer]]:
-    """rc_mcp serving the lab, and an MCP client authorized through `claude` (default: the fixed client)."""
-    env = ssh_env(lab, tmp_path, **extra)
-    async with harness.serve_and_connect(env, claude or ClaudeAi(SECRET), port, configure) as (client, server):
-        yield client, server
+Tools = Callable[..., contextlib.AbstractAsyncContextManager[tuple[Client, RunningServer]]]
+
+
+@pytest.fixture(scope="session")
+def shared_server(lab: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, ClaudeAi]]:
+    """rc_mcp serving the lab with the default settings, and Claude.ai authorized once: what most
+    end-to-end tests need. Nothing in it outlives a test but its token and its SSH connection."""
+    with running(ssh_env(lab, tmp_path_factory.mktemp("shared"))) as server:
+        # its start-up connection is made before any test counts the lab's logins
+        deadline = time.monotonic() + 30
+        while server.app.runner.connects == 0:
+            assert time.monotonic() < deadline, "rc_mcp never connected to the lab"
+            time.sleep(0.01)
+        yield server, ClaudeAi(SECRET)
+
+
+@pytest.fixture
+def tools(devserver: DevServer, tmp_path: Path, shared_server: tuple[RunningServer, ClaudeAi]) -> Tools:
+    """`async with tools(claude=None, port=0, configure=None, **env) as (client, server)`: an MCP
+    client of rc_mcp serving the lab. With no arguments, the shared server and its authorized
+    client; otherwise a server of the test's own (ssh_env(**env), `configure`d, on `port`) that
+    `claude` (default: a new fixed-client Claude.ai) authorizes."""
+
+    @contextlib.asynccontextmanager
+    async def open_tools(
+        claude: ClaudeAi | None = None, port: int = 0, configure: Any = None, **extra: str
+    ) -> AsyncIterator[tuple[Client, RunningServer]]:
+        if claude is None and port == 0 and configure is None and not extra:
+            server, shared_claude = shared_server
+            async with connect(server.url, shared_claude) as client:
+                yield client, server
+            return
+        env = ssh_env(devserver, tmp_path, **extra)
+        async with harness.serve_and_connect(env, claude or ClaudeAi(SECRET), port, configure) as (client, server):
+            yield client, server
+
+    return open_tools
 
 
 @contextlib.asynccontextmanager
@@ -317,7 +352,7 @@ def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
     assert config.claude_bin == "claude" and config.spawn_worktree is False
 
 
-def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+def test_config_reports_every_problem_at_once() -> None:
     env = {
         "PORT": "eighty",
         "SERVER_URL": "https://rc.example.com/prefix",
@@ -875,12 +910,23 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
 def test_scripts_use_exact_tmux_targets() -> None:
     start = start_script()
     stop = rc_mcp.build_stop_script("al-a1b2c3")
-    for script in (start, stop):
-        targets = re.findall(r"-t (\S+)", script)
-        assert targets, script
-        assert all(t.startswith(('"=$session', '"=$s:"', '"=$s"')) for t in targets), targets  # always "=…"
-    # pane commands need the trailing colon, session commands must not have it
-    assert '-t "=$session:"' in start and 'kill-session -t "=$session"' in stop
+
+    def targets(script: str) -> list[tuple[str, str]]:  # (tmux command, its -t) in script order
+        return re.findall(r"([a-z-]+)(?: -[po])? -t (\S+)", script)
+
+    # Always "=…" (an exact name, never a prefix); pane commands need the trailing colon, session
+    # commands must not have it.
+    assert targets(start) == [
+        ("display-message", '"=$s:"'),
+        ("has-session", '"=$session"'),
+        ("pipe-pane", '"=$session:"'),
+        ("set-option", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+        ("display-message", '"=$session:"'),
+        ("send-keys", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+    ]
+    assert targets(stop) == [("display-message", '"=$session:"'), ("kill-session", '"=$session"')]
     assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
 
 
@@ -1002,9 +1048,9 @@ async def test_e2e_host_key_trusted_on_first_use_then_pinned(devserver: DevServe
     assert not (devserver.home / "pwned").exists()
 
 
-async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tools: Tools) -> None:
     logins = devserver.accepted_logins()
-    async with tools(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong)) as (client, _):
+    async with tools(SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong)) as (client, _):
         message = await call_error(client, "start_session", name="alpha", path="alpha")
         assert "HOST KEY MISMATCH" in message and "Nothing was run" in message
         assert "list_sessions" not in message
@@ -1062,13 +1108,53 @@ async def test_e2e_one_connection_shared_within_max_sessions(devserver: DevServe
         assert runner.connects == 1
 
 
+async def wait_until_dropped(runner: rc_mcp.SSHRunner, devserver: DevServer) -> paramiko.Transport:
+    """Kill the runner's connection on the server side (its sshd process); return the transport
+    once paramiko has noticed."""
+    transport = runner._transport
+    assert transport is not None and transport.is_active()
+    devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
+    with anyio.fail_after(10):
+        while True:
+            if not transport.is_active():
+                return transport
+            await anyio.sleep(0.01)
+
+
 async def test_e2e_reconnects_when_the_connection_drops(devserver: DevServer, tmp_path: Path) -> None:
     async with ssh_runner(devserver, tmp_path) as runner:
         assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
-        # Kill this connection's sshd process on the server side.
-        devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
+        # the drop was noticed before the next command: a new connection is opened for it
+        await wait_until_dropped(runner, devserver)
         assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
         assert runner.connects == 2
+
+
+async def test_e2e_reconnects_when_a_channel_cannot_be_opened(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        # the drop is not noticed yet (the transport still looks alive): opening the channel fails,
+        # nothing ran, so the command is sent once more on a new connection
+        dead = await wait_until_dropped(runner, devserver)
+        monkeypatch.setattr(dead, "is_active", lambda: True)
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert runner.connects == 2
+
+
+async def test_e2e_channels_refused_by_max_sessions_are_retried(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past sshd's MaxSessions (10), sshd refuses new channels until earlier ones are reaped: the
+    runner waits and retries on the same connection instead of failing the command."""
+    monkeypatch.setattr(rc_mcp, "SSH_MAX_CHANNELS", 20)  # let the runner ask for more than sshd allows
+    async with ssh_runner(devserver, tmp_path) as runner:
+        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
+        assert [r.stdout for r in results] == ["ok\n"] * 20
+        # Not asserted: the number of connections. paramiko reports some refusals as SSHException
+        # "Unable to open channel." rather than ChannelException, and the runner then takes the
+        # connection for lost and opens a second one (the commands still all succeed).
 
 
 async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None:
@@ -1177,8 +1263,8 @@ async def test_missing_tmux_is_explained(tmp_path: Path, monkeypatch: pytest.Mon
         await rc_mcp.Sessions(config, rc_mcp.LocalRunner()).start("alpha", "alpha")
 
 
-async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
+async def test_e2e_every_listed_project_is_accepted(tools: Tools) -> None:
+    async with tools() as (client, _):
         projects = (await call(client, "list_projects"))["projects"]
         assert projects == EXPECTED_PROJECTS
         started = await asyncio.gather(*(call(client, "start_session", name="p", path=project) for project in projects))
@@ -1187,7 +1273,7 @@ async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_pa
         assert sorted((s["path"], s["id"]) for s in listed) == sorted((s["path"], s["id"]) for s in started)
 
 
-async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tools: Tools) -> None:
     seen: list[tuple[float, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -1195,7 +1281,7 @@ async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_pat
 
     # Connecting lasts long enough for the start script (polling every 0.1 s) to report it
     fake_claude_config(devserver, names={"prog": {"connect_delay": 0.6}})
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         result = await client.call_tool(
             "start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress
         )
@@ -1210,8 +1296,8 @@ async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_pat
     )
 
 
-async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
+async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
         # name "alpha-000000" gives id "alpha-000000-xxxxxx": the bare name is a valid id and a
         # prefix of the real tmux session name.
         started = await call(client, "start_session", name="alpha-000000", path="alpha")
@@ -1225,8 +1311,8 @@ async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: 
         assert rc_sessions(devserver) == set()
 
 
-async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
+async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
         assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
         assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
         assert "pattern" in await call_error(client, "start_session", name="x", path="/etc")
@@ -1236,11 +1322,13 @@ async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: P
         assert rc_sessions(devserver) == set()
 
 
-async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_claude_failure_is_reported_and_cleaned_up(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
     """claude exits before printing a URL: its own words and the fix reach the user, nothing stays.
     Every failure text takes this one path; test_explain_failure_names_the_fix has the fix for each."""
     fake_claude_config(devserver, names={"signedout": {"logged_in": False}})
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         message = await call_error(client, "start_session", name="signedout", path="beta")
     assert "You must be logged in to use Remote Control" in message  # claude's last output is quoted
     assert FAILURE_FIXES["signed_out"] in message
@@ -1249,11 +1337,11 @@ async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServe
     assert devserver.run("ls ~/.local/state/rc-mcp").stdout == ""
 
 
-async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tools: Tools) -> None:
     fake_claude_config(devserver, names={"silent": {"never_ready": True}})
     # START_TIMEOUT cannot be set below 5 s; the configuration is injected instead, so the test
     # does not sit through the wait it checks.
-    async with tools(devserver, tmp_path, configure=lambda c: dataclasses.replace(c, start_timeout=1)) as (client, _):
+    async with tools(configure=lambda c: dataclasses.replace(c, start_timeout=1)) as (client, _):
         started = await call(client, "start_session", name="silent", path="beta")
         assert started["status"] == "starting" and started["url"] is None
         assert "no URL within 1 s" in started["message"] and "list_sessions" in started["message"]
@@ -1262,8 +1350,8 @@ async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_pat
         assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
 
 
-async def test_e2e_list_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, server):
+async def test_e2e_list_sessions_is_one_round_trip(tools: Tools) -> None:
+    async with tools() as (client, server):
         for i, path in enumerate(["alpha", "beta", "org/repo"]):
             await call(client, "start_session", name=f"s{i}", path=path)
         runner = server.app.runner
@@ -1289,21 +1377,23 @@ async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer
     assert left == ["other-file", "rc-x-000000.meta"]
 
 
-async def test_e2e_first_run_consent_is_answered(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_first_run_consent_is_answered(devserver: DevServer, tools: Tools) -> None:
     settings = devserver.claude_json()
     settings.pop("remoteDialogSeen", None)
     devserver.write_claude_json(settings)
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         started = await call(client, "start_session", name="first", path="alpha")
     assert started["status"] == "ready" and ENV_URL.match(started["url"])
     assert devserver.claude_json().get("remoteDialogSeen") is True  # answered y, as a person would
 
 
-async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
     settings = devserver.claude_json()
     settings["projects"] = {}
     devserver.write_claude_json(settings)
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         message = await call_error(client, "start_session", name="untrusted", path="alpha")
     assert "does not trust alpha yet" in message and "run `claude` once in that directory" in message
     assert "Nothing is left running" in message and "Trust" in message  # claude's own prompt is quoted
@@ -1311,18 +1401,18 @@ async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(devserver: De
     assert devserver.run("ls ~/.local/state/rc-mcp").stdout == ""
 
 
-async def test_e2e_missing_claude_names_claude_bin(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_missing_claude_names_claude_bin(devserver: DevServer, tools: Tools) -> None:
     devserver.uninstall_user_claude()
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         message = await call_error(client, "start_session", name="x", path="alpha")
     assert "was not found on the dev server" in message and "CLAUDE_BIN" in message
     assert rc_sessions(devserver) == set()
-    async with tools(devserver, tmp_path, CLAUDE_BIN=str(devserver.claude_abs)) as (client, _):
+    async with tools(CLAUDE_BIN=str(devserver.claude_abs)) as (client, _):
         assert (await call(client, "start_session", name="x", path="alpha"))["status"] == "ready"
 
 
-async def test_e2e_one_session_per_directory(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
+async def test_e2e_one_session_per_directory(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
         first_start = await call(client, "start_session", name="one", path="alpha")
         again = await call(client, "start_session", name="two", path="alpha/")  # same directory
         assert again["already_running"] is True and (again["id"], again["url"]) == (
@@ -1337,27 +1427,31 @@ async def test_e2e_one_session_per_directory(devserver: DevServer, tmp_path: Pat
         assert fresh["status"] == "ready" and not fresh["already_running"]
 
 
-async def test_e2e_simultaneous_starts_in_one_directory_share_a_session(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
+async def test_e2e_simultaneous_starts_in_one_directory_share_a_session(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    async with tools() as (client, _):
         results = await asyncio.gather(*(call(client, "start_session", name=f"race{i}", path="beta") for i in range(3)))
     assert len({r["id"] for r in results}) == 1
     assert sorted(r["already_running"] for r in results) == [False, True, True]
     assert len(rc_sessions(devserver)) == 1
 
 
-async def test_e2e_variables_that_break_remote_control_never_reach_claude(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_variables_that_break_remote_control_never_reach_claude(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
     # A tmux server started from a shell with these set passes them to every pane it creates.
     devserver.run(
         "DISABLE_TELEMETRY=0 DO_NOT_TRACK=1 ANTHROPIC_API_KEY=sk-test tmux new-session -d -s users-own sleep 600"
     )
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         assert (await call(client, "start_session", name="clean", path="alpha"))["status"] == "ready"
     [trace] = devserver.fake_claude_trace()
     assert {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "ANTHROPIC_API_KEY"} & set(trace["env_present"]) == set()
 
 
-async def test_e2e_permission_mode(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path, PERMISSION_MODE="acceptEdits") as (client, _):
+async def test_e2e_permission_mode(devserver: DevServer, tools: Tools) -> None:
+    async with tools(PERMISSION_MODE="acceptEdits") as (client, _):
         await call(client, "start_session", name="plan", path="alpha", permission_mode="plan")
         await call(client, "start_session", name="default", path="beta")
         assert "permission_mode" in await call_error(
@@ -1380,9 +1474,9 @@ async def wait_for_status(client: Client, session_id: str, status: str, timeout:
         await anyio.sleep(0.1)
 
 
-async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tools: Tools) -> None:
     fake_claude_config(devserver, names={"attach": {"attach_delay": 0.2}, "dies": {"exit_after": 0.3, "exit_code": 1}})
-    async with tools(devserver, tmp_path) as (client, _):
+    async with tools() as (client, _):
         attached = await call(client, "start_session", name="attach", path="alpha")
         dies = await call(client, "start_session", name="dies", path="beta")
         connected = await wait_for_status(client, attached["id"], "connected")
@@ -1406,19 +1500,25 @@ async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tmp_p
         assert (await call(client, "stop_session", id=dies["id"]))["stopped"] is True
 
 
-async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tools: Tools) -> None:
     dirs = [f"many/p{i:02d}" for i in range(30)]
     devserver.run("cd ~/projects && mkdir -p " + " ".join(dirs)).check_returncode()
-    async with tools(devserver, tmp_path) as (client, server):
-        started = await asyncio.gather(
-            *(call(client, "start_session", name=f"m{i}", path=d) for i, d in enumerate(dirs))
-        )
-        assert [s["status"] for s in started] == ["ready"] * 30
-        before = server.app.runner.execs
-        listed = (await call(client, "list_sessions"))["sessions"]
-        assert server.app.runner.execs - before == 1
-        assert {s["id"]: s["url"] for s in listed} == {s["id"]: s["url"] for s in started}
-        assert server.app.runner.connects == 1
+    try:
+        async with tools() as (client, server):
+            runner = server.app.runner
+            await call(client, "list_sessions")  # the connection is open (again, if an earlier test cut it)
+            connects = runner.connects
+            started = await asyncio.gather(
+                *(call(client, "start_session", name=f"m{i}", path=d) for i, d in enumerate(dirs))
+            )
+            assert [s["status"] for s in started] == ["ready"] * 30
+            before = runner.execs
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert runner.execs - before == 1
+            assert {s["id"]: s["url"] for s in listed} == {s["id"]: s["url"] for s in started}
+            assert runner.connects == connects  # thirty starts and the list, all on that one connection
+    finally:
+        devserver.run("rm -rf ~/projects/many")
 
 
 @pytest.mark.parametrize(
@@ -1575,13 +1675,13 @@ async def test_node_tokens_keep_working_after_the_switch(tmp_path: Path) -> None
         assert (await http.post("/token", data=refresh_form(refresh))).status_code == 200
 
 
-async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_token_survives_a_restart(tools: Tools) -> None:
     claude = ClaudeAi(SECRET)
-    async with tools(devserver, tmp_path, claude) as (client, first):
+    async with tools(claude) as (client, first):
         await call(client, "list_sessions")
     store_text = first.config.token_store_path.read_text()
     assert claude.storage.tokens is not None and claude.storage.tokens.access_token not in store_text
-    async with tools(devserver, tmp_path, claude, port=first.port) as (client, _):  # same URL: same audience
+    async with tools(claude, port=first.port) as (client, _):  # same URL: same audience
         assert (await call(client, "list_sessions"))["sessions"] == []
     assert claude.authorizations == 1  # no new authorization was needed
 
@@ -1687,7 +1787,7 @@ async def test_registration_cannot_fill_the_disk(app: rc_mcp.App, http: httpx2.A
     assert (await http.get("/authorize", params=params)).status_code == 200
 
 
-async def test_unused_registrations_expire(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+async def test_unused_registrations_expire(http: httpx2.AsyncClient, clock: Clock) -> None:
     client_id = await register(http)
     clock.now += rc_mcp.UNUSED_CLIENT_TTL + 1
     response = await http.get("/authorize", params=public_authorize(client_id, INSPECTOR_CALLBACK))
@@ -1900,10 +2000,10 @@ async def test_metadata_fetch_guards(
 
 
 @pytest.mark.parametrize("mode", ["credentials", "dcr", "cimd"])
-async def test_e2e_each_claude_ai_registration_mode(devserver: DevServer, tmp_path: Path, mode: str) -> None:
+async def test_e2e_each_claude_ai_registration_mode(tools: Tools, mode: str) -> None:
     """Claude.ai's three ways to identify itself, each with its real callback URL, `resource` and auth method."""
     claude = ClaudeAi(SECRET, mode=mode, owner_password=SECRET)
-    async with tools(devserver, tmp_path, claude) as (client, _):
+    async with tools(claude) as (client, _):
         assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
     assert claude.authorizations == 1
     assert claude.consent_pages == {"credentials": 0, "dcr": 1, "cimd": 1}[mode]  # only the fixed client skips the page
@@ -1958,7 +2058,7 @@ def test_canonical_resource(url: str, canonical: str | None) -> None:
     assert rc_mcp.canonical_resource(url) == canonical
 
 
-async def test_code_flow_with_post_and_basic_client_auth(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_code_flow_with_post_and_basic_client_auth(http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
     assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
     for path in ("/mcp", "/mcp/"):  # both answered, no redirect
@@ -1977,7 +2077,7 @@ async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
     assert response.status_code == 302 and "code=" in response.headers["location"]
 
 
-async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+async def test_expiry_of_codes_and_tokens(http: httpx2.AsyncClient, clock: Clock) -> None:
     code = await get_code(http)
     clock.now += 601
     response = await http.post("/token", data=token_form(code))
@@ -1987,7 +2087,7 @@ async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncCli
     assert (await mcp_status(http, tokens["access_token"])).status_code == 401
 
 
-async def test_replayed_code_revokes_its_tokens(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_replayed_code_revokes_its_tokens(http: httpx2.AsyncClient) -> None:
     code = await get_code(http)
     tokens = (await http.post("/token", data=token_form(code))).json()
     replay = await http.post("/token", data=token_form(code))
@@ -2014,7 +2114,7 @@ async def test_public_client_cannot_use_another_clients_code(http: httpx2.AsyncC
     assert (fixed.status_code, fixed.json()["error"]) == (400, "invalid_grant")
 
 
-async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_refresh_tokens_rotate(http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
     first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
     assert first.status_code == 200
@@ -2027,7 +2127,7 @@ async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) 
     assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
 
 
-async def test_concurrent_refresh_gets_one_grace_use(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
+async def test_concurrent_refresh_gets_one_grace_use(http: httpx2.AsyncClient) -> None:
     """Two refreshes racing with the same token must not log the user out (both get the same answer,
     so the grant stays one chain); a third use is theft."""
     tokens = await get_tokens(http)
@@ -2058,7 +2158,7 @@ async def test_a_refused_refresh_does_not_use_up_the_grace(http: httpx2.AsyncCli
 
 
 async def test_rotated_refresh_token_after_the_grace_window_revokes_the_grant(
-    app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock
+    http: httpx2.AsyncClient, clock: Clock
 ) -> None:
     tokens = await get_tokens(http)
     rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
@@ -2077,7 +2177,7 @@ async def test_a_new_mcp_secret_ends_every_old_token(tmp_path: Path, clock: Cloc
         assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")  # the old client is gone too
 
 
-async def test_revocation(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_revocation(http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
     creds = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
     assert (await http.post("/revoke", data={"token": "unknown", **creds})).status_code == 200
@@ -2113,14 +2213,14 @@ async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: http
     assert response.status_code == 401 and "another resource" in response.headers["www-authenticate"]
 
 
-async def test_refresh_token_is_not_an_access_token(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_refresh_token_is_not_an_access_token(http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
     assert (await mcp_status(http, tokens["refresh_token"])).status_code == 401
 
 
-async def test_e2e_silent_refresh_after_expiry(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_silent_refresh_after_expiry(tools: Tools) -> None:
     claude = ClaudeAi(SECRET)
-    async with tools(devserver, tmp_path, claude) as (client, server):
+    async with tools(claude) as (client, server):
         await call(client, "list_sessions")
         first = claude.storage.tokens
         assert first is not None
@@ -2178,7 +2278,7 @@ def test_throttle_key(address: str, key: str) -> None:
     assert rc_mcp.throttle_key(address) == key
 
 
-async def test_public_client_needs_the_owners_approval(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+async def test_public_client_needs_the_owners_approval(http: httpx2.AsyncClient) -> None:
     client_id = await register(http)
     params = public_authorize(client_id, INSPECTOR_CALLBACK)
     page = await http.get("/authorize", params=params)
@@ -2240,13 +2340,12 @@ async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Cl
     assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
 
 
-async def test_e2e_without_the_owner_password_no_public_client_gets_in(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_without_the_owner_password_no_public_client_gets_in(tools: Tools, tmp_path: Path) -> None:
     claude = ClaudeAi(SECRET, mode="dcr", owner_password="not the secret")
-    with running(ssh_env(devserver, tmp_path)) as server:
-        refused = pytest.RaisesExc(AssertionError, match="^/authorize answered 403 ")  # the consent page, again
-        with pytest.RaisesGroup(refused, flatten_subgroups=True):
-            async with connect(server.url, claude) as client:
-                await client.list_tools()
+    refused = pytest.RaisesExc(AssertionError, match="^/authorize answered 403 ")  # the consent page, again
+    with pytest.RaisesGroup(refused, flatten_subgroups=True):
+        async with tools(claude) as (client, _):
+            await client.list_tools()
     assert (claude.authorizations, claude.consent_pages) == (1, 1)
     assert claude.storage.tokens is None
 
@@ -2579,7 +2678,7 @@ async def test_hostile_revoke(
         ({}, "access_token=TOKEN"),  # tokens in the query string are never read
     ],
 )
-async def test_hostile_bearer(app: rc_mcp.App, http: httpx2.AsyncClient, headers: dict[str, str], query: str) -> None:
+async def test_hostile_bearer(http: httpx2.AsyncClient, headers: dict[str, str], query: str) -> None:
     tokens = await get_tokens(http)
     url = "/mcp?" + query.replace("TOKEN", tokens["access_token"])
     response = await http.post(
@@ -2594,9 +2693,11 @@ async def test_hostile_bearer(app: rc_mcp.App, http: httpx2.AsyncClient, headers
 # ── MCP ───────────────────────────────────────────────────────────────────────────────────────────
 
 
-async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
     claude = ClaudeAi(SECRET)
-    async with tools(devserver, tmp_path, claude) as (client, _):
+    async with tools(claude) as (client, _):
         offered = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert set(offered) == {"start_session", "list_sessions", "stop_session", "list_projects"}
         annotations = {name: tool.annotations for name, tool in offered.items()}
@@ -2638,7 +2739,7 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevSe
 INSPECTOR = os.environ.get("RC_MCP_INSPECTOR")  # a folder with node@22 and @modelcontextprotocol/inspector (.ci/run)
 
 
-async def test_e2e_mcp_inspector_cli_lists_tools(devserver: DevServer, tmp_path: Path) -> None:
+async def test_e2e_mcp_inspector_cli_lists_tools(tools: Tools, tmp_path: Path) -> None:
     """The MCP Inspector CLI (2.x) lists the tools with a token obtained through the OAuth flow."""
     if not INSPECTOR:
         if REQUIRE_E2E:
@@ -2656,7 +2757,7 @@ async def test_e2e_mcp_inspector_cli_lists_tools(devserver: DevServer, tmp_path:
         / "index.js"
     )
     claude = ClaudeAi(SECRET)
-    async with tools(devserver, tmp_path, claude) as (client, server):
+    async with tools(claude) as (client, server):
         await client.list_tools()
         assert claude.storage.tokens is not None
         token = claude.storage.tokens.access_token
@@ -2791,7 +2892,7 @@ async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path)
         "claude login",
         "projects base",
     ]
-    assert all(line.ok for line in lines), [str(line) for line in lines]
+    assert [line.ok for line in lines] == [True] * 7, [str(line) for line in lines]
     assert devserver.host_key_fingerprint in str(lines[2]) and "(Claude Code)" in str(lines[4])
     devserver.fake_claude_config({"logged_in": False})
     lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, PROJECTS_BASE_DIR="/nonexistent")))

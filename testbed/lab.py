@@ -300,8 +300,14 @@ class _DevHome:
         self.write_claude_json(default_claude_json(self.projects))
 
     def _stop_fakes(self) -> None:
-        """Kill the user's tmux server, then wait for every traced fake claude to exit."""
-        self.run("tmux kill-server 2>/dev/null; true")
+        """Kill the user's tmux server and wait for it to exit (a `tmux new-session` sent to a server
+        that is still shutting down gets a pane that dies at once), then wait for every traced fake
+        claude to exit."""
+        server = self.run(
+            "tmux display-message -p '#{pid}' 2>/dev/null; tmux kill-server 2>/dev/null; true"
+        ).stdout.strip()
+        if server.isdigit():
+            wait_pids_gone([int(server)], 5.0)
         pids = []
         for record in self.fake_claude_trace():
             pid = record.get("pid")
@@ -455,7 +461,7 @@ class DevServer(_DevHome):
             self.lab.mkdir(parents=True, exist_ok=True)
         for sub in ("sshd", "client"):
             (self.lab / sub).mkdir(mode=0o700, exist_ok=True)
-        keygen = self._start_keygen()  # in parallel with the user setup (RSA-3072 is slow)
+        keygen = self._start_keygen()  # in parallel with the user setup
         if self.root_mode:
             self._create_user(user)
             # claude_abs outside home, in a dir the user can reach whatever the lab dir's modes
