@@ -237,7 +237,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 FAST_CLAUDE = {"connect_delay": 0.05, "spinner_interval": 0.05}
 
 
-def fake_claude_config(home: Any, **knobs: Any) -> None:
+def fake_claude_config(home: DevServer | LocalDevHome, **knobs: Any) -> None:
     """The fake claude's config.json: FAST_CLAUDE, then these knobs (e.g. names={...})."""
     home.fake_claude_config({**FAST_CLAUDE, **knobs})
 
@@ -280,13 +280,10 @@ def files_named(name: str, *roots: Path) -> list[Path]:
     return [path for root in roots for path in root.rglob(name)]
 
 
-def tmux_sessions(lab: DevServer) -> set[str]:
-    result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
-    return set(result.stdout.split())
-
-
 def rc_sessions(lab: DevServer) -> set[str]:
-    return {name for name in tmux_sessions(lab) if name.startswith("rc-")}
+    """The lab user's tmux sessions that rc_mcp started."""
+    result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
+    return {name for name in result.stdout.split() if name.startswith("rc-")}
 
 
 Tools = Callable[..., contextlib.AbstractAsyncContextManager[tuple[Client, RunningServer]]]
@@ -341,7 +338,7 @@ async def ssh_runner(lab: DevServer, tmp_path: Path, **extra: str) -> AsyncItera
 EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
 
 
-# ── Settings ──────────────────────────────────────────────────────────────────────────────────────
+# ── Settings ──────────────────────────────────────────────────────────────────────────────────
 
 
 def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
@@ -528,7 +525,7 @@ def test_cli_exits_2_before_binding_with_every_problem(tmp_path: Path) -> None:
         assert name in result.stderr
 
 
-# ── Errors ────────────────────────────────────────────────────────────────────────────────────────
+# ── Errors ────────────────────────────────────────────────────────────────────────────────────
 
 
 def test_config_error_lists_every_problem() -> None:
@@ -557,7 +554,7 @@ def test_a_host_key_error_is_a_remote_error() -> None:
     assert not issubclass(rc_mcp.ConnectionLost, rc_mcp.RemoteError)  # internal: never shown to a user
 
 
-# ── Claude's output ───────────────────────────────────────────────────────────────────────────────
+# ── Claude's output ───────────────────────────────────────────────────────────────────────────
 
 
 ENV_ID = "env_01AbCdEfGh-_xyz"
@@ -785,7 +782,7 @@ def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
     assert rc_mcp.tail_lines(raw) == "Error: one\nsecond line"
 
 
-# ── Remote scripts ────────────────────────────────────────────────────────────────────────────────
+# ── Remote scripts ────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -818,6 +815,83 @@ def start_script(**overrides: Any) -> str:
     return rc_mcp.build_start_script(**values)
 
 
+def test_scripts_use_exact_tmux_targets() -> None:
+    start = start_script()
+    stop = rc_mcp.build_stop_script("al-a1b2c3")
+
+    def targets(script: str) -> list[tuple[str, str]]:  # (tmux command, its -t) in script order
+        return re.findall(r"([a-z-]+)(?: -[po])? -t (\S+)", script)
+
+    # Always "=…" (an exact name, never a prefix); pane commands need the trailing colon, session
+    # commands must not have it.
+    assert targets(start) == [
+        ("display-message", '"=$s:"'),
+        ("has-session", '"=$session"'),
+        ("pipe-pane", '"=$session:"'),
+        ("set-option", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+        ("display-message", '"=$session:"'),
+        ("send-keys", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+    ]
+    assert targets(stop) == [("display-message", '"=$session:"'), ("kill-session", '"=$session"')]
+    assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
+
+
+def test_start_script_scrubs_variables_that_break_remote_control() -> None:
+    script = start_script(name="a", spawn="worktree", permission_mode="plan")
+    for var in (
+        "DISABLE_TELEMETRY",
+        "DO_NOT_TRACK",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "DISABLE_GROWTHBOOK",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    ):
+        assert f"-u{var}" in script
+    assert "remote-control --name a --spawn worktree --permission-mode plan" in script
+    assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: rc_mcp.build_list_script("n0nce"),
+        lambda: start_script(base_dir="~/p", claude_bin="~/.local/bin/claude"),
+        lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
+        lambda: rc_mcp.build_projects_script("~/it's here"),
+        lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
+    ],
+)
+def test_scripts_are_valid_posix_sh(builder: Any) -> None:
+    subprocess.run(["/bin/sh", "-n", "-c", builder()], check=True)
+
+
+@pytest.mark.parametrize(
+    "output, events",
+    [
+        ("@@error no-dir\n", [("error", ["no-dir"])]),
+        (
+            "@@state launched\n@@status ready\n"
+            "@@tail\nraw\x1b[0m\n@@status fake\n@@end-forged\n\n@@end-n0nce\n"  # a forged end marker is just text
+            "@@url\tu\n",
+            [
+                ("state", ["launched"]),
+                ("status", ["ready"]),
+                ("tail", ["raw\x1b[0m\n@@status fake\n@@end-forged\n"]),
+                ("url", ["u"]),
+            ],
+        ),
+        ("@@tail\nunterminated", [("tail", ["unterminated"])]),
+        ("@@tail\n\n@@end-n0nce\n", [("tail", [""])]),
+        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])]),
+        ("bash: warning: login noise\n@@\n@@ x\nx@@status ready\n@@stopped\n", [("stopped", [])]),
+    ],
+)
+def test_parse_script_output(output: str, events: list[tuple[str, list[str]]]) -> None:
+    assert rc_mcp.parse_script_output(output, "n0nce") == events
+
+
 # Each would create a file named `pwned` if any shell or tmux ever ran it.
 HOSTILE = [
     "x'; touch pwned; echo '",
@@ -827,6 +901,7 @@ HOSTILE = [
     "a\\'b",
     "#(touch pwned)#{pane_id}",
 ]
+
 
 # A stand-in for tmux or claude on PATH: records its cwd, argv[0] and arguments (NUL-separated, one
 # numbered file per call). As tmux it knows no sessions, runs a new session's command at once (as
@@ -907,83 +982,6 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
     assert not marker.exists()
 
 
-def test_scripts_use_exact_tmux_targets() -> None:
-    start = start_script()
-    stop = rc_mcp.build_stop_script("al-a1b2c3")
-
-    def targets(script: str) -> list[tuple[str, str]]:  # (tmux command, its -t) in script order
-        return re.findall(r"([a-z-]+)(?: -[po])? -t (\S+)", script)
-
-    # Always "=…" (an exact name, never a prefix); pane commands need the trailing colon, session
-    # commands must not have it.
-    assert targets(start) == [
-        ("display-message", '"=$s:"'),
-        ("has-session", '"=$session"'),
-        ("pipe-pane", '"=$session:"'),
-        ("set-option", '"=$session:"'),
-        ("kill-session", '"=$session"'),
-        ("display-message", '"=$session:"'),
-        ("send-keys", '"=$session:"'),
-        ("kill-session", '"=$session"'),
-    ]
-    assert targets(stop) == [("display-message", '"=$session:"'), ("kill-session", '"=$session"')]
-    assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
-
-
-def test_start_script_scrubs_variables_that_break_remote_control() -> None:
-    script = start_script(name="a", spawn="worktree", permission_mode="plan")
-    for var in (
-        "DISABLE_TELEMETRY",
-        "DO_NOT_TRACK",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-        "DISABLE_GROWTHBOOK",
-        "ANTHROPIC_API_KEY",
-        "CLAUDE_CODE_OAUTH_TOKEN",
-    ):
-        assert f"-u{var}" in script
-    assert "remote-control --name a --spawn worktree --permission-mode plan" in script
-    assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
-
-
-@pytest.mark.parametrize(
-    "builder",
-    [
-        lambda: rc_mcp.build_list_script("n0nce"),
-        lambda: start_script(base_dir="~/p", claude_bin="~/.local/bin/claude"),
-        lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
-        lambda: rc_mcp.build_projects_script("~/it's here"),
-        lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
-    ],
-)
-def test_scripts_are_valid_posix_sh(builder: Any) -> None:
-    subprocess.run(["/bin/sh", "-n", "-c", builder()], check=True)
-
-
-@pytest.mark.parametrize(
-    "output, events",
-    [
-        ("@@error no-dir\n", [("error", ["no-dir"])]),
-        (
-            "@@state launched\n@@status ready\n"
-            "@@tail\nraw\x1b[0m\n@@status fake\n@@end-forged\n\n@@end-n0nce\n"  # a forged end marker is just text
-            "@@url\tu\n",
-            [
-                ("state", ["launched"]),
-                ("status", ["ready"]),
-                ("tail", ["raw\x1b[0m\n@@status fake\n@@end-forged\n"]),
-                ("url", ["u"]),
-            ],
-        ),
-        ("@@tail\nunterminated", [("tail", ["unterminated"])]),
-        ("@@tail\n\n@@end-n0nce\n", [("tail", [""])]),
-        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])]),
-        ("bash: warning: login noise\n@@\n@@ x\nx@@status ready\n@@stopped\n", [("stopped", [])]),
-    ],
-)
-def test_parse_script_output(output: str, events: list[tuple[str, list[str]]]) -> None:
-    assert rc_mcp.parse_script_output(output, "n0nce") == events
-
-
 def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
     base = tmp_path / "projects"
     outside = tmp_path / "outside"
@@ -1018,7 +1016,7 @@ def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
     ]  # the script lists, Python filters
 
 
-# ── Host keys ─────────────────────────────────────────────────────────────────────────────────────
+# ── Host keys ─────────────────────────────────────────────────────────────────────────────────
 
 
 def test_host_key_fingerprint_matches_ssh_keygen(key_files: dict[str, Path]) -> None:
@@ -1060,7 +1058,7 @@ async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tools: Tool
     assert rc_sessions(devserver) == set()
 
 
-# ── Runners ───────────────────────────────────────────────────────────────────────────────────────
+# ── Runners ───────────────────────────────────────────────────────────────────────────────────
 
 
 async def test_local_runner_streams_long_lines_and_keeps_secrets_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1166,7 +1164,7 @@ async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None
         assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
 
 
-# ── Sessions ──────────────────────────────────────────────────────────────────────────────────────
+# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -1565,7 +1563,7 @@ async def test_local_hostile_state_directory_reaches_pipe_pane_unharmed(
     assert files_named("PWNED", tmp_path, devhome.home) == []
 
 
-# ── Token store ───────────────────────────────────────────────────────────────────────────────────
+# ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 
 def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) -> None:
@@ -1686,7 +1684,7 @@ async def test_e2e_token_survives_a_restart(tools: Tools) -> None:
     assert claude.authorizations == 1  # no new authorization was needed
 
 
-# ── Clients ───────────────────────────────────────────────────────────────────────────────────────
+# ── Clients ───────────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -2019,7 +2017,7 @@ async def test_e2e_each_claude_ai_registration_mode(tools: Tools, mode: str) -> 
         assert info.client_id.startswith("rcc_")
 
 
-# ── Grants ────────────────────────────────────────────────────────────────────────────────────────
+# ── Grants ────────────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -2261,7 +2259,7 @@ async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) 
     assert claude.authorizations == 2
 
 
-# ── Consent page ──────────────────────────────────────────────────────────────────────────────────
+# ── Consent page ──────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -2350,7 +2348,7 @@ async def test_e2e_without_the_owner_password_no_public_client_gets_in(tools: To
     assert claude.storage.tokens is None
 
 
-# ── Endpoints ─────────────────────────────────────────────────────────────────────────────────────
+# ── Endpoints ─────────────────────────────────────────────────────────────────────────────────
 
 
 async def test_metadata_uses_one_issuer_string(http: httpx2.AsyncClient) -> None:
@@ -2690,7 +2688,7 @@ async def test_hostile_bearer(http: httpx2.AsyncClient, headers: dict[str, str],
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
-# ── MCP ───────────────────────────────────────────────────────────────────────────────────────────
+# ── MCP ───────────────────────────────────────────────────────────────────────────────────────
 
 
 async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
@@ -2784,7 +2782,7 @@ async def test_e2e_mcp_inspector_cli_lists_tools(tools: Tools, tmp_path: Path) -
         assert refused.returncode == 3 and b"auth_required" in refused.stderr
 
 
-# ── HTTP & ASGI ───────────────────────────────────────────────────────────────────────────────────
+# ── HTTP & ASGI ───────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -2856,7 +2854,7 @@ async def test_dns_rebinding_host_is_refused(http: httpx2.AsyncClient) -> None:
     assert (await mcp_status(http, tokens["access_token"], path="http://attacker.example/mcp")).status_code == 421
 
 
-# ── main ──────────────────────────────────────────────────────────────────────────────────────────
+# ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 
 def cli_environment(monkeypatch: pytest.MonkeyPatch, cwd: Path, **env: str) -> None:
