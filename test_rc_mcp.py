@@ -1,4 +1,5 @@
-"""Tests for rc_mcp, in the module's section order.
+"""Tests for rc_mcp, in the module's section order (Settings … main); in each section the pure rules
+come first, then their end-to-end tests.
 
 Pure helpers are tested from tables. Everything with I/O is tested for real: OAuth endpoints
 in-process over ASGI, and end to end against a real sshd on 127.0.0.1, real tmux, and the
@@ -11,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -23,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -32,15 +36,22 @@ import anyio
 import httpx2
 import paramiko
 import pytest
-import uvicorn
 from mcp.client import Client
 
 import rc_mcp
+from testbed import fake_claude, harness
+from testbed.harness import ClaudeAi, RunningServer, ThreadedServer, call, call_error, connect, running
+from testbed.lab import (
+    PASSPHRASE,
+    DevServer,
+    LocalDevHome,
+    listening_socket,
+    make_keys,
+    make_local_devhome,
+    wait_pids_gone,
+)
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-from testbed.harness import ClaudeAi, RunningServer, connect, listening_socket, running  # noqa: E402
-from testbed.lab import DevServer, make_local_devhome  # noqa: E402
 
 SECRET = "test-secret-0123456789"
 CLIENT_ID = "9f7bd22e3e82dc889c30a316fe17dee118b4"
@@ -49,7 +60,6 @@ CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 appendix B
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 ENV_URL = re.compile(r"^https://claude\.ai/code\?environment=env_[A-Za-z0-9_-]+$")
-
 ESC = "\x1b"
 BEL = "\x07"
 
@@ -61,78 +71,1242 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-# ── Pure helpers ──────────────────────────────────────────────────────────────────────────────
+# Fixtures and helpers shared by several sections: the configuration, the OAuth endpoints
+# in-process, the SSH dev server (testbed/lab.py) and rc_mcp serving it (testbed/harness.py).
 
 
-@pytest.mark.parametrize(
-    "secret, client_id, client_secret",
-    [
-        (SECRET, CLIENT_ID, CLIENT_SECRET),
-        (
-            "correct horse battery staple",
-            "d25e9e3a45d3278673072aa18ccf51297d0e",
-            "3e1b71cda294b600910bf83c48f2630a9c23035f00a3860aa0d18aa214da93ff",
-        ),
-    ],
-)
-def test_derive_client_credentials_matches_the_original_server(secret: str, client_id: str, client_secret: str) -> None:
-    assert rc_mcp.derive_client_credentials(secret) == (client_id, client_secret)
-
-
-@pytest.mark.parametrize(
-    "verifier, challenge, ok",
-    [
-        (VERIFIER, CHALLENGE, True),
-        (VERIFIER, CHALLENGE[:-1] + "N", False),
-        (VERIFIER[:-1], CHALLENGE, False),
-        ("short", rc_mcp.pkce_challenge("short"), False),  # RFC 7636: 43..128 characters
-        ("a" * 129, rc_mcp.pkce_challenge("a" * 129), False),
-        ("a" * 43, rc_mcp.pkce_challenge("a" * 43), True),
-        ("a" * 42 + "!", rc_mcp.pkce_challenge("a" * 42 + "!"), False),  # outside the unreserved set
-        ("é" * 43, CHALLENGE, False),
-        (VERIFIER, VERIFIER, False),  # "plain" is not accepted
-    ],
-)
-def test_verify_pkce(verifier: str, challenge: str, ok: bool) -> None:
-    assert rc_mcp.verify_pkce(verifier, challenge) is ok
-
-
-@pytest.mark.parametrize(
-    "url, canonical",
-    [
-        ("https://rc.example.com/mcp", "https://rc.example.com/mcp"),
-        ("HTTPS://RC.Example.COM/mcp/", "https://rc.example.com/mcp"),
-        ("https://rc.example.com:443/mcp", "https://rc.example.com/mcp"),
-        ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
-        ("http://[::1]:8080/mcp", "http://[::1]:8080/mcp"),
-        ("https://rc.example.com/mcp#frag", None),
-        ("ftp://rc.example.com/mcp", None),
-        ("/mcp", None),
-        ("https://rc.example.com:99999/mcp", None),
-    ],
-)
-def test_canonical_resource(url: str, canonical: str | None) -> None:
-    assert rc_mcp.canonical_resource(url) == canonical
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "MCP_SECRET": SECRET,
+        "PROJECTS_BASE_DIR": "/srv/projects",
+        "TOKEN_STORE_PATH": str(tmp_path / "store" / "tokens.json"),
+        **extra,
+    }
 
 
 def _basic(value: str) -> str:
     return "Basic " + base64.b64encode(value.encode()).decode()
 
 
+TEST_URL = "https://rc.example.com"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_app(tmp_path: Path, clock: Clock, **env: str) -> rc_mcp.App:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, **env))
+    return rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: Clock) -> rc_mcp.App:
+    return make_app(tmp_path, clock)
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: rc_mcp.App) -> AsyncIterator[httpx2.AsyncClient]:
+    """An HTTP client talking to `app` in-process, with the MCP session manager running."""
+    async with app.session_manager.run():  # ASGITransport sends no lifespan events
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as client:
+            yield client
+
+
+@pytest.fixture
+async def http(app: rc_mcp.App) -> AsyncIterator[httpx2.AsyncClient]:
+    async with asgi_client(app) as client:
+        yield client
+
+
+AUTHORIZE = {
+    "response_type": "code",
+    "client_id": CLIENT_ID,
+    "redirect_uri": CALLBACK,
+    "code_challenge": CHALLENGE,
+    "code_challenge_method": "S256",
+    "state": "opaque-state",
+    "scope": "mcp:tools",
+    "resource": f"{TEST_URL}/mcp",
+}
+
+
+async def get_code(http: httpx2.AsyncClient, **overrides: str) -> str:
+    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
+    assert response.status_code == 302, response.text
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["state"] == ["opaque-state"] and query["iss"] == [TEST_URL]
+    return query["code"][0]
+
+
+def token_form(the_code: str, **overrides: str | None) -> dict[str, str]:
+    form: dict[str, str | None] = {
+        "grant_type": "authorization_code",
+        "code": the_code,
+        "redirect_uri": CALLBACK,
+        "code_verifier": VERIFIER,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "resource": f"{TEST_URL}/mcp",
+    }
+    form.update(overrides)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+async def get_tokens(http: httpx2.AsyncClient) -> dict[str, Any]:
+    response = await http.post("/token", data=token_form(await get_code(http)))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def refresh_form(refresh_token: str, **extra: str) -> dict[str, str]:
+    return {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        **extra,
+    }
+
+
+async def mcp_status(http: httpx2.AsyncClient, token: str | None, **kwargs: Any) -> httpx2.Response:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    return await http.post(kwargs.pop("path", "/mcp"), json=body, headers=headers, **kwargs)
+
+
+INSPECTOR_CALLBACK = "http://localhost:6274/oauth/callback"
+
+
+async def register(
+    http: httpx2.AsyncClient, redirect_uri: str = INSPECTOR_CALLBACK, name: str = "MCP Inspector"
+) -> str:
+    response = await http.post(
+        "/register",
+        json={"redirect_uris": [redirect_uri], "client_name": name, "token_endpoint_auth_method": "client_secret_post"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["client_id"]
+
+
+def public_authorize(client_id: str, redirect_uri: str) -> dict[str, str]:
+    return {**AUTHORIZE, "client_id": client_id, "redirect_uri": redirect_uri}
+
+
+async def consent(http: httpx2.AsyncClient, params: dict[str, str], **form: str) -> httpx2.Response:
+    return await http.post("/authorize", data={**params, **form})
+
+
+# As root the lab creates this user, and deletes it afterwards; a run that finds it left over by a
+# crashed run of the same checkout cleans up after that one. Named after the checkout, so that
+# suites run from two checkouts at once (or the benchmark, user rcbench) never share a user.
+LAB_USER = "rct" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+
+# In CI the end-to-end tests must run: a missing sshd is a failure there, not a skip.
+REQUIRE_E2E = os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("RC_MCP_REQUIRE_E2E") == "1"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    ok, reason = DevServer.available()
+    if not ok:
+        if REQUIRE_E2E:
+            pytest.fail(f"the SSH dev server cannot run here: {reason}")
+        pytest.skip(reason)
+    server = DevServer.start(tmp_path_factory.mktemp("lab"), user=LAB_USER)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The fake claude's timing for these tests: Ready (and its URL) 0.05 s after it starts instead of
+# the fake's default 0.3 s, so no test waits for time that proves nothing. A test that needs the
+# Connecting phase to last sets its own `connect_delay` (see testbed/README.md).
+FAST_CLAUDE = {"connect_delay": 0.05, "spinner_interval": 0.05}
+
+
+def fake_claude_config(home: DevServer | LocalDevHome, **knobs: Any) -> None:
+    """The fake claude's config.json: FAST_CLAUDE, then these knobs (e.g. names={...})."""
+    home.fake_claude_config({**FAST_CLAUDE, **knobs})
+
+
+@pytest.fixture
+def devserver(lab: DevServer) -> Iterator[DevServer]:
+    """The lab as it was started, with FAST_CLAUDE; reset after each test."""
+    fake_claude_config(lab)
+    try:
+        yield lab
+    finally:
+        lab.reset()
+
+
+@pytest.fixture(scope="session")
+def local_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDevHome]:
+    home = make_local_devhome(tmp_path_factory.mktemp("local"))
+    try:
+        yield home
+    finally:
+        home.close()
+
+
+@pytest.fixture
+def devhome(local_lab: LocalDevHome) -> Iterator[LocalDevHome]:
+    """A local-mode dev home (the same tree as the lab's), with FAST_CLAUDE; reset after each test."""
+    fake_claude_config(local_lab)
+    try:
+        yield local_lab
+    finally:
+        local_lab.reset()
+
+
+def ssh_env(lab: DevServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return harness.ssh_env(lab, tmp_path / "state" / "tokens.json", SECRET, **{"START_TIMEOUT": "20", **extra})
+
+
+def files_named(name: str, *roots: Path) -> list[Path]:
+    """Files called `name` anywhere below `roots`: what an injected `touch name` would leave."""
+    return [path for root in roots for path in root.rglob(name)]
+
+
+def rc_sessions(lab: DevServer) -> set[str]:
+    """The lab user's tmux sessions that rc_mcp started."""
+    result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
+    return {name for name in result.stdout.split() if name.startswith("rc-")}
+
+
+Tools = Callable[..., contextlib.AbstractAsyncContextManager[tuple[Client, RunningServer]]]
+
+
+@pytest.fixture(scope="session")
+def shared_server(lab: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, ClaudeAi]]:
+    """rc_mcp serving the lab with the default settings, and Claude.ai authorized once: what most
+    end-to-end tests need. Nothing in it outlives a test but its token and its SSH connection."""
+    with running(ssh_env(lab, tmp_path_factory.mktemp("shared"))) as server:
+        # its start-up connection is made before any test counts the lab's logins
+        deadline = time.monotonic() + 30
+        while server.app.runner.connects == 0:
+            assert time.monotonic() < deadline, "rc_mcp never connected to the lab"
+            time.sleep(0.01)
+        yield server, ClaudeAi(SECRET)
+
+
+@pytest.fixture
+def tools(devserver: DevServer, tmp_path: Path, shared_server: tuple[RunningServer, ClaudeAi]) -> Tools:
+    """`async with tools(claude=None, port=0, configure=None, **env) as (client, server)`: an MCP
+    client of rc_mcp serving the lab. With no arguments, the shared server and its authorized
+    client; otherwise a server of the test's own (ssh_env(**env), `configure`d, on `port`) that
+    `claude` (default: a new fixed-client Claude.ai) authorizes."""
+
+    @contextlib.asynccontextmanager
+    async def open_tools(
+        claude: ClaudeAi | None = None, port: int = 0, configure: Any = None, **extra: str
+    ) -> AsyncIterator[tuple[Client, RunningServer]]:
+        if claude is None and port == 0 and configure is None and not extra:
+            server, shared_claude = shared_server
+            async with connect(server.url, shared_claude) as client:
+                yield client, server
+            return
+        env = ssh_env(devserver, tmp_path, **extra)
+        async with harness.serve_and_connect(env, claude or ClaudeAi(SECRET), port, configure) as (client, server):
+            yield client, server
+
+    return open_tools
+
+
+@contextlib.asynccontextmanager
+async def ssh_runner(lab: DevServer, tmp_path: Path, **extra: str) -> AsyncIterator[rc_mcp.SSHRunner]:
+    """An SSHRunner for the lab with ssh_env(**extra), closed afterwards."""
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(lab, tmp_path, **extra)))
+    try:
+        yield runner
+    finally:
+        await runner.close()
+
+
+EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
+
+
+# ── Settings ──────────────────────────────────────────────────────────────────────────────────
+
+
+def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path))
+    assert config.local and config.port == 3000 and config.host == "0.0.0.0"
+    assert config.server_url == "http://localhost:3000"
+    assert config.resource == "http://localhost:3000/mcp"
+    assert config.claude_bin == "claude" and config.spawn_worktree is False
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    env = {
+        "PORT": "eighty",
+        "SERVER_URL": "https://rc.example.com/prefix",
+        "SSH_HOST": "dev.example.com",
+        "SPAWN_WORKTREE": "maybe",
+        "PROJECTS_BASE_DIR": "relative/dir",
+        "START_TIMEOUT": "900",
+    }
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(env)
+    text = str(caught.value)
+    for name in (
+        "MCP_SECRET",
+        "PORT",
+        "SERVER_URL",
+        "SSH_USER",
+        "SSH_PRIVATE_KEY",
+        "SPAWN_WORKTREE",
+        "PROJECTS_BASE_DIR",
+        "START_TIMEOUT",
+    ):
+        assert name in text
+    assert len(caught.value.problems) == 8
+
+
 @pytest.mark.parametrize(
-    "header, parsed",
+    "extra, fragment",
     [
-        (_basic("id:secret"), ("id", "secret")),
-        (_basic("id%3Ax:se%20cret"), ("id:x", "se cret")),  # RFC 6749 §2.3.1 form-encoding
-        (_basic("id:"), ("id", "")),
-        (_basic("no-colon"), None),
-        ("Basic !!!", None),
-        ("Bearer abc", None),
-        ("Basic", None),
+        ({"MCP_SECRET": "short"}, "at least 16"),
+        ({"SERVER_URL": "rc.example.com"}, "SERVER_URL"),
+        ({"SERVER_URL": "https://rc.example.com/?q=1"}, "SERVER_URL"),
+        ({"SERVER_URL": "https://rc.example.com:99999"}, "SERVER_URL"),
+        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE"),
+        ({"SSH_HOST": "-oProxyCommand=x", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "SSH_HOST"),
+        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "no such file"),
+        (
+            {
+                "SSH_HOST": "h",
+                "SSH_USER": "u",
+                "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----",
+            },
+            "SSH_PRIVATE_KEY",
+        ),
+        ({"CLAUDE_BIN": "claude\n--evil"}, "CLAUDE_BIN"),
+        ({"PROJECTS_BASE_DIR": "/srv/\x1b[31m"}, "PROJECTS_BASE_DIR"),
     ],
 )
-def test_parse_basic_auth(header: str, parsed: tuple[str, str] | None) -> None:
-    assert rc_mcp.parse_basic_auth(header) == parsed
+def test_config_rejects(tmp_path: Path, extra: dict[str, str], fragment: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError, match=re.escape(fragment)):
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+
+
+def test_config_strips_trailing_slash_of_server_url(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL="https://rc.example.com/"))
+    assert config.server_url == "https://rc.example.com"
+
+
+@pytest.mark.parametrize(
+    "value, result",
+    [
+        ("true", True),
+        ("1", True),
+        ("Yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("", False),
+    ],
+)
+def test_parse_bool(value: str, result: bool) -> None:
+    assert rc_mcp.parse_bool(value) is result
+
+
+def test_read_value_or_file(tmp_path: Path) -> None:
+    one_line = "-----BEGIN X-----\\nabc\\n-----END X-----"  # a key pasted into a one-line variable
+    assert rc_mcp.read_value_or_file(one_line) == "-----BEGIN X-----\nabc\n-----END X-----"
+    key = tmp_path / "key"
+    key.write_text("KEY")
+    assert rc_mcp.read_value_or_file(str(key)) == "KEY"
+    with pytest.raises(FileNotFoundError):
+        rc_mcp.read_value_or_file(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(
+    "data_is_dir, data_writable, environ, expected",
+    [
+        (False, False, {"HOME": "/home/dev"}, "/home/dev/.local/state/rc_mcp/oauth-tokens.json"),
+        (False, False, {"HOME": "/home/dev", "XDG_STATE_HOME": "/xdg"}, "/xdg/rc_mcp/oauth-tokens.json"),
+        (True, False, {"HOME": "/home/dev"}, "/home/dev/.local/state/rc_mcp/oauth-tokens.json"),  # read-only /data
+        (True, True, {"HOME": "/home/dev", "XDG_STATE_HOME": "/xdg"}, "/data/oauth-tokens.json"),  # the Docker volume
+    ],
+)
+def test_default_token_store_path(
+    monkeypatch: pytest.MonkeyPatch, data_is_dir: bool, data_writable: bool, environ: dict[str, str], expected: str
+) -> None:
+    # /data as this test says it is, whatever this machine has there
+    real_is_dir, real_access = Path.is_dir, os.access
+    monkeypatch.setattr(Path, "is_dir", lambda self: data_is_dir if str(self) == "/data" else real_is_dir(self))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: data_writable if str(path) == "/data" else real_access(path, mode, **kw)
+    )
+    assert rc_mcp.default_token_store_path(environ) == Path(expected)
+
+
+def test_read_environment_prefers_real_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text('MCP_SECRET=from-dotenv-file-1234\nPROJECTS_BASE_DIR="/from/dotenv"\nPORT=4000\n')
+    monkeypatch.setenv("PORT", "5000")
+    environ = rc_mcp.read_environment(tmp_path)
+    assert environ["MCP_SECRET"] == "from-dotenv-file-1234"
+    assert environ["PROJECTS_BASE_DIR"] == "/from/dotenv"
+    assert environ["PORT"] == "5000"
+
+
+@pytest.fixture(scope="session")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every kind of client key the lab makes (testbed.lab.KEY_SPECS), generated once, in parallel.
+    `*_enc` ones are encrypted with PASSPHRASE; `rsa`/`rsa_enc` are PEM, the rest OpenSSH format."""
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.mark.parametrize("key", ["ed25519", "ed25519_enc", "rsa", "rsa_enc", "ecdsa", "ecdsa_enc", "rsa_openssh_enc"])
+def test_config_loads_keys_once(tmp_path: Path, key_files: dict[str, Path], key: str) -> None:
+    key_path = key_files[key]
+    passphrase = PASSPHRASE if key.endswith("_enc") else ""
+    for value in (str(key_path), key_path.read_text(), key_path.read_text().replace("\n", "\\n")):
+        env = base_env(
+            tmp_path, SSH_HOST="dev.example.com", SSH_USER="u", SSH_PRIVATE_KEY=value, SSH_PASSPHRASE=passphrase
+        )
+        config = rc_mcp.load_config(env)
+        assert isinstance(config.ssh_key, paramiko.PKey)
+        assert config.ssh_key.get_base64() == key_path.with_suffix(".pub").read_text().split()[1]
+
+
+@pytest.mark.parametrize("passphrase, fragment", [("", "set SSH_PASSPHRASE"), ("wrong", "does not decrypt")])
+def test_config_names_the_passphrase_problem(
+    tmp_path: Path, key_files: dict[str, Path], passphrase: str, fragment: str
+) -> None:
+    env = base_env(
+        tmp_path, SSH_HOST="h", SSH_USER="u", SSH_PRIVATE_KEY=str(key_files["ed25519_enc"]), SSH_PASSPHRASE=passphrase
+    )
+    with pytest.raises(rc_mcp.ConfigError, match=fragment):
+        rc_mcp.load_config(env)
+
+
+def test_config_requires_known_hosts_entry_for_the_host(tmp_path: Path, key_files: dict[str, Path]) -> None:
+    key_path = key_files["ed25519"]
+    pub = key_path.with_suffix(".pub").read_text().split()
+    env = base_env(
+        tmp_path,
+        SSH_HOST="dev.example.com",
+        SSH_PORT="2222",
+        SSH_USER="u",
+        SSH_PRIVATE_KEY=str(key_path),
+        SSH_KNOWN_HOSTS=f"dev.example.com {pub[0]} {pub[1]}\n",
+    )
+    with pytest.raises(rc_mcp.ConfigError, match=re.escape("no key for [dev.example.com]:2222")):
+        rc_mcp.load_config(env)
+    env["SSH_KNOWN_HOSTS"] = f"[dev.example.com]:2222 {pub[0]} {pub[1]}\n"
+    known_hosts = rc_mcp.load_config(env).known_hosts
+    assert known_hosts is not None
+    assert known_hosts.lookup("[dev.example.com]:2222")[pub[0]].get_base64() == pub[1]
+
+
+def test_cli_exits_2_before_binding_with_every_problem(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MCP_SECRET", "PROJECTS_BASE_DIR")}
+    env["PORT"] = "0x"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "rc_mcp.py")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2
+    for name in ("MCP_SECRET", "PROJECTS_BASE_DIR", "PORT"):
+        assert name in result.stderr
+
+
+def test_readme_configuration_table_is_the_settings_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert rc_mcp.settings_table() in readme
+    section = readme[readme.index("## Configuration") : readme.index("## Security model")]
+    assert re.findall(r"^\| `([A-Z_]+)` \|", section, re.M) == [s.name for s in rc_mcp.SETTINGS]
+
+
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        ({"PORT": "70000"}, "PORT has value '70000': must be between 1 and 65535."),
+        ({"PORT": "http"}, "PORT has value 'http': not a whole number."),
+        ({"START_TIMEOUT": "1e9"}, "START_TIMEOUT has value '1e9': must be between 5 and 240."),
+        ({"LOG_LEVEL": "CHATTY"}, "LOG_LEVEL has value 'CHATTY': use one of DEBUG, INFO, WARNING, ERROR."),
+        ({"HOST": "999.1.1.1"}, "HOST has value '999.1.1.1': must be an IP address or a host name of this machine"),
+        ({"SPAWN_WORKTREE": "maybe"}, "SPAWN_WORKTREE has value 'maybe': use true or false."),
+        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE has value 'yolo': use one of acceptEdits, auto,"),
+        ({"CLAUDE_BIN": "-x"}, "CLAUDE_BIN has value '-x': must be a command name or a path."),
+        ({"PROJECTS_BASE_DIR": "srv"}, "PROJECTS_BASE_DIR has value 'srv': must be an absolute path"),
+        ({"SERVER_URL": "ftp://x"}, "SERVER_URL has value 'ftp://x': must be the public http(s) URL of this server."),
+        ({"SSH_HOST": "a b"}, "SSH_HOST has value 'a b': must be a host name or IP address (or `local`)."),
+    ],
+)
+def test_each_setting_is_one_problem_naming_itself(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+    assert len(caught.value.problems) == 1, caught.value.problems  # no follow-on problem (PORT → SERVER_URL)
+    assert caught.value.problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "extra, leaked",
+    [
+        ({"MCP_SECRET": "short-secret"}, "short-secret"),
+        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "not-a-key-but-a-secret"}, "not-a-key-but-a-secret"),
+    ],
+)
+def test_config_problems_never_echo_secrets(tmp_path: Path, extra: dict[str, str], leaked: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(base_env(tmp_path, **extra))
+    assert leaked not in str(caught.value)
+
+
+def test_config_valid_values_of_each_kind(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(
+        base_env(
+            tmp_path,
+            PORT=" 8080 ",
+            LOG_LEVEL="debug",
+            SPAWN_WORKTREE="YES",
+            HOST="::1",
+            START_TIMEOUT="5.5",
+            PERMISSION_MODE="plan",
+            PROJECTS_BASE_DIR="~/src/",
+        )
+    )
+    assert (config.port, config.log_level, config.spawn_worktree, config.host) == (8080, "DEBUG", True, "::1")
+    assert (config.start_timeout, config.permission_mode, config.projects_base_dir) == (5.5, "plan", "~/src")
+    assert config.server_url == "http://localhost:8080"
+
+
+def test_credentials_refuses_what_serve_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert rc_mcp.print_credentials({"MCP_SECRET": "short"}) == 2
+    assert "use at least 16" in capsys.readouterr().err
+    assert rc_mcp.print_credentials({"MCP_SECRET": SECRET}) == 0
+    assert CLIENT_SECRET in capsys.readouterr().out
+
+
+def test_default_token_store_path_prefers_a_writable_data_volume(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    home = {"HOME": str(tmp_path / "home")}
+    assert rc_mcp.default_token_store_path(home, data) == data / "oauth-tokens.json"
+    data.chmod(0o500)
+    try:
+        expected = tmp_path / "home" / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
+        assert rc_mcp.default_token_store_path(home, data) == (
+            expected if os.getuid() != 0 else data / "oauth-tokens.json"
+        )
+    finally:
+        data.chmod(0o700)
+    assert (
+        rc_mcp.default_token_store_path({"XDG_STATE_HOME": str(tmp_path)}, tmp_path / "none")
+        == tmp_path / "rc_mcp" / "oauth-tokens.json"
+    )
+
+
+# ── Errors ────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_config_error_lists_every_problem() -> None:
+    error = rc_mcp.ConfigError(["MCP_SECRET is missing", "PORT is not a number"])
+    assert error.problems == ["MCP_SECRET is missing", "PORT is not a number"]
+    assert str(error) == "  - MCP_SECRET is missing\n  - PORT is not a number"
+
+
+def test_oauth_error_carries_its_response() -> None:
+    headers = {"WWW-Authenticate": "Basic"}
+    error = rc_mcp.OAuthError(401, "invalid_client", "unknown client", headers)
+    headers["X-Later"] = "changed"  # the error keeps its own copy
+    assert (error.status, error.error, error.description, error.headers) == (
+        401,
+        "invalid_client",
+        "unknown client",
+        {"WWW-Authenticate": "Basic"},
+    )
+    assert str(error) == "invalid_client: unknown client"
+    assert rc_mcp.OAuthError(400, "invalid_request", "x").headers == {}
+
+
+def test_a_host_key_error_is_a_remote_error() -> None:
+    # callers that report "the dev server could not be reached" report a host key problem too
+    assert issubclass(rc_mcp.HostKeyError, rc_mcp.RemoteError)
+    assert not issubclass(rc_mcp.ConnectionLost, rc_mcp.RemoteError)  # internal: never shown to a user
+
+
+# ── Claude's output ───────────────────────────────────────────────────────────────────────────
+
+
+ENV_ID = "env_01AbCdEfGh-_xyz"
+
+
+SESSION = "session_01QwErTy"
+
+
+RC_2_1_330 = (
+    f"{ESC}[?25l{ESC}[2K{ESC}[1G·|· Connecting · alpha · main\r\n"
+    f"{ESC}[1A{ESC}[J{ESC}[32m·✔︎· Ready{ESC}[39m · alpha · main\r\n"
+    "    Capacity: 0/32 · New sessions will be created in the current directory\r\n"
+    "\r\n"
+    f"Code anywhere with the Claude mobile app or {ESC}[36mhttps://claude.ai/code?environment={ENV_ID}{ESC}[0m\r\n"
+    "space to show QR code · w to toggle spawn mode\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw, environment_url, session_url",
+    [
+        (RC_2_1_330, f"https://claude.ai/code?environment={ENV_ID}", None),
+        # 2.1.84 printed ?bridge=: returned exactly as printed
+        (
+            f"Code everywhere with the Claude app or https://claude.ai/code?bridge={ENV_ID}\r\n",
+            f"https://claude.ai/code?bridge={ENV_ID}",
+            None,
+        ),
+        # OSC-8 hyperlinked session title: only the link target holds the URL
+        (
+            RC_2_1_330 + f"  {ESC}]8;;https://claude.ai/code/{SESSION}?from=cli{BEL}fix the tests{ESC}]8;;{BEL}\r\n",
+            f"https://claude.ai/code?environment={ENV_ID}",
+            f"https://claude.ai/code/{SESSION}",
+        ),
+        # OSC-8 with ST terminators
+        (
+            f"{ESC}]8;;https://claude.ai/code/{SESSION}{ESC}\\title{ESC}]8;;{ESC}\\",
+            None,
+            f"https://claude.ai/code/{SESSION}",
+        ),
+        # plain "title (url)" form
+        ("  fix the tests (https://claude.ai/code/cse_0123abc)\r\n", None, "https://claude.ai/code/cse_0123abc"),
+        # repaints: the newest URL wins
+        (
+            f"https://claude.ai/code?environment=env_old\r{ESC}[1A{ESC}[Jhttps://claude.ai/code?environment=env_new\r\n",
+            "https://claude.ai/code?environment=env_new",
+            None,
+        ),
+        # decoys are never returned
+        (
+            "Trust? see https://code.claude.com/docs/en/security and https://claude.com/claude-code or https://claude.ai/code\r\n",
+            None,
+            None,
+        ),
+        ("https://claude.ai/code?environment=\r\n", None, None),
+        (
+            "https://evil.example/?x=https://claude.ai/code?environment=env_ok",
+            "https://claude.ai/code?environment=env_ok",
+            None,
+        ),
+        ("https://claude.ai.evil.example/code?environment=env_bad\r\n", None, None),
+        ("", None, None),
+    ],
+)
+def test_extract_remote_control_urls(raw: str, environment_url: str | None, session_url: str | None) -> None:
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    assert (urls.environment_url, urls.session_url) == (environment_url, session_url)
+
+
+TRANSCRIPTS = (
+    ROOT / "testbed" / "transcripts"
+)  # raw pane output per claude version and state (testbed/record_transcripts.py)
+
+
+@pytest.mark.parametrize(
+    "transcript, environment_url, session_url, status, explanation",
+    [
+        (
+            "2.1.330-ready",
+            "https://claude.ai/code?environment=env_01Ready330",
+            "https://claude.ai/code/session_",
+            "ready",
+            None,
+        ),
+        (
+            "2.1.330-connected",
+            "https://claude.ai/code?environment=env_01Conn330",
+            "https://claude.ai/code/session_01Attached",
+            "connected",
+            None,
+        ),
+        (
+            "2.1.330-connected-plain-links",
+            "https://claude.ai/code?environment=env_01Plain",
+            "https://claude.ai/code/session_01Plain",
+            "connected",
+            None,
+        ),
+        (
+            "2.1.197-ready",
+            "https://claude.ai/code?environment=env_01Ready197",
+            "https://claude.ai/code/session_",
+            "ready",
+            None,
+        ),
+        (
+            "2.1.84-ready",
+            "https://claude.ai/code?bridge=env_01Ready84",
+            "https://claude.ai/code/session_",
+            "ready",
+            None,
+        ),
+        ("2.1.330-connecting", None, None, "starting", None),
+        ("2.1.330-consent-prompt", None, None, "needs attention", None),
+        ("2.1.330-trust-prompt", None, None, "needs attention", "does not trust"),
+        ("2.1.330-signed-out", None, None, "starting", "claude auth login"),
+        ("2.1.84-signed-out", None, None, "starting", "claude auth login"),
+        ("2.1.330-feature-flag", None, None, "starting", "DISABLE_TELEMETRY is set"),
+    ],
+)
+def test_recorded_transcripts(
+    transcript: str, environment_url: str | None, session_url: str | None, status: str, explanation: str | None
+) -> None:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode()
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    assert urls.environment_url == environment_url
+    if session_url is None:
+        assert urls.session_url is None
+    else:
+        assert urls.session_url is not None and urls.session_url.startswith(session_url) and "?" not in urls.session_url
+    assert rc_mcp.classify_session(raw)[0] == status
+    explained = rc_mcp.explain_failure(raw)
+    if explanation is None:
+        assert explained is None
+    else:
+        assert explained is not None and explanation in explained, explained
+    # the server-side detector (POSIX ERE) agrees with the Python parser on when a URL is there
+    found = (
+        subprocess.run(
+            ["grep", "-a", "-q", "-E", rc_mcp.ENV_URL_ERE, str(TRANSCRIPTS / f"{transcript}.log")]
+        ).returncode
+        == 0
+    )
+    assert found == (environment_url is not None)
+
+
+@pytest.mark.parametrize(
+    "raw, status, reason",
+    [
+        (
+            "·✔︎· Ready · a · main\r\nReconnecting · retrying in 5s\r\n",
+            "needs attention",
+            "claude lost its connection to claude.ai and is reconnecting",
+        ),
+        ("Reconnecting · retrying in 5s\r\n·✔︎· Ready · a · main\r\n", "ready", None),
+        ("·✔︎· Connected · a\r\n[12:00:00] Session completed\r\n", "connected", None),
+        (
+            "Spawn mode for this project: [1] same-dir [2] worktree\r\nChoose [1/2] (default: 1): ",
+            "needs attention",
+            "claude is asking for a spawn mode on the dev server: run `claude remote-control` there once and choose.",
+        ),
+        (
+            "·✔︎· Ready · a · main\r\nEnable Remote Control? (y/n) ",
+            "needs attention",
+            "claude is waiting for an answer to 'Enable Remote Control? (y/n)' on the dev server",
+        ),
+        ("", "starting", None),
+    ],
+)
+def test_classify_session(raw: str, status: str, reason: str | None) -> None:
+    assert rc_mcp.classify_session(raw) == (status, reason)
+
+
+# What claude prints for each failure (testbed/transcripts/2.1.330-fail-<key>.log: the fake's `fail`
+# knob under tmux) → the fix rc_mcp names. Sessions end to end checks how one of them reaches the user.
+FAILURE_FIXES = {
+    "signed_out": "run `claude auth login` there",
+    "setup_token": "long-lived token",
+    "feature_flag": "DISABLE_TELEMETRY is set for claude on the dev server",
+    "feature_flag_unavailable": "feature-flag service",
+    "not_enabled": "Pro, Max, Team or Enterprise plan",
+    "registration": "Pro, Max, Team or Enterprise plan",
+    "multi_session_gate": "`claude update`",
+    "api_key": "not an API key",
+    "another_instance": "that rc_mcp did not start",
+    "untrusted": "claude does not trust alpha yet",
+    "home": "refuses to run in the home directory",
+    "session_elsewhere": None,  # only after --session-id, which rc_mcp never passes: no known fix
+}
+
+
+def test_every_failure_of_the_fake_is_recorded() -> None:
+    assert set(FAILURE_FIXES) == set(fake_claude.FAIL_KEYS)
+    assert {p.name for p in TRANSCRIPTS.glob("2.1.330-fail-*.log")} == {
+        f"2.1.330-fail-{key}.log" for key in FAILURE_FIXES
+    }
+
+
+@pytest.mark.parametrize("fail, fix", FAILURE_FIXES.items(), ids=list(FAILURE_FIXES))
+def test_explain_failure_names_the_fix(fail: str, fix: str | None) -> None:
+    raw = (TRANSCRIPTS / f"2.1.330-fail-{fail}.log").read_bytes().decode()
+    explained = rc_mcp.explain_failure(raw, "alpha")
+    if fix is None:
+        assert explained is None
+    else:
+        assert explained is not None and fix in explained, explained
+    # claude died at once: no URL, and the pane reads as not started (the start script sees it exit)
+    assert rc_mcp.extract_remote_control_urls(raw) == rc_mcp.RemoteControlUrls(None, None)
+    assert rc_mcp.classify_session(raw) == ("starting", None)
+
+
+def test_explain_failure_fills_in_the_details() -> None:
+    raw = (TRANSCRIPTS / "2.1.330-fail-another_instance.log").read_bytes().decode()
+    pid = re.search(r"\(pid (\d+)\)", raw)
+    assert pid is not None
+    assert rc_mcp.explain_failure(raw, "web app") == (
+        f"a `claude remote-control` that rc_mcp did not start (pid {pid[1]}) already serves web app: use that one, "
+        f"or stop it on the dev server (`kill {pid[1]}`) and start again."
+    )
+    assert rc_mcp.explain_failure("all is well") is None
+
+
+def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
+    raw = f"{ESC}[31mError:{ESC}[0m one\r\n{ESC}[1A{ESC}[JError: one\r\nsecond line\r\n\r\n"
+    assert rc_mcp.tail_lines(raw) == "Error: one\nsecond line"
+
+
+# One sample per row of CLAUDE_TEXTS, and the part of its explanation that names the fix.
+CLAUDE_TEXT_SAMPLES = [
+    ("Error: You must be logged in to use Remote Control.", "run `claude auth login` there"),
+    ("Remote Control requires a full-scope login token.", "long-lived token"),
+    (
+        "needs feature-flag evaluation, which is disabled because DISABLE_TELEMETRY is set",
+        "DISABLE_TELEMETRY is set for claude",
+    ),
+    ("needs feature-flag evaluation, which is unavailable right now", "feature-flag service"),
+    (
+        "/home/dev is your home directory, and for security home-directory trust is never saved",
+        "pick a project directory",
+    ),
+    ("Error: Workspace not trusted. Run claude in alpha first.", "does not trust alpha yet"),
+    ("Quick safety check: Is this a project you created or one you trust?", "does not trust alpha yet"),
+    ("Another `claude remote-control` instance (pid 4242) is already running here", "(`kill 4242`)"),
+    ("Remote Control is not yet enabled for your account", "Pro, Max, Team or Enterprise plan"),
+    ("Error: Multi-session Remote Control is not enabled", "too old for server mode"),
+    ("error: Unknown argument: --spawn", "does not accept rc_mcp's arguments"),
+    ("Remote Control cannot use ANTHROPIC_API_KEY", "not an API key or a cloud provider"),
+    ("Spawn mode for this project: [1] same-dir [2] worktree", "asking for a spawn mode"),
+    ("sh: 1: claude: command not found", "set CLAUDE_BIN to its"),
+]
+
+
+def test_every_claude_text_has_a_sample() -> None:
+    rows = [t for t in rc_mcp.CLAUDE_TEXTS if t.kind != "notice"]
+    for text in rows:
+        assert any(re.search(text.pattern, sample) for sample, _ in CLAUDE_TEXT_SAMPLES), text.pattern
+
+
+@pytest.mark.parametrize(
+    "raw, fix",
+    CLAUDE_TEXT_SAMPLES
+    + [(f"{ESC}[31mError:{ESC}[0m You must be logged in to use Remote Control\r\n", "claude auth login")],
+)
+def test_explain_failure(raw: str, fix: str) -> None:
+    assert fix in (rc_mcp.explain_failure(raw, "alpha") or "")
+
+
+@pytest.mark.parametrize("raw", ["·✔︎· Ready · alpha", "Reconnecting · retrying in 5s", rc_mcp.CONSENT_PROMPT, ""])
+def test_explain_failure_ignores_what_is_no_failure(raw: str) -> None:
+    assert rc_mcp.explain_failure(raw) is None
+
+
+def test_questions_ere_is_what_grep_finds(tmp_path: Path) -> None:
+    """The start script stops on a question with `grep -E QUESTIONS_ERE`: it must find exactly the
+    question samples (POSIX ERE and Python agree)."""
+    for sample, _ in CLAUDE_TEXT_SAMPLES:
+        is_question = any(t.kind == "question" and re.search(t.pattern, sample) for t in rc_mcp.CLAUDE_TEXTS)
+        (tmp_path / "log").write_text(sample + "\n")
+        found = subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.QUESTIONS_ERE, str(tmp_path / "log")]).returncode == 0
+        assert found == is_question, sample
+
+
+# ── Remote scripts ────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "path, word",
+    [
+        ("/srv/projects", "/srv/projects"),
+        ("/srv/my projects", "'/srv/my projects'"),
+        ("~", '"$HOME"'),
+        ("~/projects", '"$HOME"/projects'),
+        ("~/it's", "\"$HOME\"/'it'\"'\"'s'"),
+        ("/a/$(id)", "'/a/$(id)'"),
+    ],
+)
+def test_shell_path(path: str, word: str) -> None:
+    assert rc_mcp.shell_path(path) == word
+
+
+def start_script(**overrides: Any) -> str:
+    values: dict[str, Any] = dict(
+        base_dir="/b",
+        path="p",
+        session_id="al-a1b2c3",
+        name="al",
+        claude_bin="claude",
+        spawn="same-dir",
+        timeout=5,
+        nonce="n0nce",
+    )
+    values.update(overrides)
+    return rc_mcp.build_start_script(**values)
+
+
+def test_scripts_use_exact_tmux_targets() -> None:
+    start = start_script()
+    stop = rc_mcp.build_stop_script("al-a1b2c3")
+
+    def targets(script: str) -> list[tuple[str, str]]:  # (tmux command, its -t) in script order
+        return re.findall(r"([a-z-]+)(?: -[po])? -t (\S+)", script)
+
+    # Always "=…" (an exact name, never a prefix); pane commands need the trailing colon, session
+    # commands must not have it.
+    assert targets(start) == [
+        ("display-message", '"=$s:"'),
+        ("has-session", '"=$session"'),
+        ("pipe-pane", '"=$session:"'),
+        ("set-option", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+        ("display-message", '"=$session:"'),
+        ("send-keys", '"=$session:"'),
+        ("kill-session", '"=$session"'),
+    ]
+    assert targets(stop) == [("display-message", '"=$session:"'), ("kill-session", '"=$session"')]
+    assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
+
+
+def test_start_script_scrubs_variables_that_break_remote_control() -> None:
+    script = start_script(name="a", spawn="worktree", permission_mode="plan")
+    for var in (
+        "DISABLE_TELEMETRY",
+        "DO_NOT_TRACK",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "DISABLE_GROWTHBOOK",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    ):
+        assert f"-u{var}" in script
+    assert "remote-control --name a --spawn worktree --permission-mode plan" in script
+    assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: rc_mcp.build_list_script("n0nce"),
+        lambda: start_script(base_dir="~/p", claude_bin="~/.local/bin/claude"),
+        lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
+        lambda: rc_mcp.build_projects_script("~/it's here"),
+        lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
+    ],
+)
+def test_scripts_are_valid_posix_sh(builder: Any) -> None:
+    subprocess.run(["/bin/sh", "-n", "-c", builder()], check=True)
+
+
+@pytest.mark.parametrize(
+    "output, events",
+    [
+        ("@@error no-dir\n", [("error", ["no-dir"])]),
+        (
+            "@@state launched\n@@status ready\n"
+            "@@tail\nraw\x1b[0m\n@@status fake\n@@end-forged\n\n@@end-n0nce\n"  # a forged end marker is just text
+            "@@url\tu\n",
+            [
+                ("state", ["launched"]),
+                ("status", ["ready"]),
+                ("tail", ["raw\x1b[0m\n@@status fake\n@@end-forged\n"]),
+                ("url", ["u"]),
+            ],
+        ),
+        ("@@tail\nunterminated", [("tail", ["unterminated"])]),
+        ("@@tail\n\n@@end-n0nce\n", [("tail", [""])]),
+        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])]),
+        ("bash: warning: login noise\n@@\n@@ x\nx@@status ready\n@@stopped\n", [("stopped", [])]),
+    ],
+)
+def test_parse_script_output(output: str, events: list[tuple[str, list[str]]]) -> None:
+    assert rc_mcp.parse_script_output(output, "n0nce") == events
+
+
+# Each would create a file named `pwned` if any shell or tmux ever ran it.
+HOSTILE = [
+    "x'; touch pwned; echo '",
+    '"; touch pwned; "',
+    "$(touch pwned)",
+    "`touch pwned`",
+    "a\\'b",
+    "#(touch pwned)#{pane_id}",
+]
+
+
+# A stand-in for tmux or claude on PATH: records its cwd, argv[0] and arguments (NUL-separated, one
+# numbered file per call). As tmux it knows no sessions, runs a new session's command at once (as
+# the pane would) and reports no pane afterwards, so the start script ends right after the launch.
+STAND_IN = r"""#!/bin/sh
+record=%(record)s
+n=$(ls "$record" | wc -l)
+printf '%%s\0' "$PWD" "$0" "$@" > "$record/$(printf '%%02d' "$n")"
+[ "${0##*/}" = tmux ] || exit 0
+case $1 in
+has-session|display-message) exit 1 ;;
+new-session)
+  shift 8; keep=1  # the words before the first ";" are the pane's command
+  for word do
+    shift
+    [ "$word" = ";" ] && keep=0
+    [ $keep = 1 ] && set -- "$@" "$word"
+  done
+  "$@" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_start_script_quotes_every_value(tmp_path: Path, hostile: str) -> None:
+    """/bin/sh runs the real start script with hostile values everywhere: tmux and claude (recording
+    stand-ins) receive exactly these words, and nothing in them is ever run."""
+    record, bin_dir, work = tmp_path / "record", tmp_path / "bin", tmp_path / "work"
+    home = tmp_path / ("home " + hostile)
+    base = tmp_path / ("srv " + hostile)
+    claude = tmp_path / ("opt " + hostile) / "claude"
+    project = base / "p" / hostile
+    for directory in (record, bin_dir, work, home, project, claude.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    for tool in (bin_dir / "tmux", claude):
+        tool.write_text(STAND_IN % {"record": shlex.quote(str(record))})
+        tool.chmod(0o755)
+    script = start_script(base_dir=str(base), path="p/" + hostile, claude_bin=str(claude))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home)}
+    result = subprocess.run(["/bin/sh", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert rc_mcp.parse_script_output(result.stdout, "n0nce")[:2] == [("state", ["launched"]), ("status", ["gone"])]
+
+    calls = [(record / name).read_bytes().split(b"\0")[:-1] for name in sorted(p.name for p in record.iterdir())]
+    calls_text = [[os.fsdecode(a) for a in call] for call in calls]
+    session, log = "rc-al-a1b2c3", home / ".local" / "state" / "rc-mcp" / "rc-al-a1b2c3.log"
+    pipe_command = "cat >> '" + str(log).replace("'", "'\\''").replace("#", "##") + "'"
+    scrub = [f"-u{var}" for var in rc_mcp.SCRUBBED_ENV]
+    tmux = str(bin_dir / "tmux")
+    assert calls_text == [
+        [str(work), tmux, "has-session", "-t", f"={session}"],  # before the script goes into the project
+        [str(project), tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+         "/bin/sh", "-c", 'tmux wait-for "$0" && exec "$@"', f"{session}-go",
+         "env", *scrub, str(claude), "remote-control", "--name", "al", "--spawn", "same-dir",
+         ";", "pipe-pane", "-o", "-t", f"={session}:", pipe_command,
+         ";", "set-option", "-t", f"={session}:", "remain-on-exit", "on"],
+        [str(project), tmux, "wait-for", f"{session}-go"],  # the pane waits for the go-ahead …
+        [str(project), str(claude), "remote-control", "--name", "al", "--spawn", "same-dir"],  # … then runs claude
+        [str(project), tmux, "wait-for", "-S", f"{session}-go"],
+        [str(project), tmux, "display-message", "-p", "-t", f"={session}:",
+         "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"],
+        [str(project), tmux, "kill-session", "-t", f"={session}"],
+    ]  # fmt: skip
+    # pipe-pane's command goes through tmux's format expansion, then /bin/sh: it must name the log
+    unexpanded = pipe_command.replace("##", "#")
+    assert shlex.split(unexpanded.removeprefix("cat >> ")) == [str(log)]
+    assert files_named("pwned", tmp_path) == []
+
+
+def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path) -> None:
+    """Run the real script with hostile values: it must refuse (no such directory) and create nothing."""
+    marker = tmp_path / "pwned"
+    hostile = f"x'; touch {marker}; echo '$(touch {marker})`touch {marker}`"
+    script = start_script(base_dir=str(tmp_path), path=hostile, claude_bin=hostile)
+    env = {**os.environ, "HOME": str(tmp_path), "TMUX_TMPDIR": str(tmp_path)}
+    result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert "@@error no-dir" in result.stdout
+    assert not marker.exists()
+
+
+def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
+    base = tmp_path / "projects"
+    outside = tmp_path / "outside"
+    for repo in (
+        "alpha/.git",
+        "org/repo/.git",
+        "web app/.git",
+        "with-claude/.claude",
+        "nested/deeper/gamma/.git",
+        ".hidden/.git",
+        "notes",
+        "org/.hidden/.git",
+    ):
+        (base / repo).mkdir(parents=True)
+    (outside / ".git").mkdir(parents=True)
+    (base / "escape").symlink_to(outside)
+    (base / "inner-link").symlink_to(base / "alpha")
+    (base / "bad\nname").mkdir()
+    (base / "bad\nname" / ".git").mkdir()
+    result = subprocess.run(
+        ["/bin/sh", "-c", rc_mcp.build_projects_script(str(base))], capture_output=True, text=True, check=True
+    )
+    _, _, listing = result.stdout.partition("@@projects\n")
+    found = sorted(p for p in listing.split("\0") if p)
+    assert found == [
+        "alpha",
+        "bad\nname",
+        "inner-link",
+        "org/repo",
+        "web app",
+        "with-claude",
+    ]  # the script lists, Python filters
+
+
+# ── Host keys ─────────────────────────────────────────────────────────────────────────────────
+
+
+def test_host_key_fingerprint_matches_ssh_keygen(key_files: dict[str, Path]) -> None:
+    key_path = key_files["ed25519"]
+    expected = subprocess.run(
+        ["ssh-keygen", "-lf", str(key_path)], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    assert rc_mcp.host_key_fingerprint(paramiko.Ed25519Key.from_private_key_file(str(key_path))) == expected
+
+
+async def test_e2e_host_key_trusted_on_first_use_then_pinned(devserver: DevServer, tmp_path: Path) -> None:
+    async with ssh_runner(devserver, tmp_path, SSH_KNOWN_HOSTS="") as runner:
+        assert (await runner.run("echo hi", timeout=10)).stdout == "hi\n"
+    config = runner.config
+    recorded = config.host_keys_path.read_text().split()
+    expected = devserver.known_hosts.read_text().split()
+    assert recorded[1:] == expected[1:] and recorded[0] == f"[127.0.0.1]:{devserver.port}"
+    assert stat.S_IMODE(config.host_keys_path.stat().st_mode) == 0o600
+    # A later connection to a server with another key is refused.
+    config.host_keys_path.write_text(devserver.known_hosts_wrong.read_text())
+    logins = devserver.accepted_logins()
+    async with ssh_runner(devserver, tmp_path, SSH_KNOWN_HOSTS="") as runner:
+        assert runner.config.host_keys_path == config.host_keys_path
+        with pytest.raises(rc_mcp.HostKeyError, match="HOST KEY MISMATCH"):
+            await runner.run("touch ~/pwned", timeout=10)
+    assert devserver.accepted_logins() == logins
+    assert not (devserver.home / "pwned").exists()
+
+
+async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tools: Tools) -> None:
+    logins = devserver.accepted_logins()
+    async with tools(SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong)) as (client, _):
+        message = await call_error(client, "start_session", name="alpha", path="alpha")
+        assert "HOST KEY MISMATCH" in message and "Nothing was run" in message
+        assert "list_sessions" not in message
+        assert "HOST KEY MISMATCH" in await call_error(client, "list_sessions")
+    assert devserver.accepted_logins() == logins  # refused before authentication
+    assert devserver.fake_claude_trace() == []
+    assert rc_sessions(devserver) == set()
+
+
+# ── Runners ───────────────────────────────────────────────────────────────────────────────────
+
+
+async def test_local_runner_streams_long_lines_and_keeps_secrets_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_SECRET", SECRET)
+    monkeypatch.setenv("SSH_PASSPHRASE", "pass phrase")
+    lines: list[str] = []
+
+    async def on_line(line: str) -> None:
+        lines.append(line)
+
+    script = "head -c 300000 /dev/zero | tr '\\0' x; echo; echo \"secret=${MCP_SECRET:-none} ${SSH_PASSPHRASE:-none}\""
+    result = await rc_mcp.LocalRunner().run(script, timeout=30, on_line=on_line)
+    assert result.exit_status == 0 and len(lines[0]) == 300000
+    assert lines[1] == "secret=none none"
+
+
+async def test_local_runner_timeout_ends_the_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(rc_mcp.RemoteError, match="did not finish within 0.5 s"):
+        await rc_mcp.LocalRunner().run(f"sleep 60 & echo $! > {pid_file}; sleep 60", timeout=0.5)
+    # gone, or a zombie waiting for an init that does not reap: either way no longer running
+    assert wait_pids_gone([int(pid_file.read_text())], timeout=5) == []
+
+
+@pytest.mark.parametrize("key", ["ed25519_enc", "rsa_enc", "ecdsa_enc", "rsa", "ecdsa"])
+async def test_e2e_key_types(devserver: DevServer, tmp_path: Path, key: str) -> None:
+    passphrase = devserver.passphrase if key.endswith("_enc") else ""
+    async with ssh_runner(
+        devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys[key]), SSH_PASSPHRASE=passphrase
+    ) as runner:
+        assert (await runner.run("id -un", timeout=10)).stdout == devserver.user + "\n"
+
+
+async def test_e2e_unauthorized_key_is_explained(devserver: DevServer, tmp_path: Path) -> None:
+    async with ssh_runner(devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys["unauthorized"])) as runner:
+        with pytest.raises(rc_mcp.RemoteError, match="authorized_keys"):
+            await runner.run("true", timeout=10)
+
+
+async def test_e2e_one_connection_shared_within_max_sessions(devserver: DevServer, tmp_path: Path) -> None:
+    """sshd's default MaxSessions is 10: twenty overlapping commands must all succeed on one connection."""
+    async with ssh_runner(devserver, tmp_path) as runner:
+        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
+        assert [r.stdout for r in results] == ["ok\n"] * 20
+        assert runner.connects == 1
+
+
+async def wait_until_dropped(runner: rc_mcp.SSHRunner, devserver: DevServer) -> paramiko.Transport:
+    """Kill the runner's connection on the server side (its sshd process); return the transport
+    once paramiko has noticed."""
+    transport = runner._transport
+    assert transport is not None and transport.is_active()
+    devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
+    with anyio.fail_after(10):
+        while True:
+            if not transport.is_active():
+                return transport
+            await anyio.sleep(0.01)
+
+
+async def test_e2e_reconnects_when_the_connection_drops(devserver: DevServer, tmp_path: Path) -> None:
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        # the drop was noticed before the next command: a new connection is opened for it
+        await wait_until_dropped(runner, devserver)
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert runner.connects == 2
+
+
+async def test_e2e_reconnects_when_a_channel_cannot_be_opened(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        # the drop is not noticed yet (the transport still looks alive): opening the channel fails,
+        # nothing ran, so the command is sent once more on a new connection
+        dead = await wait_until_dropped(runner, devserver)
+        monkeypatch.setattr(dead, "is_active", lambda: True)
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert runner.connects == 2
+
+
+async def test_e2e_channels_refused_by_max_sessions_are_retried(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past sshd's MaxSessions (10), sshd refuses new channels until earlier ones are reaped: the
+    runner waits and retries on the same connection instead of failing the command."""
+    monkeypatch.setattr(rc_mcp, "SSH_MAX_CHANNELS", 20)  # let the runner ask for more than sshd allows
+    async with ssh_runner(devserver, tmp_path) as runner:
+        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
+        assert [r.stdout for r in results] == ["ok\n"] * 20
+        # Not asserted: the number of connections. paramiko reports some refusals as SSHException
+        # "Unable to open channel." rather than ChannelException, and the runner then takes the
+        # connection for lost and opens a second one (the commands still all succeed).
+
+
+async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None:
+    async with ssh_runner(devserver, tmp_path) as runner:
+        with pytest.raises(
+            rc_mcp.RemoteError, match=re.escape("the command on the dev server did not finish within 0.5 s")
+        ):
+            await runner.run("sleep 5", timeout=0.5)
+        assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
+
+
+# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
@@ -195,7 +1369,7 @@ def test_validate_session_id(session_id: str, ok: bool) -> None:
         ("web app", "web app"),
         ("nested/deeper/gamma", "nested/deeper/gamma"),
         ("-rf", "-rf"),  # harmless: always used as "$base/$rel"
-        ("it's \"quoted\" $(id) `id` ;|&", "it's \"quoted\" $(id) `id` ;|&"),
+        ('it\'s "quoted" $(id) `id` ;|&', 'it\'s "quoted" $(id) `id` ;|&'),
         ("/etc", None),
         ("..", None),
         ("../etc", None),
@@ -218,431 +1392,578 @@ def test_validate_project_path(path: str, normalized: str | None) -> None:
             rc_mcp.validate_project_path(path)
 
 
-@pytest.mark.parametrize(
-    "path, word",
-    [
-        ("/srv/projects", "/srv/projects"),
-        ("/srv/my projects", "'/srv/my projects'"),
-        ("~", '"$HOME"'),
-        ("~/projects", '"$HOME"/projects'),
-        ("~/it's", "\"$HOME\"/'it'\"'\"'s'"),
-        ("/a/$(id)", "'/a/$(id)'"),
-    ],
-)
-def test_shell_path(path: str, word: str) -> None:
-    assert rc_mcp.shell_path(path) == word
+async def test_missing_tmux_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"  # a PATH with sh's helpers but no tmux
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "projects" / "alpha").mkdir(parents=True)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(tmp_path / "projects")))
+    with pytest.raises(rc_mcp.ToolFailure, match="tmux is not installed on the dev server"):
+        await rc_mcp.Sessions(config, rc_mcp.LocalRunner()).start("alpha", "alpha")
 
 
-ENV_ID = "env_01AbCdEfGh-_xyz"
-SESSION = "session_01QwErTy"
-RC_2_1_330 = (
-    f"{ESC}[?25l{ESC}[2K{ESC}[1G·|· Connecting · alpha · main\r\n"
-    f"{ESC}[1A{ESC}[J{ESC}[32m·✔︎· Ready{ESC}[39m · alpha · main\r\n"
-    "    Capacity: 0/32 · New sessions will be created in the current directory\r\n"
-    "\r\n"
-    f"Code anywhere with the Claude mobile app or {ESC}[36mhttps://claude.ai/code?environment={ENV_ID}{ESC}[0m\r\n"
-    "space to show QR code · w to toggle spawn mode\r\n"
-)
+async def test_e2e_every_listed_project_is_accepted(tools: Tools) -> None:
+    async with tools() as (client, _):
+        projects = (await call(client, "list_projects"))["projects"]
+        assert projects == EXPECTED_PROJECTS
+        started = await asyncio.gather(*(call(client, "start_session", name="p", path=project) for project in projects))
+        assert [(s["status"], s["path"]) for s in started] == [("ready", project) for project in projects]
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert sorted((s["path"], s["id"]) for s in listed) == sorted((s["path"], s["id"]) for s in started)
 
 
-@pytest.mark.parametrize(
-    "raw, environment_url, session_url",
-    [
-        (RC_2_1_330, f"https://claude.ai/code?environment={ENV_ID}", None),
-        # 2.1.84 printed ?bridge=: returned exactly as printed
-        (f"Code everywhere with the Claude app or https://claude.ai/code?bridge={ENV_ID}\r\n", f"https://claude.ai/code?bridge={ENV_ID}", None),
-        # OSC-8 hyperlinked session title: only the link target holds the URL
-        (
-            RC_2_1_330 + f"  {ESC}]8;;https://claude.ai/code/{SESSION}?from=cli{BEL}fix the tests{ESC}]8;;{BEL}\r\n",
-            f"https://claude.ai/code?environment={ENV_ID}",
-            f"https://claude.ai/code/{SESSION}",
-        ),
-        # OSC-8 with ST terminators
-        (f"{ESC}]8;;https://claude.ai/code/{SESSION}{ESC}\\title{ESC}]8;;{ESC}\\", None, f"https://claude.ai/code/{SESSION}"),
-        # plain "title (url)" form
-        ("  fix the tests (https://claude.ai/code/cse_0123abc)\r\n", None, "https://claude.ai/code/cse_0123abc"),
-        # repaints: the newest URL wins
-        (f"https://claude.ai/code?environment=env_old\r{ESC}[1A{ESC}[Jhttps://claude.ai/code?environment=env_new\r\n", "https://claude.ai/code?environment=env_new", None),
-        # decoys are never returned
-        ("Trust? see https://code.claude.com/docs/en/security and https://claude.com/claude-code or https://claude.ai/code\r\n", None, None),
-        ("https://claude.ai/code?environment=\r\n", None, None),
-        ("https://evil.example/?x=https://claude.ai/code?environment=env_ok", "https://claude.ai/code?environment=env_ok", None),
-        ("https://claude.ai.evil.example/code?environment=env_bad\r\n", None, None),
-        ("", None, None),
-    ],
-)
-def test_extract_remote_control_urls(raw: str, environment_url: str | None, session_url: str | None) -> None:
-    urls = rc_mcp.extract_remote_control_urls(raw)
-    assert (urls.environment_url, urls.session_url) == (environment_url, session_url)
+async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tools: Tools) -> None:
+    seen: list[tuple[float, str | None]] = []
 
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
 
-TRANSCRIPTS = ROOT / "testbed" / "transcripts"  # raw pane output per claude version and state (testbed/record_transcripts.py)
-
-
-@pytest.mark.parametrize(
-    "transcript, environment_url, session_url, status, explanation",
-    [
-        ("2.1.330-ready", "https://claude.ai/code?environment=env_01Ready330", "https://claude.ai/code/session_", "ready", None),
-        ("2.1.330-connected", "https://claude.ai/code?environment=env_01Conn330", "https://claude.ai/code/session_01Attached", "connected", None),
-        ("2.1.330-connected-plain-links", "https://claude.ai/code?environment=env_01Plain", "https://claude.ai/code/session_01Plain", "connected", None),
-        ("2.1.197-ready", "https://claude.ai/code?environment=env_01Ready197", "https://claude.ai/code/session_", "ready", None),
-        ("2.1.84-ready", "https://claude.ai/code?bridge=env_01Ready84", "https://claude.ai/code/session_", "ready", None),
-        ("2.1.330-connecting", None, None, "starting", None),
-        ("2.1.330-consent-prompt", None, None, "needs attention", None),
-        ("2.1.330-trust-prompt", None, None, "needs attention", "does not trust"),
-        ("2.1.330-signed-out", None, None, "starting", "claude auth login"),
-        ("2.1.84-signed-out", None, None, "starting", "claude auth login"),
-        ("2.1.330-feature-flag", None, None, "starting", "DISABLE_TELEMETRY is set"),
-    ],
-)
-def test_recorded_transcripts(transcript: str, environment_url: str | None, session_url: str | None, status: str, explanation: str | None) -> None:
-    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode()
-    urls = rc_mcp.extract_remote_control_urls(raw)
-    assert urls.environment_url == environment_url
-    if session_url is None:
-        assert urls.session_url is None
-    else:
-        assert urls.session_url is not None and urls.session_url.startswith(session_url) and "?" not in urls.session_url
-    assert rc_mcp.classify_session(raw)[0] == status
-    if explanation is None:
-        assert rc_mcp.explain_failure(raw) is None
-    else:
-        assert explanation in (rc_mcp.explain_failure(raw) or "")
-    # the server-side detector (POSIX ERE) agrees with the Python parser on when a URL is there
-    found = subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.ENV_URL_ERE, str(TRANSCRIPTS / f"{transcript}.log")]).returncode == 0
-    assert found == (environment_url is not None)
-
-
-@pytest.mark.parametrize(
-    "raw, status, reason",
-    [
-        ("·✔︎· Ready · a · main\r\nReconnecting · retrying in 5s\r\n", "needs attention", "reconnecting"),
-        ("Reconnecting · retrying in 5s\r\n·✔︎· Ready · a · main\r\n", "ready", None),
-        ("·✔︎· Connected · a\r\n[12:00:00] Session completed\r\n", "connected", None),
-        ("Spawn mode for this project: [1] same-dir [2] worktree\r\nChoose [1/2] (default: 1): ", "needs attention", "spawn mode"),
-        ("", "starting", None),
-    ],
-)
-def test_classify_session(raw: str, status: str, reason: str | None) -> None:
-    got_status, got_reason = rc_mcp.classify_session(raw)
-    assert got_status == status
-    assert (got_reason is None) if reason is None else (reason in (got_reason or ""))
-
-
-def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
-    raw = f"{ESC}[31mError:{ESC}[0m one\r\n{ESC}[1A{ESC}[JError: one\r\nsecond line\r\n\r\n"
-    assert rc_mcp.tail_lines(raw) == "Error: one\nsecond line"
-
-
-def start_script(**overrides: Any) -> str:
-    values: dict[str, Any] = dict(
-        base_dir="/b", path="p", session_id="al-a1b2c3", name="al", claude_bin="claude", spawn="same-dir", timeout=5, nonce="n0nce"
+    # Connecting lasts long enough for the start script (polling every 0.1 s) to report it
+    fake_claude_config(devserver, names={"prog": {"connect_delay": 0.6}})
+    async with tools() as (client, _):
+        result = await client.call_tool(
+            "start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress
+        )
+        assert not result.is_error, result.content
+    assert [p for p, _ in seen] == [0, 1, 2, 3]
+    messages = [m or "" for _, m in seen]
+    assert (
+        "dev server" in messages[0]
+        and "launched" in messages[1]
+        and "connecting" in messages[2]
+        and "ready" in messages[3]
     )
-    values.update(overrides)
-    return rc_mcp.build_start_script(**values)
 
 
-HOSTILE = ["x'; touch /tmp/pwned; echo '", '"; touch /tmp/pwned; "', "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a\\'b"]
+async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
+        # name "alpha-000000" gives id "alpha-000000-xxxxxx": the bare name is a valid id and a
+        # prefix of the real tmux session name.
+        started = await call(client, "start_session", name="alpha-000000", path="alpha")
+        session = "rc-" + started["id"]
+        refused = await call(client, "stop_session", id="alpha-000000")
+        assert refused["stopped"] is False and "list_sessions" in refused["message"]
+        assert "ids look like 'my-project-a1b2c3'" in await call_error(client, "stop_session", id="al")
+        assert "call list_sessions" in await call_error(client, "stop_session", id=started["id"][:-1])
+        assert rc_sessions(devserver) == {session}
+        assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
+        assert rc_sessions(devserver) == set()
 
 
-@pytest.mark.parametrize("hostile", HOSTILE)
-def test_start_script_quotes_every_value(hostile: str, tmp_path: Path) -> None:
-    script = start_script(base_dir="/srv/" + hostile, path="p/" + hostile, claude_bin="/opt/" + hostile)
-    # Parsing the script as sh must not run anything: `sh -n` reads without executing, and the
-    # hostile words appear only inside single quotes.
-    subprocess.run(["/bin/sh", "-n", "-c", script], check=True)
-    for line in script.splitlines():
-        for quoted in (shlex.quote("/srv/" + hostile), shlex.quote("p/" + hostile)):
-            if hostile in line:
-                assert quoted in line or shlex.quote("/opt/" + hostile) in line
+# Every input violation reaches the model as the rule's own text, never pydantic's report.
+BAD_INPUTS = [
+    (
+        "stop_session",
+        {"id": "al"},
+        "no session 'al': ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call list_sessions",
+    ),
+    ("stop_session", {"id": 42}, "no session 42 (not a string): ids look like"),
+    ("stop_session", {}, "id is required: Session id exactly as returned by start_session or list_sessions"),
+    ("start_session", {"name": "bad name", "path": "alpha"}, "invalid name 'bad name': use 1-41 letters, digits"),
+    ("start_session", {"name": "x" * 42, "path": "alpha"}, "invalid name 'xxxxxxxx"),
+    ("start_session", {"path": "alpha"}, "name is required: Short label shown in claude.ai/code"),
+    ("start_session", {"name": "x", "path": "/etc"}, "invalid path '/etc': give a directory relative to the projects"),
+    ("start_session", {"name": "x", "path": "a\x1b[31m"}, "— call list_projects for the accepted values"),
+    (
+        "start_session",
+        {"name": "x", "path": "alpha", "permission_mode": "yolo"},
+        "invalid permission_mode 'yolo': use one of acceptEdits, auto, bypassPermissions, default, dontAsk, plan",
+    ),
+]
 
 
-def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path) -> None:
-    """Run the real script with hostile values: it must refuse (no such directory) and create nothing."""
-    marker = tmp_path / "pwned"
-    hostile = f"x'; touch {marker}; echo '$(touch {marker})`touch {marker}`"
-    script = start_script(base_dir=str(tmp_path), path=hostile, claude_bin=hostile)
-    env = {**os.environ, "HOME": str(tmp_path), "TMUX_TMPDIR": str(tmp_path)}
-    result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
-    assert "@@error no-dir" in result.stdout
-    assert not marker.exists()
+async def test_e2e_bad_inputs_get_the_written_message(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
+        for tool, arguments, expected in BAD_INPUTS:
+            message = await call_error(client, tool, **arguments)
+            assert expected in message, (tool, arguments, message)
+            assert "validation error" not in message and "[type=" not in message
+        assert devserver.fake_claude_trace() == []
+        # The constraints still reach clients in the schema.
+        schema = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+        assert schema["stop_session"]["properties"]["id"]["pattern"] == rc_mcp.SESSION_ID.pattern
+        assert schema["start_session"]["properties"]["name"]["maxLength"] == 41
+        assert "yolo" not in json.dumps(schema["start_session"]["properties"]["permission_mode"])
+        assert "plan" in json.dumps(schema["start_session"]["properties"]["permission_mode"])
 
 
-def test_scripts_use_exact_tmux_targets() -> None:
-    start = start_script()
-    stop = rc_mcp.build_stop_script("al-a1b2c3")
-    for script in (start, stop):
-        targets = re.findall(r"-t (\S+)", script)
-        assert targets, script
-        assert all(t.startswith(('"=$session', '"=$s:"', '"=$s"')) for t in targets), targets  # always "=…"
-    # pane commands need the trailing colon, session commands must not have it
-    assert '-t "=$session:"' in start and 'kill-session -t "=$session"' in stop
-    assert "session=rc-al-a1b2c3\n" in stop  # shlex.quote leaves safe words bare
+async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
+        assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
+        assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
+        assert "invalid path '/etc'" in await call_error(client, "start_session", name="x", path="/etc")
+        assert "outside" in await call_error(client, "start_session", name="x", path="escape")
+        assert "invalid name '$(id)'" in await call_error(client, "start_session", name="$(id)", path="alpha")
+        assert devserver.fake_claude_trace() == []
+        assert rc_sessions(devserver) == set()
 
 
-def test_start_script_scrubs_variables_that_break_remote_control() -> None:
-    script = start_script(name="a", spawn="worktree", permission_mode="plan")
-    for var in ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_GROWTHBOOK", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"):
-        assert f"-u{var}" in script
-    assert "remote-control --name a --spawn worktree --permission-mode plan" in script
-    assert script.startswith(rc_mcp.REMOTE_PATH_PREFIX)
+async def test_e2e_claude_failure_is_reported_and_cleaned_up(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    """claude exits before printing a URL: its own words and the fix reach the user, nothing stays.
+    Every failure text takes this one path; test_explain_failure_names_the_fix has the fix for each."""
+    fake_claude_config(devserver, names={"signedout": {"logged_in": False}})
+    async with tools() as (client, _):
+        message = await call_error(client, "start_session", name="signedout", path="beta")
+    assert "You must be logged in to use Remote Control" in message  # claude's last output is quoted
+    assert FAILURE_FIXES["signed_out"] in message
+    assert "claude remote-control exited" in message and "nothing is left running" in message
+    assert rc_sessions(devserver) == set()
+    assert devserver.run("ls ~/.local/state/rc-mcp").stdout == ""
 
 
-@pytest.mark.parametrize(
-    "output, events",
-    [
-        ("@@error no-dir\n", [("error", ["no-dir"])]),
-        (
-            "@@state launched\n@@status ready\n@@tail\nraw\x1b[0m\n@@status fake\n@@end-forged\n\n@@end-n0nce\n@@url\tu\n",
-            [("state", ["launched"]), ("status", ["ready"]), ("tail", ["raw\x1b[0m\n@@status fake\n@@end-forged\n"]), ("url", ["u"])],
-        ),
-        ("@@tail\nunterminated", [("tail", ["unterminated"])]),
-        ("@@tail\n\n@@end-n0nce\n", [("tail", [""])]),
-        ("@@session\trc-a-a1b2c3\t0\t1700000000\t\n", [("session", ["rc-a-a1b2c3", "0", "1700000000", ""])]),
-        ("bash: warning: login noise\n@@\n@@ x\nx@@status ready\n@@stopped\n", [("stopped", [])]),
-    ],
-)
-def test_parse_script_output(output: str, events: list[tuple[str, list[str]]]) -> None:
-    assert rc_mcp.parse_script_output(output, "n0nce") == events
+async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tools: Tools) -> None:
+    fake_claude_config(devserver, names={"silent": {"never_ready": True}})
+    # START_TIMEOUT cannot be set below 5 s; the configuration is injected instead, so the test
+    # does not sit through the wait it checks.
+    async with tools(configure=lambda c: dataclasses.replace(c, start_timeout=1)) as (client, _):
+        started = await call(client, "start_session", name="silent", path="beta")
+        assert started["status"] == "starting" and started["url"] is None
+        assert "no URL within 1 s" in started["message"] and "list_sessions" in started["message"]
+        assert rc_sessions(devserver) == {"rc-" + started["id"]}  # left running
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
 
 
-@pytest.mark.parametrize(
-    "raw, params",
-    [
-        ("a=1&b=", {"a": "1", "b": ""}),
-        ("redirect_uri=https%3A%2F%2Fclaude.ai%2Fx&state=%F0%9F%94%91", {"redirect_uri": "https://claude.ai/x", "state": "🔑"}),
-        (b"grant_type=authorization_code", {"grant_type": "authorization_code"}),
-        ("", {}),
-    ],
-)
-def test_parse_params(raw: str | bytes, params: dict[str, str]) -> None:
-    assert rc_mcp.parse_params(raw) == params
+async def test_e2e_list_sessions_is_one_round_trip(tools: Tools) -> None:
+    async with tools() as (client, server):
+        for i, path in enumerate(["alpha", "beta", "org/repo"]):
+            await call(client, "start_session", name=f"s{i}", path=path)
+        runner = server.app.runner
+        before = runner.execs
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert sorted((s["name"], s["path"], s["status"]) for s in listed) == [
+            ("s0", "alpha", "ready"),
+            ("s1", "beta", "ready"),
+            ("s2", "org/repo", "ready"),
+        ]
+        assert runner.execs - before == 1
 
 
-@pytest.mark.parametrize("raw", ["a=1&a=2", "&".join(f"k{i}=v" for i in range(65)), b"a=\xff", "a=%ff"])
-def test_parse_params_rejects(raw: str | bytes) -> None:
-    with pytest.raises(rc_mcp.OAuthError) as caught:
-        rc_mcp.parse_params(raw)
-    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
-
-
-@pytest.mark.parametrize(
-    "url, values, result",
-    [
-        (CALLBACK, {"code": "c", "state": "s&t"}, CALLBACK + "?code=c&state=s%26t"),
-        ("https://x.example/cb?keep=1", {"error": "access_denied"}, "https://x.example/cb?keep=1&error=access_denied"),
-    ],
-)
-def test_add_query(url: str, values: dict[str, str], result: str) -> None:
-    assert rc_mcp.add_query(url, values) == result
-
-
-@pytest.mark.parametrize(
-    "server_url, allowed, refused",
-    [
-        ("https://rc.example.com", ["rc.example.com", "rc.example.com:443", "127.0.0.1:3000"], ["evil.example", "rc.example.com.evil.example"]),
-        ("http://127.0.0.1:8080", ["127.0.0.1:8080", "localhost:8080"], ["attacker.example:8080"]),
-        ("https://[2001:db8::1]", ["[2001:db8::1]"], ["2001:db8::1"]),
-    ],
-)
-def test_allowed_hosts(server_url: str, allowed: list[str], refused: list[str]) -> None:
-    hosts = rc_mcp.allowed_hosts(server_url)
-    patterns = [h[:-2] for h in hosts if h.endswith(":*")]
-
-    def accepted(host: str) -> bool:  # the SDK's rule: exact, or "name:*" for any port
-        return host in hosts or any(host.startswith(p + ":") for p in patterns)
-
-    assert all(accepted(h) for h in allowed) and not any(accepted(h) for h in refused)
-
-
-@pytest.mark.parametrize("value, result", [("true", True), ("1", True), ("Yes", True), ("on", True), ("false", False), ("0", False), ("no", False), ("", False)])
-def test_parse_bool(value: str, result: bool) -> None:
-    assert rc_mcp.parse_bool(value) is result
-
-
-def test_host_key_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
-    key_path = _keygen(tmp_path / "host", "ed25519")
-    expected = subprocess.run(["ssh-keygen", "-lf", str(key_path)], capture_output=True, text=True, check=True).stdout.split()[1]
-    assert rc_mcp.host_key_fingerprint(paramiko.Ed25519Key.from_private_key_file(str(key_path))) == expected
-
-
-@pytest.mark.parametrize(
-    "builder",
-    [
-        lambda: rc_mcp.build_list_script("n0nce"),
-        lambda: start_script(base_dir="~/p", claude_bin="~/.local/bin/claude"),
-        lambda: rc_mcp.build_stop_script("alpha-a1b2c3"),
-        lambda: rc_mcp.build_projects_script("~/it's here"),
-        lambda: rc_mcp.build_check_script("/srv/$(id)", "/opt/`id`/claude"),
-    ],
-)
-def test_scripts_are_valid_posix_sh(builder: Any) -> None:
-    subprocess.run(["/bin/sh", "-n", "-c", builder()], check=True)
-
-
-def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
-    base = tmp_path / "projects"
-    outside = tmp_path / "outside"
-    for repo in ("alpha/.git", "org/repo/.git", "web app/.git", "with-claude/.claude", "nested/deeper/gamma/.git", ".hidden/.git", "notes", "org/.hidden/.git"):
-        (base / repo).mkdir(parents=True)
-    (outside / ".git").mkdir(parents=True)
-    (base / "escape").symlink_to(outside)
-    (base / "inner-link").symlink_to(base / "alpha")
-    (base / "bad\nname").mkdir()
-    (base / "bad\nname" / ".git").mkdir()
-    result = subprocess.run(["/bin/sh", "-c", rc_mcp.build_projects_script(str(base))], capture_output=True, text=True, check=True)
-    _, _, listing = result.stdout.partition("@@projects\n")
-    found = sorted(p for p in listing.split("\0") if p)
-    assert found == ["alpha", "bad\nname", "inner-link", "org/repo", "web app", "with-claude"]  # the script lists, Python filters
-
-
-def test_read_value_or_file(tmp_path: Path) -> None:
-    one_line = "-----BEGIN X-----\\nabc\\n-----END X-----"  # a key pasted into a one-line variable
-    assert rc_mcp.read_value_or_file(one_line) == "-----BEGIN X-----\nabc\n-----END X-----"
-    key = tmp_path / "key"
-    key.write_text("KEY")
-    assert rc_mcp.read_value_or_file(str(key)) == "KEY"
-    with pytest.raises(FileNotFoundError):
-        rc_mcp.read_value_or_file(str(tmp_path / "missing"))
-
-
-# ── Config ────────────────────────────────────────────────────────────────────────────────────
-
-
-def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "MCP_SECRET": SECRET,
-        "PROJECTS_BASE_DIR": "/srv/projects",
-        "TOKEN_STORE_PATH": str(tmp_path / "store" / "tokens.json"),
-        **extra,
-    }
-
-
-def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
-    config = rc_mcp.load_config(base_env(tmp_path))
-    assert config.local and config.port == 3000 and config.host == "127.0.0.1"  # local mode: this machine only
-    assert config.server_url == "http://localhost:3000"
-    assert config.resource == "http://localhost:3000/mcp"
-    assert config.claude_bin == "claude" and config.spawn_worktree is False
-
-
-def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
-    env = {
-        "PORT": "eighty",
-        "SERVER_URL": "https://rc.example.com/prefix",
-        "SSH_HOST": "dev.example.com",
-        "SPAWN_WORKTREE": "maybe",
-        "PROJECTS_BASE_DIR": "relative/dir",
-        "START_TIMEOUT": "900",
-    }
-    with pytest.raises(rc_mcp.ConfigError) as caught:
-        rc_mcp.load_config(env)
-    text = str(caught.value)
-    for name in ("MCP_SECRET", "PORT", "SERVER_URL", "SSH_USER", "SSH_PRIVATE_KEY", "SPAWN_WORKTREE", "PROJECTS_BASE_DIR", "START_TIMEOUT"):
-        assert name in text
-    assert len(caught.value.problems) == 8
-
-
-@pytest.mark.parametrize(
-    "extra, fragment",
-    [
-        ({"MCP_SECRET": "short"}, "at least 16"),
-        ({"SERVER_URL": "rc.example.com"}, "SERVER_URL"),
-        ({"SERVER_URL": "https://rc.example.com/?q=1"}, "SERVER_URL"),
-        ({"SERVER_URL": "https://rc.example.com:99999"}, "SERVER_URL"),
-        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE"),
-        ({"SSH_HOST": "-oProxyCommand=x", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "SSH_HOST"),
-        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "/nonexistent/key"}, "no such file"),
-        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----"}, "SSH_PRIVATE_KEY"),
-        ({"CLAUDE_BIN": "claude\n--evil"}, "CLAUDE_BIN"),
-        ({"PROJECTS_BASE_DIR": "/srv/\x1b[31m"}, "PROJECTS_BASE_DIR"),
-    ],
-)
-def test_config_rejects(tmp_path: Path, extra: dict[str, str], fragment: str) -> None:
-    with pytest.raises(rc_mcp.ConfigError, match=re.escape(fragment)):
-        rc_mcp.load_config(base_env(tmp_path, **extra))
-
-
-def test_config_strips_trailing_slash_of_server_url(tmp_path: Path) -> None:
-    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL="https://rc.example.com/"))
-    assert config.server_url == "https://rc.example.com"
-
-
-def test_default_token_store_path_works_without_data(tmp_path: Path) -> None:
-    path = rc_mcp.default_token_store_path({"HOME": str(tmp_path)})
-    if not (Path("/data").is_dir() and os.access("/data", os.W_OK)):
-        assert path == tmp_path / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
-    assert rc_mcp.default_token_store_path({"XDG_STATE_HOME": str(tmp_path)}).parent.parent == tmp_path or Path("/data").is_dir()
-
-
-def test_read_environment_prefers_real_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / ".env").write_text('MCP_SECRET=from-dotenv-file-1234\nPROJECTS_BASE_DIR="/from/dotenv"\nPORT=4000\n')
-    monkeypatch.setenv("PORT", "5000")
-    environ = rc_mcp.read_environment(tmp_path)
-    assert environ["MCP_SECRET"] == "from-dotenv-file-1234"
-    assert environ["PROJECTS_BASE_DIR"] == "/from/dotenv"
-    assert environ["PORT"] == "5000"
-
-
-def _keygen(path: Path, kind: str, passphrase: str = "", pem: bool = False) -> Path:
-    args = ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-f", str(path), "-C", "test"]
-    if kind == "rsa":
-        args += ["-b", "2048"]
-    if pem:
-        args += ["-m", "PEM"]
-    subprocess.run(args, check=True, capture_output=True)
-    return path
-
-
-@pytest.mark.parametrize(
-    "kind, pem, passphrase",
-    [("ed25519", False, ""), ("ed25519", False, "pass phrase"), ("rsa", True, ""), ("rsa", True, "pass phrase"), ("ecdsa", False, ""), ("ecdsa", False, "pass phrase"), ("rsa", False, "pass phrase")],
-)
-def test_config_loads_keys_once(tmp_path: Path, kind: str, pem: bool, passphrase: str) -> None:
-    key_path = _keygen(tmp_path / "key", kind, passphrase, pem)
-    for value in (str(key_path), key_path.read_text(), key_path.read_text().replace("\n", "\\n")):
-        env = base_env(tmp_path, SSH_HOST="dev.example.com", SSH_USER="u", SSH_PRIVATE_KEY=value, SSH_PASSPHRASE=passphrase)
-        config = rc_mcp.load_config(env)
-        assert isinstance(config.ssh_key, paramiko.PKey)
-        assert config.ssh_key.get_base64() == key_path.with_suffix(".pub").read_text().split()[1]
-
-
-@pytest.mark.parametrize("passphrase, fragment", [("", "set SSH_PASSPHRASE"), ("wrong", "does not decrypt")])
-def test_config_names_the_passphrase_problem(tmp_path: Path, passphrase: str, fragment: str) -> None:
-    key_path = _keygen(tmp_path / "key", "ed25519", "right one")
-    env = base_env(tmp_path, SSH_HOST="h", SSH_USER="u", SSH_PRIVATE_KEY=str(key_path), SSH_PASSPHRASE=passphrase)
-    with pytest.raises(rc_mcp.ConfigError, match=fragment):
-        rc_mcp.load_config(env)
-
-
-def test_config_requires_known_hosts_entry_for_the_host(tmp_path: Path) -> None:
-    key_path = _keygen(tmp_path / "key", "ed25519")
-    pub = key_path.with_suffix(".pub").read_text().split()
-    env = base_env(
-        tmp_path, SSH_HOST="dev.example.com", SSH_PORT="2222", SSH_USER="u", SSH_PRIVATE_KEY=str(key_path),
-        SSH_KNOWN_HOSTS=f"dev.example.com {pub[0]} {pub[1]}\n",
+async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer, tmp_path: Path) -> None:
+    devserver.run(
+        "mkdir -p ~/.local/state/rc-mcp && cd ~/.local/state/rc-mcp && "
+        "printf 'name\\tgone\\npath\\talpha\\n' > rc-gone-abcdef.meta && : > rc-gone-abcdef.log && "
+        "echo keep > other-file && mkdir -p ~/elsewhere && : > ~/elsewhere/rc-x-000000.meta"
     )
-    with pytest.raises(rc_mcp.ConfigError, match=re.escape("no key for [dev.example.com]:2222")):
-        rc_mcp.load_config(env)
-    env["SSH_KNOWN_HOSTS"] = f"[dev.example.com]:2222 {pub[0]} {pub[1]}\n"
-    assert rc_mcp.load_config(env).known_hosts is not None
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert await rc_mcp.Sessions(runner.config, runner).list() == []
+    left = devserver.run("ls ~/.local/state/rc-mcp; ls ~/elsewhere").stdout.split()
+    assert left == ["other-file", "rc-x-000000.meta"]
 
 
-def test_cli_exits_2_before_binding_with_every_problem(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("MCP_SECRET", "PROJECTS_BASE_DIR")}
-    env["PORT"] = "0x"
-    result = subprocess.run([sys.executable, str(ROOT / "rc_mcp.py")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
-    assert result.returncode == 2
-    for name in ("MCP_SECRET", "PROJECTS_BASE_DIR", "PORT"):
-        assert name in result.stderr
+async def test_e2e_first_run_consent_is_answered(devserver: DevServer, tools: Tools) -> None:
+    settings = devserver.claude_json()
+    settings.pop("remoteDialogSeen", None)
+    devserver.write_claude_json(settings)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="first", path="alpha")
+    assert started["status"] == "ready" and ENV_URL.match(started["url"])
+    assert devserver.claude_json().get("remoteDialogSeen") is True  # answered y, as a person would
 
 
-def test_cli_credentials_needs_only_the_secret(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PROJECTS_BASE_DIR"}
-    env["MCP_SECRET"] = SECRET
-    result = subprocess.run([sys.executable, str(ROOT / "rc_mcp.py"), "credentials"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
-    assert result.returncode == 0
-    assert CLIENT_ID in result.stdout and CLIENT_SECRET in result.stdout
+async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    settings = devserver.claude_json()
+    settings["projects"] = {}
+    devserver.write_claude_json(settings)
+    async with tools() as (client, _):
+        message = await call_error(client, "start_session", name="untrusted", path="alpha")
+    assert "does not trust alpha yet" in message and "run `claude` once in that directory" in message
+    assert "Nothing is left running" in message and "Trust" in message  # claude's own prompt is quoted
+    assert rc_sessions(devserver) == set()
+    assert devserver.run("ls ~/.local/state/rc-mcp").stdout == ""
+
+
+async def test_e2e_missing_claude_names_claude_bin(devserver: DevServer, tools: Tools) -> None:
+    devserver.uninstall_user_claude()
+    async with tools() as (client, _):
+        message = await call_error(client, "start_session", name="x", path="alpha")
+    assert "was not found on the dev server" in message and "CLAUDE_BIN" in message
+    assert rc_sessions(devserver) == set()
+    async with tools(CLAUDE_BIN=str(devserver.claude_abs)) as (client, _):
+        assert (await call(client, "start_session", name="x", path="alpha"))["status"] == "ready"
+
+
+async def test_e2e_one_session_per_directory(devserver: DevServer, tools: Tools) -> None:
+    async with tools() as (client, _):
+        first_start = await call(client, "start_session", name="one", path="alpha")
+        again = await call(client, "start_session", name="two", path="alpha/")  # same directory
+        assert again["already_running"] is True and (again["id"], again["url"]) == (
+            first_start["id"],
+            first_start["url"],
+        )
+        assert "already running" in again["message"]
+        assert rc_sessions(devserver) == {"rc-" + first_start["id"]}
+        # after a stop, the directory is free again at once
+        assert (await call(client, "stop_session", id=first_start["id"]))["stopped"] is True
+        fresh = await call(client, "start_session", name="three", path="alpha")
+        assert fresh["status"] == "ready" and not fresh["already_running"]
+
+
+async def test_e2e_simultaneous_starts_in_one_directory_share_a_session(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    async with tools() as (client, _):
+        results = await asyncio.gather(*(call(client, "start_session", name=f"race{i}", path="beta") for i in range(3)))
+    assert len({r["id"] for r in results}) == 1
+    assert sorted(r["already_running"] for r in results) == [False, True, True]
+    assert len(rc_sessions(devserver)) == 1
+
+
+async def test_e2e_variables_that_break_remote_control_never_reach_claude(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    # A tmux server started from a shell with these set passes them to every pane it creates.
+    devserver.run(
+        "DISABLE_TELEMETRY=0 DO_NOT_TRACK=1 ANTHROPIC_API_KEY=sk-test tmux new-session -d -s users-own sleep 600"
+    )
+    async with tools() as (client, _):
+        assert (await call(client, "start_session", name="clean", path="alpha"))["status"] == "ready"
+    [trace] = devserver.fake_claude_trace()
+    assert {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "ANTHROPIC_API_KEY"} & set(trace["env_present"]) == set()
+
+
+async def test_e2e_permission_mode(devserver: DevServer, tools: Tools) -> None:
+    async with tools(PERMISSION_MODE="acceptEdits") as (client, _):
+        await call(client, "start_session", name="plan", path="alpha", permission_mode="plan")
+        await call(client, "start_session", name="default", path="beta")
+        assert "permission_mode" in await call_error(
+            client, "start_session", name="x", path="org/repo", permission_mode="yolo"
+        )
+    argvs = [t["argv"] for t in devserver.fake_claude_trace()]
+    assert argvs == [
+        ["remote-control", "--name", "plan", "--spawn", "same-dir", "--permission-mode", "plan"],
+        ["remote-control", "--name", "default", "--spawn", "same-dir", "--permission-mode", "acceptEdits"],
+    ]  # the invalid one never reached claude
+
+
+async def wait_for_status(client: Client, session_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        sessions = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+        if sessions.get(session_id, {}).get("status") == status:
+            return sessions[session_id]
+        assert time.monotonic() < deadline, sessions
+        await anyio.sleep(0.1)
+
+
+async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tools: Tools) -> None:
+    fake_claude_config(devserver, names={"attach": {"attach_delay": 0.2}, "dies": {"exit_after": 0.3, "exit_code": 1}})
+    async with tools() as (client, _):
+        attached = await call(client, "start_session", name="attach", path="alpha")
+        dies = await call(client, "start_session", name="dies", path="beta")
+        connected = await wait_for_status(client, attached["id"], "connected")
+        assert connected["url"] == attached["url"] and re.match(
+            r"https://claude\.ai/code/session_\w+", connected["session_url"]
+        )
+        exited = await wait_for_status(client, dies["id"], "exited")
+        assert exited["url"] == dies["url"]
+        # The exit code is the one tmux recorded for the pane: claude's 1, or none at all where tmux
+        # 3.3 never learns it. Asked in a loop until the two agree: tmux may learn it a moment later.
+        deadline = time.monotonic() + 10
+        while True:
+            pane = devserver.run(f"tmux display-message -p -t '=rc-{dies['id']}:' '#{{pane_dead_status}}'").stdout
+            recorded = {"\n": None, "1\n": 1}[pane]
+            exited = await wait_for_status(client, dies["id"], "exited")
+            if exited["exit_code"] == recorded:
+                break
+            assert time.monotonic() < deadline, (exited, pane)
+            await anyio.sleep(0.05)
+        # an exited session stays listed until it is stopped, so its output can be read
+        assert (await call(client, "stop_session", id=dies["id"]))["stopped"] is True
+
+
+async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tools: Tools) -> None:
+    dirs = [f"many/p{i:02d}" for i in range(30)]
+    devserver.run("cd ~/projects && mkdir -p " + " ".join(dirs)).check_returncode()
+    try:
+        async with tools() as (client, server):
+            runner = server.app.runner
+            await call(client, "list_sessions")  # the connection is open (again, if an earlier test cut it)
+            connects = runner.connects
+            started = await asyncio.gather(
+                *(call(client, "start_session", name=f"m{i}", path=d) for i, d in enumerate(dirs))
+            )
+            assert [s["status"] for s in started] == ["ready"] * 30
+            before = runner.execs
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert runner.execs - before == 1
+            assert {s["id"]: s["url"] for s in listed} == {s["id"]: s["url"] for s in started}
+            assert runner.connects == connects  # thirty starts and the list, all on that one connection
+    finally:
+        devserver.run("rm -rf ~/projects/many")
+
+
+@pytest.mark.parametrize(
+    "directory", ["evil#(touch PWNED)", "C#Sharp", "semi;", 'it\'s "quoted" $(touch PWNED)', "#{pane_id}"]
+)
+async def test_local_hostile_directory_names_reach_tmux_unharmed(
+    devhome: LocalDevHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, directory: str
+) -> None:
+    """Directory names are data all the way down: no shell or tmux format ever interprets them."""
+    project = devhome.projects / directory
+    (project / ".git").mkdir(parents=True)
+    for key, value in devhome.env().items():
+        monkeypatch.setenv(key, value)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
+    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
+    try:
+        assert directory in await sessions.projects()
+        started = await sessions.start("hostile", directory)
+        assert started.status == "ready"
+        trace = json.loads((devhome.home / ".fake-claude" / "trace.jsonl").read_text().splitlines()[-1])
+        assert trace["cwd"] == str(project)  # claude runs exactly there, not in a fallback directory
+        assert [s.id for s in await sessions.list_all()] == [started.id]
+        assert (await sessions.stop(started.id)).stopped is True
+        assert files_named("PWNED", tmp_path, devhome.home, Path.cwd()) == []
+    finally:
+        shutil.rmtree(project)
+
+
+async def test_local_hostile_state_directory_reaches_pipe_pane_unharmed(
+    devhome: LocalDevHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log path goes through sh and tmux format expansion in pipe-pane: quoted for both."""
+    state_home = tmp_path / "st#{pane_id}'$(touch PWNED)#(touch PWNED)"
+    for key, value in devhome.env({"XDG_STATE_HOME": str(state_home)}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
+    monkeypatch.chdir(tmp_path)
+    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
+    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
+    started = await sessions.start("state", "alpha")
+    assert started.status == "ready"
+    log_file = state_home / "rc-mcp" / f"rc-{started.id}.log"
+    assert started.url is not None and started.url.split("=", 1)[1] in log_file.read_text()
+    assert files_named("PWNED", tmp_path, devhome.home) == []
+
+
+def url_events(raw: str) -> list[tuple[str, list[str]]]:
+    urls = rc_mcp.extract_remote_control_urls(raw)
+    return [("url", [urls.environment_url])] if urls.environment_url else []
+
+
+def start_events(status: str, transcript: str, exit_code: str = "") -> list[tuple[str, list[str]]]:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode() if transcript else ""
+    events = [("state", ["launched"]), ("state", ["connecting"])]
+    if status == "ready":
+        events += url_events(raw)
+    events += [("status", [status])] + ([("exit", [exit_code])] if status == "exited" else []) + [("tail", [raw])]
+    return events
+
+
+START_CONFIG = rc_mcp.Config(
+    mcp_secret=SECRET,
+    server_url="https://rc.example.com",
+    projects_base_dir="/srv/p",
+    ssh_host=None,
+    ssh_user="",
+    ssh_port=22,
+    ssh_key=None,
+    known_hosts=None,
+    claude_bin="claude",
+    spawn_worktree=False,
+    permission_mode=None,
+    token_store_path=Path("/nonexistent/tokens.json"),
+    host="127.0.0.1",
+    port=3000,
+    start_timeout=45,
+    command_timeout=30,
+    connect_timeout=10,
+    access_token_ttl=3600,
+    refresh_token_ttl=86400,
+)
+
+
+@pytest.mark.parametrize(
+    "events, status, url, message",
+    [
+        (
+            start_events("ready", "2.1.330-ready"),
+            "ready",
+            "https://claude.ai/code?environment=env_01Ready330",
+            "is ready in alpha",
+        ),
+        (
+            start_events("ready", "2.1.197-ready"),
+            "ready",
+            "https://claude.ai/code?environment=env_01Ready197",
+            "Open https://claude.ai/code?environment=env_01Ready197",
+        ),
+        (
+            start_events("ready", "2.1.84-ready"),
+            "ready",
+            "https://claude.ai/code?bridge=env_01Ready84",
+            "stop it with stop_session",
+        ),
+        (start_events("ready", "2.1.330-connecting"), "starting", None, "printed no URL within 45 s"),
+        (start_events("timeout", "2.1.330-connecting"), "starting", None, "call list_sessions in a minute"),
+        (start_events("timeout", "2.1.330-consent-prompt"), "starting", None, "Last output:"),
+        (
+            [
+                ("existing", ["rc-alpha-0a1b2c"]),
+                *url_events((TRANSCRIPTS / "2.1.330-connected.log").read_text()),
+                ("tail", [(TRANSCRIPTS / "2.1.330-connected.log").read_text()]),
+            ],
+            "connected",
+            "https://claude.ai/code?environment=env_01Conn330",
+            "already running in alpha",
+        ),
+        (
+            [("existing", ["rc-alpha-0a1b2c"]), ("tail", [""])],
+            "starting",
+            None,
+            "it has no URL yet; call list_sessions",
+        ),
+    ],
+)
+def test_interpret_start_outcomes(
+    events: list[tuple[str, list[str]]], status: str, url: str | None, message: str
+) -> None:
+    started = rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
+    assert (started.status, started.url) == (status, url)
+    assert message in started.message
+    if status == "connected":
+        assert (
+            started.already_running
+            and started.id == "alpha-0a1b2c"
+            and started.session_url == "https://claude.ai/code/session_01Attached"
+        )
+
+
+@pytest.mark.parametrize(
+    "events, failure",
+    [
+        (start_events("attention", "2.1.330-trust-prompt"), "Not started: claude does not trust alpha yet"),
+        (
+            start_events("exited", "2.1.330-signed-out", "1"),
+            "exited (code 1) before printing a URL; nothing is left running. Cause: claude is not logged in",
+        ),
+        (start_events("exited", "2.1.84-signed-out", "1"), "Cause: claude is not logged in on the dev server"),
+        (start_events("exited", "2.1.330-feature-flag", "1"), "Cause: DISABLE_TELEMETRY is set for claude"),
+        (start_events("exited", "", ""), "claude remote-control exited before printing a URL"),
+        (start_events("gone", ""), "run `python rc_mcp.py check` on the server"),
+        (
+            [("status", ["attention"]), ("tail", ["Choose wisely [a/b]"])],
+            "Not started: claude is waiting for an answer on the dev server.",
+        ),
+        *[([("error", [code])], "Not started: " + text.split("{")[0]) for code, text in rc_mcp.START_ERRORS.items()],
+        ([("error", ["new-code"])], "Not started: the dev server refused to start the session (new-code)."),
+    ],
+)
+def test_interpret_start_failures(events: list[tuple[str, list[str]]], failure: str) -> None:
+    with pytest.raises(rc_mcp.ToolFailure) as caught:
+        rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
+    assert failure in str(caught.value)
+    assert "@@" not in str(caught.value)
+
+
+TRUST_REASON = rc_mcp.TRUST_CAUSE.format(path="the project")
+
+
+def list_entry(
+    session: str, dead: str, created: str, code: str, transcript: str = "", **meta: str
+) -> list[tuple[str, list[str]]]:
+    raw = (TRANSCRIPTS / f"{transcript}.log").read_text() if transcript else ""
+    events = [("session", [session, dead, created, code])]
+    events += [("meta", [k, v]) for k, v in meta.items()]
+    return events + ([("tail", [raw])] if transcript else [])
+
+
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        (
+            list_entry("rc-alpha-0a1b2c", "0", "1700000000", "", "2.1.330-ready", name="alpha", path="alpha"),
+            [
+                {
+                    "id": "alpha-0a1b2c",
+                    "status": "ready",
+                    "url": "https://claude.ai/code?environment=env_01Ready330",
+                    "name": "alpha",
+                    "path": "alpha",
+                    "started": "2023-11-14T22:13:20+00:00",
+                }
+            ],
+        ),
+        (
+            list_entry("rc-beta-0a1b2c", "0", "1", "", "2.1.330-connected"),
+            [{"id": "beta-0a1b2c", "status": "connected", "session_url": "https://claude.ai/code/session_01Attached"}],
+        ),
+        (
+            list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-trust-prompt"),
+            [{"id": "c-0a1b2c", "status": "needs attention", "reason": TRUST_REASON}],
+        ),
+        (
+            list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-consent-prompt"),
+            [
+                {
+                    "id": "c-0a1b2c",
+                    "status": "needs attention",
+                    "reason": f"claude is waiting for an answer to '{rc_mcp.CONSENT_PROMPT}' on the dev server",
+                }
+            ],
+        ),
+        (
+            list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-connecting"),
+            [{"id": "c-0a1b2c", "status": "starting", "url": None}],
+        ),
+        (
+            list_entry("rc-d-0a1b2c", "1", "1", "1", "2.1.330-signed-out", path="d"),
+            [
+                {
+                    "id": "d-0a1b2c",
+                    "status": "exited",
+                    "exit_code": 1,
+                    "reason": "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai "
+                    "account (Pro, Max, Team or Enterprise), then start again.",
+                }
+            ],
+        ),
+        (list_entry("rc-d-0a1b2c", "1", "1", ""), [{"id": "d-0a1b2c", "status": "exited", "exit_code": None}]),
+        # not ours, a second pane of the same session, hostile metadata: ignored
+        (list_entry("rc-notours", "0", "1", "") + list_entry("other", "0", "1", ""), []),
+        (
+            list_entry("rc-e-0a1b2c", "0", "2", "") + list_entry("rc-e-0a1b2c", "1", "2", "9"),
+            [{"id": "e-0a1b2c", "status": "starting", "exit_code": None}],
+        ),
+        (
+            list_entry("rc-f-0a1b2c", "0", "1", "", name="$(id)", path="../etc"),
+            [{"id": "f-0a1b2c", "name": None, "path": None}],
+        ),
+        # oldest first
+        (
+            list_entry("rc-new-0a1b2c", "0", "20", "") + list_entry("rc-old-0a1b2c", "0", "10", ""),
+            [{"id": "old-0a1b2c"}, {"id": "new-0a1b2c"}],
+        ),
+    ],
+)
+def test_interpret_list(events: list[tuple[str, list[str]]], expected: list[dict[str, Any]]) -> None:
+    found = [s.model_dump() for s in rc_mcp.interpret_list(events)]
+    assert len(found) == len(expected)
+    for session, wanted in zip(found, expected, strict=True):
+        assert {k: session[k] for k in wanted} == wanted
+
+
+@pytest.mark.parametrize(
+    "output, projects",
+    [
+        ("@@projects\nalpha\0org/beta\0Zeta\0", ["alpha", "org/beta", "Zeta"]),
+        ("login banner\n@@projects\nb\0a\0a\0", ["a", "b"]),
+        ("@@projects\n/abs\0..\0x/../y\0ok\0bad\x01name\0", ["ok"]),
+    ],
+)
+def test_interpret_projects(output: str, projects: list[str]) -> None:
+    assert rc_mcp.interpret_projects(output, "/srv") == projects
+
+
+def test_interpret_projects_without_the_base() -> None:
+    with pytest.raises(rc_mcp.ToolFailure, match="does not exist on the dev server. Fix PROJECTS_BASE_DIR"):
+        rc_mcp.interpret_projects("@@error no-base\n", "/srv")
 
 
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
@@ -652,7 +1973,11 @@ def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) 
     path = tmp_path / "state" / "tokens.json"
     store = rc_mcp.TokenStore(path)
     token = "rcat_" + secrets.token_urlsafe(32)
-    store.transact(lambda data, now: data["access"].__setitem__(rc_mcp.hash_secret(token), {"expires_at": now + 60, "client_id": "c"}))
+    store.transact(
+        lambda data, now: data["access"].__setitem__(
+            rc_mcp.hash_secret(token), {"expires_at": now + 60, "client_id": "c"}
+        )
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert token not in path.read_text()
@@ -663,14 +1988,18 @@ def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) 
 def test_token_store_prunes_expired_records(tmp_path: Path) -> None:
     now = [1000.0]
     store = rc_mcp.TokenStore(tmp_path / "t.json", clock=lambda: now[0])
-    store.transact(lambda data, t: data["access"].update({"old": {"expires_at": t + 10}, "new": {"expires_at": t + 100}}))
+    store.transact(
+        lambda data, t: data["access"].update({"old": {"expires_at": t + 10}, "new": {"expires_at": t + 100}})
+    )
     now[0] += 50
     store.transact(lambda data, t: None)
     assert set(json.loads((tmp_path / "t.json").read_text())["access"]) == {"new"}
 
 
 @pytest.mark.parametrize("content", [b"{not json", b'{"version": 99}', b"[]", b"\xff\xfe"])
-def test_token_store_moves_a_corrupt_file_aside(tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_store_moves_a_corrupt_file_aside(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "tokens.json"
     path.write_bytes(content)
     store = rc_mcp.TokenStore(path)
@@ -694,450 +2023,140 @@ def test_token_store_serializes_concurrent_writes(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "t.json").read_text())["access"]) == 40
 
 
-# ── Remote ────────────────────────────────────────────────────────────────────────────────────
-
-
-async def test_local_runner_streams_long_lines_and_keeps_secrets_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MCP_SECRET", SECRET)
-    monkeypatch.setenv("SSH_PASSPHRASE", "pass phrase")
-    lines: list[str] = []
-
-    async def on_line(line: str) -> None:
-        lines.append(line)
-
-    script = "head -c 300000 /dev/zero | tr '\\0' x; echo; echo \"secret=${MCP_SECRET:-none} ${SSH_PASSPHRASE:-none}\""
-    result = await rc_mcp.LocalRunner().run(script, timeout=30, on_line=on_line)
-    assert result.exit_status == 0 and len(lines[0]) == 300000
-    assert lines[1] == "secret=none none"
-
-
-async def test_missing_tmux_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"  # a PATH with sh's helpers but no tmux
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", str(bin_dir))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "projects" / "alpha").mkdir(parents=True)
-    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(tmp_path / "projects")))
-    with pytest.raises(rc_mcp.ToolFailure, match="tmux is not installed on the dev server"):
-        await rc_mcp.Sessions(config, rc_mcp.LocalRunner()).start("alpha", "alpha")
-
-
-async def test_local_runner_timeout_ends_the_process_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-    with pytest.raises(rc_mcp.RemoteError, match="did not finish within 0.5 s"):
-        await rc_mcp.LocalRunner().run(f"sleep 60 & echo $! > {pid_file}; sleep 60", timeout=0.5)
-    stat_file = Path(f"/proc/{pid_file.read_text().strip()}/stat")
-    # gone, or a zombie waiting for an init that does not reap: either way no longer running
-    assert not stat_file.exists() or stat_file.read_text().split(")")[-1].split()[0] == "Z"
-
-
-# ── OAuth (in-process, over ASGI) ─────────────────────────────────────────────────────────────
-
-TEST_URL = "https://rc.example.com"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def app(tmp_path: Path, clock: Clock) -> rc_mcp.App:
-    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
-    return rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
-
-
-@pytest.fixture
-async def http(app: rc_mcp.App) -> AsyncIterator[httpx2.AsyncClient]:
-    async with app.session_manager.run():  # ASGITransport sends no lifespan events
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as client:
-            yield client
-
-
-AUTHORIZE = {
-    "response_type": "code",
-    "client_id": CLIENT_ID,
-    "redirect_uri": CALLBACK,
-    "code_challenge": CHALLENGE,
-    "code_challenge_method": "S256",
-    "state": "opaque-state",
-    "scope": "mcp:tools",
-    "resource": f"{TEST_URL}/mcp",
-}
-
-
-async def get_code(http: httpx2.AsyncClient, **overrides: str) -> str:
-    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
-    assert response.status_code == 302, response.text
-    query = parse_qs(urlsplit(response.headers["location"]).query)
-    assert query["state"] == ["opaque-state"] and query["iss"] == [TEST_URL]
-    return query["code"][0]
-
-
-def token_form(the_code: str, **overrides: str | None) -> dict[str, str]:
-    form: dict[str, str | None] = {
-        "grant_type": "authorization_code",
-        "code": the_code,
-        "redirect_uri": CALLBACK,
-        "code_verifier": VERIFIER,
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "resource": f"{TEST_URL}/mcp",
+def test_node_token_file_is_imported_with_a_private_backup(tmp_path: Path) -> None:
+    path = tmp_path / "oauth-tokens.json"
+    now_ms = time.time() * 1000
+    legacy = {
+        "tokens": {
+            "11111111-aaaa-4aaa-8aaa-111111111111": {
+                "clientId": CLIENT_ID,
+                "scopes": ["mcp:tools"],
+                "expiresAt": now_ms + 3_600_000,
+                "resource": "http://x/mcp",
+            },
+            "22222222-bbbb-4bbb-8bbb-222222222222": {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
+            "33333333-cccc-4ccc-8ccc-333333333333": {"clientId": CLIENT_ID, "scopes": [], "expiresAt": now_ms - 1000},
+            "44444444-dddd-4ddd-8ddd-444444444444": {"clientId": "someone-else", "scopes": [], "type": "refresh"},
+        },
+        "codes": {"55555555-eeee-4eee-8eee-555555555555": {"client": {"client_secret": CLIENT_SECRET}, "params": {}}},
     }
-    form.update(overrides)
-    return {k: v for k, v in form.items() if v is not None}
+    original = json.dumps(legacy)
+    path.write_text(original)
+    path.chmod(0o644)
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path)))
+    store = rc_mcp.open_token_store(config)
+    assert store.lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111")["resource"] == f"{TEST_URL}/mcp"
+    assert store.lookup("refresh", "22222222-bbbb-4bbb-8bbb-222222222222") is not None
+    assert store.lookup("access", "33333333-cccc-4ccc-8ccc-333333333333") is None  # expired stays expired
+    assert store.lookup("refresh", "44444444-dddd-4ddd-8ddd-444444444444") is None
+    text = path.read_text()
+    assert "11111111" not in text and CLIENT_SECRET not in text and stat.S_IMODE(path.stat().st_mode) == 0o600
+    [backup] = tmp_path.glob("oauth-tokens.json.nodejs-backup-*")
+    assert backup.read_text() == original and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert rc_mcp.open_token_store(config).lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111") is not None  # once
 
 
-async def get_tokens(http: httpx2.AsyncClient) -> dict[str, Any]:
-    response = await http.post("/token", data=token_form(await get_code(http)))
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def mcp_status(http: httpx2.AsyncClient, token: str | None, **kwargs: Any) -> httpx2.Response:
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
-    return await http.post(kwargs.pop("path", "/mcp"), json=body, headers=headers, **kwargs)
-
-
-async def test_metadata_uses_one_issuer_string(http: httpx2.AsyncClient) -> None:
-    server = (await http.get("/.well-known/oauth-authorization-server")).json()
-    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
-        resource = (await http.get(path)).json()
-        assert resource["resource"] == f"{TEST_URL}/mcp"
-        assert resource["authorization_servers"] == [server["issuer"]]
-    assert server["issuer"] == TEST_URL
-    assert server["code_challenge_methods_supported"] == ["S256"]
-    assert server["authorization_response_iss_parameter_supported"] is True
-    # "none" is what makes Claude.ai offer CIMD; public clients still need the owner's consent
-    assert set(server["token_endpoint_auth_methods_supported"]) == {"client_secret_post", "client_secret_basic", "none"}
-    assert server["client_id_metadata_document_supported"] is True
-    assert server["registration_endpoint"] == f"{TEST_URL}/register"
-    assert (await http.get("/.well-known/openid-configuration")).json() == server
-
-
-async def test_health(http: httpx2.AsyncClient) -> None:
-    response = await http.get("/health")
-    assert response.status_code == 200 and response.json()["ok"] is True
-
-
-async def test_mcp_without_token_points_at_the_metadata(http: httpx2.AsyncClient) -> None:
-    for path in ("/mcp", "/mcp/"):
-        response = await mcp_status(http, None, path=path)
-        assert response.status_code == 401
-        challenge = response.headers["www-authenticate"]
-        assert challenge.startswith('Bearer error="invalid_token"')
-        assert f'resource_metadata="{TEST_URL}/.well-known/oauth-protected-resource/mcp"' in challenge
-        assert response.headers["cache-control"] == "no-store"
-
-
-async def test_code_flow_with_post_and_basic_client_auth(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
-    for path in ("/mcp", "/mcp/"):  # both answered, no redirect
-        response = await mcp_status(http, tokens["access_token"], path=path)
-        assert response.status_code == 200, response.text
-        assert "start_session" in response.text
-    code = await get_code(http)
-    basic = {"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
-    response = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers=basic)
-    assert response.status_code == 200, response.text
-    assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
-
-
-async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
-    response = await http.post("/authorize", data=AUTHORIZE)
-    assert response.status_code == 302 and "code=" in response.headers["location"]
-
-
-def refresh_form(refresh_token: str, **extra: str) -> dict[str, str]:
-    return {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **extra}
-
-
-async def test_refresh_tokens_rotate(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
-    assert first.status_code == 200
-    assert first.json()["refresh_token"] != tokens["refresh_token"]
-    narrower = await http.post("/token", data=refresh_form(first.json()["refresh_token"], scope="mcp:tools"))
-    assert narrower.status_code == 200
-    wider = await http.post("/token", data=refresh_form(narrower.json()["refresh_token"], scope="mcp:tools offline_access"))
-    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
-
-
-async def test_concurrent_refresh_gets_one_grace_use(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
-    """Two refreshes racing with the same token must not log the user out (both get the same answer,
-    so the grant stays one chain); a third use is theft."""
-    tokens = await get_tokens(http)
-    first, second = await asyncio.gather(*(http.post("/token", data=refresh_form(tokens["refresh_token"])) for _ in range(2)))
-    assert first.status_code == second.status_code == 200
-    assert (first.json()["access_token"], first.json()["refresh_token"]) == (second.json()["access_token"], second.json()["refresh_token"])
-    assert (await mcp_status(http, first.json()["access_token"])).status_code == 200
-    third = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
-    assert (third.status_code, third.json()["error"]) == (400, "invalid_grant")
-    # reuse revoked the whole grant
-    assert (await mcp_status(http, first.json()["access_token"])).status_code == 401
-    assert (await http.post("/token", data=refresh_form(first.json()["refresh_token"]))).status_code == 400
-
-
-async def test_a_refused_refresh_does_not_use_up_the_grace(http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
-    wider = await http.post("/token", data=refresh_form(tokens["refresh_token"], scope="admin"))
-    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
-    retry = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
-    assert retry.status_code == 200 and retry.json()["refresh_token"] == rotated["refresh_token"]
-    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).status_code == 200  # one chain
-
-
-async def test_a_new_mcp_secret_ends_every_old_token(tmp_path: Path, clock: Clock) -> None:
-    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
-    app = rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
-    async with app.session_manager.run():
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
-            tokens = await get_tokens(http)
-    rotated_config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, MCP_SECRET="a-brand-new-secret-0123456789"))
-    app = rc_mcp.App(rotated_config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock))
-    async with app.session_manager.run():
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
-            assert (await mcp_status(http, tokens["access_token"])).status_code == 401
-            assert (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).status_code == 401
-
-
-async def test_rotated_refresh_token_after_the_grace_window_revokes_the_grant(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
-    tokens = await get_tokens(http)
-    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
-    clock.now += rc_mcp.REFRESH_GRACE + 1
-    reuse = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
-    assert (reuse.status_code, reuse.json()["error"]) == (400, "invalid_grant")
-    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).json()["error"] == "invalid_grant"
-
-
-async def test_replayed_code_revokes_its_tokens(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    code = await get_code(http)
-    tokens = (await http.post("/token", data=token_form(code))).json()
-    replay = await http.post("/token", data=token_form(code))
-    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
-    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
-    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    assert (await http.post("/token", data=refresh)).json()["error"] == "invalid_grant"
-
-
-async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
-    code = await get_code(http)
-    clock.now += 601
-    response = await http.post("/token", data=token_form(code))
-    assert response.json()["error"] == "invalid_grant"
-    tokens = await get_tokens(http)
-    clock.now += 3601
-    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
-
-
-async def test_revocation(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    creds = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    assert (await http.post("/revoke", data={"token": "unknown", **creds})).status_code == 200
-    assert (await http.post("/revoke", data={"token": tokens["refresh_token"], **creds})).status_code == 200
-    assert (await mcp_status(http, tokens["access_token"])).status_code == 401  # the grant went with it
-    wrong = await http.post("/revoke", data={"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"})
-    assert wrong.status_code == 401
-
-
-async def test_register_never_hands_out_credentials(http: httpx2.AsyncClient) -> None:
-    for body in (
-        {"redirect_uris": [CALLBACK]},
-        {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "client_secret_post", "client_name": "Claude"},
-        {"redirect_uris": ["http://127.0.0.1:6274/oauth/callback"], "token_endpoint_auth_method": "none"},
-    ):
-        response = await http.post("/register", json=body)
-        assert response.status_code == 201, response.text
-        registered = response.json()
-        assert registered["token_endpoint_auth_method"] == "none" and "client_secret" not in registered
-        assert CLIENT_SECRET not in response.text and CLIENT_ID not in response.text
-        assert registered["client_id"] != CLIENT_ID and registered["redirect_uris"] == body["redirect_uris"]
-
-
-async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    token = "rcat_other"
-    app.store.transact(
-        lambda data, now: data["access"].__setitem__(
-            rc_mcp.hash_secret(token),
-            {"client_id": CLIENT_ID, "scope": "mcp:tools", "resource": "https://other.example/mcp", "grant_id": "g", "expires_at": now + 60},
+async def test_node_tokens_keep_working_after_the_switch(tmp_path: Path) -> None:
+    path = tmp_path / "oauth-tokens.json"
+    access, refresh = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+    path.write_text(
+        json.dumps(
+            {
+                "tokens": {
+                    access: {"clientId": CLIENT_ID, "scopes": [], "expiresAt": time.time() * 1000 + 86_400_000},
+                    refresh: {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
+                },
+                "codes": {},
+            }
         )
     )
-    response = await mcp_status(http, token)
-    assert response.status_code == 401 and "another resource" in response.headers["www-authenticate"]
+    app = rc_mcp.create_app(rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path))))
+    async with asgi_client(app) as http:
+        assert (await mcp_status(http, access)).status_code == 200
+        assert (await http.post("/token", data=refresh_form(refresh))).status_code == 200
 
 
-async def test_no_unauthenticated_sequence_yields_a_token(http: httpx2.AsyncClient) -> None:
-    """Everything a stranger can send without MCP_SECRET: none of it gets a usable token."""
-    texts = []
-    texts.append((await http.post("/register", json={"redirect_uris": ["https://evil.example/cb"]})).text)
-    texts.append((await http.get("/authorize", params={**AUTHORIZE, "redirect_uri": "https://evil.example/cb"})).text)
-    texts.append((await http.get("/authorize", params={**AUTHORIZE, "client_id": "attacker"})).text)
-    response = await http.get("/authorize", params=AUTHORIZE)
-    location = response.headers["location"]
-    assert location.startswith(CALLBACK)  # the code only ever goes to Claude's callback
-    code = parse_qs(urlsplit(location).query)["code"][0]
-    for form in (
-        token_form(code, client_secret=None),
-        token_form(code, client_secret="guess"),
-        token_form(code, client_id="attacker", client_secret=None),
-        token_form(code, client_id=None, client_secret=None),
-    ):
-        response = await http.post("/token", data=form)
-        assert response.status_code == 401 and "access_token" not in response.text
-    for text in texts:
-        assert "access_token" not in text and CLIENT_SECRET not in text
+async def test_e2e_token_survives_a_restart(tools: Tools) -> None:
+    claude = ClaudeAi(SECRET)
+    async with tools(claude) as (client, first):
+        await call(client, "list_sessions")
+    store_text = first.config.token_store_path.read_text()
+    assert claude.storage.tokens is not None and claude.storage.tokens.access_token not in store_text
+    async with tools(claude, port=first.port) as (client, _):  # same URL: same audience
+        assert (await call(client, "list_sessions"))["sessions"] == []
+    assert claude.authorizations == 1  # no new authorization was needed
 
 
-# Public clients: registration, the owner's consent page, metadata documents ──────────────────
+def test_transact_leaves_memory_as_before_when_the_save_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
+    store.transact(lambda data, now: data["access"].__setitem__("kept", {"expires_at": now + 60}))
 
-INSPECTOR_CALLBACK = "http://localhost:6274/oauth/callback"
+    def fail(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
 
-
-async def register(http: httpx2.AsyncClient, redirect_uri: str = INSPECTOR_CALLBACK, name: str = "MCP Inspector") -> str:
-    response = await http.post("/register", json={"redirect_uris": [redirect_uri], "client_name": name, "token_endpoint_auth_method": "client_secret_post"})
-    assert response.status_code == 201, response.text
-    return response.json()["client_id"]
-
-
-def public_authorize(client_id: str, redirect_uri: str) -> dict[str, str]:
-    return {**AUTHORIZE, "client_id": client_id, "redirect_uri": redirect_uri}
-
-
-async def consent(http: httpx2.AsyncClient, params: dict[str, str], **form: str) -> httpx2.Response:
-    return await http.post("/authorize", data={**params, **form})
-
-
-async def test_public_client_needs_the_owners_approval(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    client_id = await register(http)
-    params = public_authorize(client_id, INSPECTOR_CALLBACK)
-    page = await http.get("/authorize", params=params)
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "MCP Inspector" in page.text and "localhost:6274" in page.text and 'type="password"' in page.text
-    assert not re.search(r"<script|<link|<img|src=|href=|url\(", page.text)  # no JavaScript, no external assets
-    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert page.headers["cache-control"] == "no-store" and "code=" not in page.text
-    denied = await consent(http, params, action="deny")
-    assert denied.status_code == 302
-    back = parse_qs(urlsplit(denied.headers["location"]).query)
-    assert back["error"] == ["access_denied"] and back["state"] == ["opaque-state"] and back["iss"] == [TEST_URL]
-    wrong = await consent(http, params, action="approve", password="guess")
-    assert wrong.status_code == 403 and "Wrong password" in wrong.text and "location" not in wrong.headers
-    approved = await consent(http, params, action="approve", password=SECRET)
-    assert approved.status_code == 302
-    back = parse_qs(urlsplit(approved.headers["location"]).query)
-    assert approved.headers["location"].startswith(INSPECTOR_CALLBACK + "?") and back["iss"] == [TEST_URL]
-    form = token_form(back["code"][0], client_id=client_id, client_secret=None, redirect_uri=INSPECTOR_CALLBACK)
-    tokens = await http.post("/token", data=form)
-    assert tokens.status_code == 200, tokens.text
-    assert (await mcp_status(http, tokens.json()["access_token"])).status_code == 200
-    refreshed = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"], "client_id": client_id})
-    assert refreshed.status_code == 200
-    with_secret = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"], "client_id": client_id, "client_secret": CLIENT_SECRET})
-    assert (with_secret.status_code, with_secret.json()["error"]) == (401, "invalid_client")
-    as_basic = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]}, headers={"Authorization": _basic(f"{client_id}:")})
-    assert (as_basic.status_code, as_basic.json()["error"]) == (401, "invalid_client")  # public: no secret, not even an empty one
+    monkeypatch.setattr(rc_mcp, "write_private_file", fail)
+    with pytest.raises(OSError, match="No space left"):
+        store.transact(
+            lambda data, now: (data["access"].pop("kept"), data["access"].__setitem__("new", {"expires_at": now + 60}))
+        )
+    assert store._unexpired("access", "kept") is not None and store._unexpired("access", "new") is None
+    monkeypatch.undo()
+    store.transact(lambda data, now: data["access"].__setitem__("new", {"expires_at": now + 60}))
+    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 2
 
 
-async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Clock) -> None:
-    params = public_authorize(await register(http), INSPECTOR_CALLBACK)
-    for _ in range(rc_mcp.CONSENT_MAX_FAILURES):
-        assert (await consent(http, params, action="approve", password="guess")).status_code == 403
-    blocked = await consent(http, params, action="approve", password=SECRET)  # even the right one, for now
-    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0 and "location" not in blocked.headers
-    clock.now += rc_mcp.CONSENT_FAILURE_WINDOW + 1
-    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
+def test_transact_saves_what_happened_before_a_kept_error_and_rolls_back_others(tmp_path: Path) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
+
+    def revoke_then_refuse(data: dict[str, Any], now: float) -> None:
+        data["access"]["revoked-marker"] = {"expires_at": now + 60}
+        raise rc_mcp.OAuthError(400, "invalid_grant", "replayed")
+
+    with pytest.raises(rc_mcp.OAuthError, match="replayed"):
+        store.transact(revoke_then_refuse, (rc_mcp.OAuthError,))
+    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1  # saved, then raised
+
+    def crash(data: dict[str, Any], now: float) -> None:
+        data["access"].clear()
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        store.transact(crash, (rc_mcp.OAuthError,))
+    assert store.count("access") == 1 and rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1
 
 
-async def test_loopback_redirect_of_a_registered_client_matches_any_port(http: httpx2.AsyncClient) -> None:
-    client_id = await register(http, "http://127.0.0.1:6276/oauth/callback")
-    page = await http.get("/authorize", params=public_authorize(client_id, "http://127.0.0.1:50123/oauth/callback"))
-    assert page.status_code == 200
-    for other in ("http://127.0.0.1:50123/other", "http://localhost:50123/oauth/callback", "https://127.0.0.1:6276/oauth/callback"):
-        refused = await http.get("/authorize", params=public_authorize(client_id, other))
-        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request")
+# ── Clients ───────────────────────────────────────────────────────────────────────────────────
 
 
 @pytest.mark.parametrize(
-    "client_id, redirect_uri",
+    "secret, client_id, client_secret",
     [
-        ("https://claude.ai/oauth/mcp-oauth-client-metadata", CALLBACK),
-        ("https://claude.ai/oauth/claude-code-client-metadata", "http://localhost:53682/callback"),
-        ("https://claude.ai/oauth/claude-code-client-metadata", "http://127.0.0.1:40000/callback"),
+        (SECRET, CLIENT_ID, CLIENT_SECRET),
+        (
+            "correct horse battery staple",
+            "d25e9e3a45d3278673072aa18ccf51297d0e",
+            "3e1b71cda294b600910bf83c48f2630a9c23035f00a3860aa0d18aa214da93ff",
+        ),
     ],
 )
-async def test_claude_metadata_document_clients(http: httpx2.AsyncClient, client_id: str, redirect_uri: str) -> None:
-    params = public_authorize(client_id, redirect_uri)
-    page = await http.get("/authorize", params=params)
-    assert page.status_code == 200 and "Claude" in page.text
-    approved = await consent(http, params, action="approve", password=SECRET)
-    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
-    tokens = await http.post("/token", data=token_form(code, client_id=client_id, client_secret=None, redirect_uri=redirect_uri))
-    assert tokens.status_code == 200, tokens.text
-
-
-class FakeFetcher(rc_mcp.ClientMetadataFetcher):
-    """Serves metadata documents from a dict instead of the network."""
-
-    def __init__(self, documents: dict[str, Any]) -> None:
-        super().__init__()
-        self.documents = documents
-        self.fetches = 0
-
-    async def fetch(self, url: str) -> Any:
-        self.fetches += 1
-        if url not in self.documents:
-            raise ValueError("404")
-        return self.documents[url]
-
-
-DOC_URL = "https://app.example/oauth/client.json"
+def test_derive_client_credentials_matches_the_original_server(secret: str, client_id: str, client_secret: str) -> None:
+    assert rc_mcp.derive_client_credentials(secret) == (client_id, client_secret)
 
 
 @pytest.mark.parametrize(
-    "document, ok, valid",
+    "header, parsed",
     [
-        ({"client_id": DOC_URL, "client_name": "Example", "redirect_uris": ["https://app.example/cb"]}, True, True),
-        ({"client_id": "https://other.example/client.json", "redirect_uris": ["https://app.example/cb"]}, False, False),
-        ({"client_id": DOC_URL, "redirect_uris": ["https://elsewhere.example/cb"]}, False, True),  # redirect not listed
-        ({"client_id": DOC_URL, "redirect_uris": ["javascript:alert(1)"]}, False, False),
-        ({"client_id": DOC_URL, "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}, False, False),
-        (["not", "an", "object"], False, False),
+        (_basic("id:secret"), ("id", "secret")),
+        (_basic("id%3Ax:se%20cret"), ("id:x", "se cret")),  # RFC 6749 §2.3.1 form-encoding
+        (_basic("id:"), ("id", "")),
+        (_basic("no-colon"), None),
+        ("Basic !!!", None),
+        ("Bearer abc", None),
+        ("Basic", None),
     ],
 )
-async def test_fetched_metadata_documents_are_validated(tmp_path: Path, clock: Clock, document: Any, ok: bool, valid: bool) -> None:
-    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
-    fetcher = FakeFetcher({DOC_URL: document})
-    app = rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock), fetcher=fetcher)
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
-        for _ in range(2):
-            response = await http.get("/authorize", params=public_authorize(DOC_URL, "https://app.example/cb"))
-            if ok:
-                assert response.status_code == 200 and "Example" in response.text
-            else:
-                assert response.status_code == 400 and "location" not in response.headers
-    assert fetcher.fetches == (1 if valid else 2)  # a valid document is cached
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["https://localhost/client.json", "https://127.0.0.1/client.json", "https://[::1]/client.json", "https://10.0.0.1/c.json", "https://169.254.169.254/latest"],
-)
-async def test_metadata_documents_are_never_fetched_from_private_addresses(url: str) -> None:
-    with pytest.raises(ValueError, match="public addresses"):
-        await rc_mcp.ClientMetadataFetcher().fetch(url)
+def test_parse_basic_auth(header: str, parsed: tuple[str, str] | None) -> None:
+    assert rc_mcp.parse_basic_auth(header) == parsed
 
 
 @pytest.mark.parametrize(
@@ -1167,12 +2186,155 @@ def test_is_public_address(address: str, public: bool) -> None:
     assert rc_mcp.is_public_address(address) is public
 
 
+async def test_register_never_hands_out_credentials(http: httpx2.AsyncClient) -> None:
+    for body in (
+        {"redirect_uris": [CALLBACK]},
+        {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "client_secret_post", "client_name": "Claude"},
+        {"redirect_uris": ["http://127.0.0.1:6274/oauth/callback"], "token_endpoint_auth_method": "none"},
+    ):
+        response = await http.post("/register", json=body)
+        assert response.status_code == 201, response.text
+        registered = response.json()
+        assert registered["token_endpoint_auth_method"] == "none" and "client_secret" not in registered
+        assert CLIENT_SECRET not in response.text and CLIENT_ID not in response.text
+        assert registered["client_id"] != CLIENT_ID and registered["redirect_uris"] == body["redirect_uris"]
+
+
+async def test_loopback_redirect_of_a_registered_client_matches_any_port(http: httpx2.AsyncClient) -> None:
+    client_id = await register(http, "http://127.0.0.1:6276/oauth/callback")
+    page = await http.get("/authorize", params=public_authorize(client_id, "http://127.0.0.1:50123/oauth/callback"))
+    assert page.status_code == 200
+    for other in (
+        "http://127.0.0.1:50123/other",
+        "http://localhost:50123/oauth/callback",
+        "https://127.0.0.1:6276/oauth/callback",
+    ):
+        refused = await http.get("/authorize", params=public_authorize(client_id, other))
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request")
+
+
+async def test_registration_cannot_fill_the_disk(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS + 20):
+        assert (await http.post("/register", json={"redirect_uris": [f"https://app{i}.example/cb"]})).status_code == 201
+    assert app.store.count("clients") == rc_mcp.MAX_REGISTERED_CLIENTS
+    # a client the owner approved is never evicted by strangers' registrations
+    approved = await register(http)
+    params = public_authorize(approved, INSPECTOR_CALLBACK)
+    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
+    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS):
+        await http.post("/register", json={"redirect_uris": [f"https://again{i}.example/cb"]})
+    assert (await http.get("/authorize", params=params)).status_code == 200
+
+
+async def test_unused_registrations_expire(http: httpx2.AsyncClient, clock: Clock) -> None:
+    client_id = await register(http)
+    clock.now += rc_mcp.UNUSED_CLIENT_TTL + 1
+    response = await http.get("/authorize", params=public_authorize(client_id, INSPECTOR_CALLBACK))
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_client")
+    unknown = await http.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": client_id}
+    )
+    assert (unknown.status_code, unknown.json()["error"]) == (401, "invalid_client")  # Claude.ai re-registers
+
+
 @pytest.mark.parametrize(
-    "address, key",
-    [("203.0.113.7", "203.0.113.7"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"), ("::ffff:203.0.113.7", "203.0.113.7"), ("", "")],
+    "client_id, redirect_uri",
+    [
+        ("https://claude.ai/oauth/mcp-oauth-client-metadata", CALLBACK),
+        ("https://claude.ai/oauth/claude-code-client-metadata", "http://localhost:53682/callback"),
+        ("https://claude.ai/oauth/claude-code-client-metadata", "http://127.0.0.1:40000/callback"),
+    ],
 )
-def test_throttle_key(address: str, key: str) -> None:
-    assert rc_mcp.throttle_key(address) == key
+async def test_claude_metadata_document_clients(http: httpx2.AsyncClient, client_id: str, redirect_uri: str) -> None:
+    params = public_authorize(client_id, redirect_uri)
+    page = await http.get("/authorize", params=params)
+    assert page.status_code == 200 and "Claude" in page.text
+    approved = await consent(http, params, action="approve", password=SECRET)
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    tokens = await http.post(
+        "/token", data=token_form(code, client_id=client_id, client_secret=None, redirect_uri=redirect_uri)
+    )
+    assert tokens.status_code == 200, tokens.text
+
+
+class FakeFetcher(rc_mcp.ClientMetadataFetcher):
+    """Serves metadata documents from a dict instead of the network."""
+
+    def __init__(self, documents: dict[str, Any]) -> None:
+        super().__init__()
+        self.documents = documents
+        self.fetches = 0
+
+    async def fetch(self, url: str) -> Any:
+        self.fetches += 1
+        if url not in self.documents:
+            raise ValueError("404")
+        return self.documents[url]
+
+
+DOC_URL = "https://app.example/oauth/client.json"
+
+
+@pytest.mark.parametrize(
+    "document, ok, valid",
+    [
+        ({"client_id": DOC_URL, "client_name": "Example", "redirect_uris": ["https://app.example/cb"]}, True, True),
+        ({"client_id": "https://other.example/client.json", "redirect_uris": ["https://app.example/cb"]}, False, False),
+        ({"client_id": DOC_URL, "redirect_uris": ["https://elsewhere.example/cb"]}, False, True),  # redirect not listed
+        ({"client_id": DOC_URL, "redirect_uris": ["javascript:alert(1)"]}, False, False),
+        (
+            {
+                "client_id": DOC_URL,
+                "redirect_uris": ["https://app.example/cb"],
+                "token_endpoint_auth_method": "private_key_jwt",
+            },
+            False,
+            False,
+        ),
+        (["not", "an", "object"], False, False),
+    ],
+)
+async def test_fetched_metadata_documents_are_validated(
+    tmp_path: Path, clock: Clock, document: Any, ok: bool, valid: bool
+) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL))
+    fetcher = FakeFetcher({DOC_URL: document})
+    app = rc_mcp.App(config, store=rc_mcp.TokenStore(config.token_store_path, clock=clock), fetcher=fetcher)
+    async with asgi_client(app) as http:
+        for _ in range(2):
+            response = await http.get("/authorize", params=public_authorize(DOC_URL, "https://app.example/cb"))
+            if ok:
+                assert response.status_code == 200 and "Example" in response.text
+            else:
+                assert response.status_code == 400 and "location" not in response.headers
+    assert fetcher.fetches == (1 if valid else 2)  # a valid document is cached
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://localhost/client.json",
+        "https://127.0.0.1/client.json",
+        "https://[::1]/client.json",
+        "https://10.0.0.1/c.json",
+        "https://169.254.169.254/latest",
+    ],
+)
+async def test_metadata_documents_are_never_fetched_from_private_addresses(url: str) -> None:
+    with pytest.raises(ValueError, match="public addresses"):
+        await rc_mcp.ClientMetadataFetcher().fetch(url)
+
+
+async def test_metadata_fetch_refuses_names_that_resolve_to_private_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def rebinding(host: str, port: int, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),
+        ]
+
+    monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", rebinding)
+    with pytest.raises(ValueError, match="public addresses only"):
+        await rc_mcp.ClientMetadataFetcher().fetch("https://evil.example/client.json")
 
 
 @pytest.fixture(scope="module")
@@ -1189,16 +2351,22 @@ def metadata_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     folder = tmp_path_factory.mktemp("tls")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     sock = listening_socket()
     port = sock.getsockname()[1]
     base = f"https://localhost:{port}"
@@ -1209,32 +2377,29 @@ def metadata_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         path = scope["path"]
         status, headers, body = 200, [(b"content-type", b"application/json")], b""
         if path == "/ok.json":
-            body = json.dumps({"client_id": base + "/ok.json", "client_name": "Fetched", "redirect_uris": ["https://app.example/cb"]}).encode()
+            body = json.dumps(
+                {"client_id": base + "/ok.json", "client_name": "Fetched", "redirect_uris": ["https://app.example/cb"]}
+            ).encode()
         elif path == "/redirect.json":
             status, headers = 302, [(b"location", (base + "/ok.json").encode())]
         elif path == "/huge.json":
             body = b" " * 100_000 + b"{}"
         elif path == "/slow.json":
-            await anyio.sleep(3)
+            await anyio.sleep(5)  # ten times the fetcher's timeout; over long before this module's teardown
             body = b"{}"
         else:
             status = 404
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    server = uvicorn.Server(uvicorn.Config(app, ssl_certfile=str(folder / "cert.pem"), ssl_keyfile=str(folder / "key.pem"), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
+    server = ThreadedServer(
+        app, sock, ssl_certfile=str(folder / "cert.pem"), ssl_keyfile=str(folder / "key.pem"), lifespan="off"
+    )
     context = ssl.create_default_context(cafile=str(folder / "cert.pem"))
     try:
         yield port, context
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -1247,7 +2412,9 @@ def metadata_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         ("/missing.json", "answered 404"),
     ],
 )
-async def test_metadata_fetch_guards(metadata_server: tuple[int, Any], monkeypatch: pytest.MonkeyPatch, path: str, outcome: str) -> None:
+async def test_metadata_fetch_guards(
+    metadata_server: tuple[int, Any], monkeypatch: pytest.MonkeyPatch, path: str, outcome: str
+) -> None:
     port, context = metadata_server
 
     async def resolve_to_loopback(host: str, port: int, **kwargs: Any) -> list[Any]:
@@ -1256,7 +2423,10 @@ async def test_metadata_fetch_guards(metadata_server: tuple[int, Any], monkeypat
 
     monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", resolve_to_loopback)
     # the test server lives on loopback, so this one fetcher is allowed to reach it
-    fetcher = rc_mcp.ClientMetadataFetcher(allow_address=lambda address: address == "127.0.0.1", verify=context, timeout=1.5)
+    # a total timeout long enough for a loopback TLS fetch, short enough not to wait long for /slow.json
+    fetcher = rc_mcp.ClientMetadataFetcher(
+        allow_address=lambda address: address == "127.0.0.1", verify=context, timeout=0.5
+    )
     url = f"https://localhost:{port}{path}"
     if outcome == "Fetched":
         assert (await fetcher.get(url)).name == "Fetched"
@@ -1268,1267 +2438,24 @@ async def test_metadata_fetch_guards(metadata_server: tuple[int, Any], monkeypat
         await rc_mcp.ClientMetadataFetcher(verify=context).fetch(url)
 
 
-async def test_metadata_fetch_refuses_names_that_resolve_to_private_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def rebinding(host: str, port: int, **kwargs: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)), (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
-
-    monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", rebinding)
-    with pytest.raises(ValueError, match="public addresses only"):
-        await rc_mcp.ClientMetadataFetcher().fetch("https://evil.example/client.json")
-
-
-def test_node_token_file_is_imported_with_a_private_backup(tmp_path: Path) -> None:
-    path = tmp_path / "oauth-tokens.json"
-    now_ms = time.time() * 1000
-    legacy = {
-        "tokens": {
-            "11111111-aaaa-4aaa-8aaa-111111111111": {"clientId": CLIENT_ID, "scopes": ["mcp:tools"], "expiresAt": now_ms + 3_600_000, "resource": "http://x/mcp"},
-            "22222222-bbbb-4bbb-8bbb-222222222222": {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
-            "33333333-cccc-4ccc-8ccc-333333333333": {"clientId": CLIENT_ID, "scopes": [], "expiresAt": now_ms - 1000},
-            "44444444-dddd-4ddd-8ddd-444444444444": {"clientId": "someone-else", "scopes": [], "type": "refresh"},
-        },
-        "codes": {"55555555-eeee-4eee-8eee-555555555555": {"client": {"client_secret": CLIENT_SECRET}, "params": {}}},
-    }
-    original = json.dumps(legacy)
-    path.write_text(original)
-    path.chmod(0o644)
-    config = rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path)))
-    store = rc_mcp.open_token_store(config)
-    assert store.lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111")["resource"] == f"{TEST_URL}/mcp"
-    assert store.lookup("refresh", "22222222-bbbb-4bbb-8bbb-222222222222") is not None
-    assert store.lookup("access", "33333333-cccc-4ccc-8ccc-333333333333") is None  # expired stays expired
-    assert store.lookup("refresh", "44444444-dddd-4ddd-8ddd-444444444444") is None
-    text = path.read_text()
-    assert "11111111" not in text and CLIENT_SECRET not in text and stat.S_IMODE(path.stat().st_mode) == 0o600
-    [backup] = tmp_path.glob("oauth-tokens.json.nodejs-backup-*")
-    assert backup.read_text() == original and stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert rc_mcp.open_token_store(config).lookup("access", "11111111-aaaa-4aaa-8aaa-111111111111") is not None  # once
-
-
-async def test_node_tokens_keep_working_after_the_switch(tmp_path: Path) -> None:
-    path = tmp_path / "oauth-tokens.json"
-    access, refresh = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
-    path.write_text(json.dumps({"tokens": {
-        access: {"clientId": CLIENT_ID, "scopes": [], "expiresAt": time.time() * 1000 + 86_400_000},
-        refresh: {"clientId": CLIENT_ID, "scopes": [], "type": "refresh"},
-    }, "codes": {}}))
-    app = rc_mcp.create_app(rc_mcp.load_config(base_env(tmp_path, SERVER_URL=TEST_URL, TOKEN_STORE_PATH=str(path))))
-    async with app.session_manager.run():
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=TEST_URL) as http:
-            assert (await mcp_status(http, access)).status_code == 200
-            assert (await http.post("/token", data=refresh_form(refresh))).status_code == 200
-
-
-def _form(**overrides: str | None) -> dict[str, str]:
-    return {k: v for k, v in {**AUTHORIZE, **overrides}.items() if v is not None}
-
-
-# (method, path, params or body, headers) → exact status and error. `location` rows are
-# authorize errors redirected to Claude's callback.
-HOSTILE_AUTHORIZE = [
-    ("unknown client", _form(client_id="someone-else"), 400, "invalid_client", False),
-    ("missing client", _form(client_id=None), 400, "invalid_client", False),
-    ("foreign redirect", _form(redirect_uri="https://evil.example/cb"), 400, "invalid_request", False),
-    ("redirect with extra path", _form(redirect_uri=CALLBACK + "/x"), 400, "invalid_request", False),
-    ("redirect with query", _form(redirect_uri=CALLBACK + "?x=1"), 400, "invalid_request", False),
-    ("redirect case changed", _form(redirect_uri=CALLBACK.upper()), 400, "invalid_request", False),
-    ("http redirect", _form(redirect_uri=CALLBACK.replace("https", "http")), 400, "invalid_request", False),
-    ("missing redirect", _form(redirect_uri=None), 400, "invalid_request", False),
-    ("javascript redirect", _form(redirect_uri="javascript:alert(1)"), 400, "invalid_request", False),
-    ("missing PKCE", _form(code_challenge=None, code_challenge_method=None), 302, "invalid_request", True),
-    ("plain PKCE", _form(code_challenge=VERIFIER, code_challenge_method="plain"), 302, "invalid_request", True),
-    ("PKCE without method", _form(code_challenge_method=None), 302, "invalid_request", True),
-    ("malformed challenge", _form(code_challenge="short"), 302, "invalid_request", True),
-    ("token response type", _form(response_type="token"), 302, "unsupported_response_type", True),
-    ("missing response type", _form(response_type=None), 302, "unsupported_response_type", True),
-    ("other resource", _form(resource="https://evil.example/mcp"), 302, "invalid_target", True),
-    ("resource with fragment", _form(resource=f"{TEST_URL}/mcp#x"), 302, "invalid_target", True),
-    ("unknown scope", _form(scope="admin"), 302, "invalid_scope", True),
-]
-
-
-@pytest.mark.parametrize("label, params, status, error, redirected", HOSTILE_AUTHORIZE, ids=[r[0] for r in HOSTILE_AUTHORIZE])
-async def test_hostile_authorize(http: httpx2.AsyncClient, label: str, params: dict[str, str], status: int, error: str, redirected: bool) -> None:
-    response = await http.get("/authorize", params=params)
-    assert response.status_code == status
-    if redirected:
-        location = response.headers["location"]
-        assert location.startswith(CALLBACK + "?")
-        query = parse_qs(urlsplit(location).query)
-        assert query["error"] == [error] and query["iss"] == [TEST_URL] and "code" not in query
-    else:
-        assert "location" not in response.headers
-        assert response.json()["error"] == error
-
-
-async def test_hostile_authorize_duplicate_parameter(http: httpx2.AsyncClient) -> None:
-    query = urlencode(AUTHORIZE) + "&client_id=" + CLIENT_ID
-    response = await http.get("/authorize?" + query)
-    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
-
-
-HOSTILE_TOKEN = [
-    ("wrong secret", {"client_secret": "x" * 64}, 401, "invalid_client"),
-    ("missing secret", {"client_secret": None}, 401, "invalid_client"),
-    ("unknown client", {"client_id": "nobody"}, 401, "invalid_client"),
-    ("no client at all", {"client_id": None, "client_secret": None}, 401, "invalid_client"),
-    ("non-ascii secret", {"client_secret": "sécret"}, 401, "invalid_client"),
-    ("wrong verifier", {"code_verifier": "x" * 43}, 400, "invalid_grant"),
-    ("missing verifier", {"code_verifier": None}, 400, "invalid_request"),
-    ("challenge as verifier", {"code_verifier": CHALLENGE}, 400, "invalid_grant"),
-    ("redirect mismatch", {"redirect_uri": "https://claude.com/api/mcp/auth_callback"}, 400, "invalid_grant"),
-    ("missing redirect", {"redirect_uri": None}, 400, "invalid_grant"),
-    ("unknown code", {"code": "made-up"}, 400, "invalid_grant"),
-    ("missing code", {"code": None}, 400, "invalid_request"),
-    ("other resource", {"resource": "https://evil.example/mcp"}, 400, "invalid_target"),
-    ("unsupported grant", {"grant_type": "client_credentials"}, 400, "unsupported_grant_type"),
-    ("password grant", {"grant_type": "password"}, 400, "unsupported_grant_type"),
-    ("missing grant", {"grant_type": None}, 400, "invalid_request"),
-    ("refresh without token", {"grant_type": "refresh_token"}, 400, "invalid_request"),
-    ("refresh with a code", {"grant_type": "refresh_token", "refresh_token": "rcrt_made_up"}, 400, "invalid_grant"),
-]
-
-
-@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_TOKEN, ids=[r[0] for r in HOSTILE_TOKEN])
-async def test_hostile_token(http: httpx2.AsyncClient, label: str, overrides: dict[str, str | None], status: int, error: str) -> None:
-    code = await get_code(http)
-    response = await http.post("/token", data=token_form(code, **overrides))
-    assert (response.status_code, response.json()["error"]) == (status, error), response.text
-    assert response.headers["cache-control"] == "no-store"
-    # the code is still good after a refused attempt: nothing was consumed
-    if status == 400 and "code" not in overrides:
-        assert (await http.post("/token", data=token_form(code))).status_code == 200
-
-
-async def test_hostile_token_requests(http: httpx2.AsyncClient) -> None:
-    code = await get_code(http)
-    as_json = await http.post("/token", json=token_form(code))
-    assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
-    both = await http.post("/token", data=token_form(code), headers={"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")})
-    assert (both.status_code, both.json()["error"]) == (400, "invalid_request")
-    bad_basic = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers={"Authorization": _basic(f"{CLIENT_ID}:nope")})
-    assert bad_basic.status_code == 401 and bad_basic.headers["www-authenticate"].startswith("Basic")
-    huge = await http.post("/token", content=b"a=" + b"x" * (rc_mcp.MAX_FORM_BYTES + 1), headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert huge.status_code == 413
-    get = await http.get("/token")
-    assert get.status_code == 405
-    binary = await http.post("/token", content=b"\xff\xfe=\x00", headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert (binary.status_code, binary.json()["error"]) == (400, "invalid_request")
-
-
-HOSTILE_REGISTER = [
-    ("javascript redirect", {"redirect_uris": ["javascript:alert(1)"]}, "invalid_redirect_uri"),
-    ("data redirect", {"redirect_uris": ["data:text/html,<script>alert(1)</script>"]}, "invalid_redirect_uri"),
-    ("plain http to a remote host", {"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
-    ("http to a private address", {"redirect_uris": ["http://10.0.0.5/cb"]}, "invalid_redirect_uri"),
-    ("fragment", {"redirect_uris": ["https://app.example/cb#frag"]}, "invalid_redirect_uri"),
-    ("credentials in the URI", {"redirect_uris": ["https://user:pw@app.example/cb"]}, "invalid_redirect_uri"),
-    ("relative URI", {"redirect_uris": ["/cb"]}, "invalid_redirect_uri"),
-    ("custom scheme", {"redirect_uris": ["myapp://cb"]}, "invalid_redirect_uri"),
-    ("space in URI", {"redirect_uris": ["https://app.example/c b"]}, "invalid_redirect_uri"),
-    ("bad port", {"redirect_uris": ["https://app.example:99999/cb"]}, "invalid_redirect_uri"),
-    ("no redirect URIs", {"redirect_uris": []}, "invalid_redirect_uri"),
-    ("redirect URIs not a list", {"redirect_uris": "https://app.example/cb"}, "invalid_redirect_uri"),
-    ("eleven redirect URIs", {"redirect_uris": [f"https://app.example/{i}" for i in range(11)]}, "invalid_redirect_uri"),
-    ("non-string redirect URI", {"redirect_uris": [42]}, "invalid_redirect_uri"),
-    ("password grant", {"redirect_uris": [CALLBACK], "grant_types": ["password"]}, "invalid_client_metadata"),
-    ("client_credentials grant", {"redirect_uris": [CALLBACK], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
-    ("implicit response type", {"redirect_uris": [CALLBACK], "response_types": ["token"]}, "invalid_client_metadata"),
-    ("look-alike Unicode host", {"redirect_uris": ["https://clаude.ai/api/mcp/auth_callback"]}, "invalid_redirect_uri"),
-]
-
-
-@pytest.mark.parametrize("label, body, error", HOSTILE_REGISTER, ids=[r[0] for r in HOSTILE_REGISTER])
-async def test_hostile_register(app: rc_mcp.App, http: httpx2.AsyncClient, label: str, body: dict[str, Any], error: str) -> None:
-    response = await http.post("/register", json=body)
-    assert (response.status_code, response.json()["error"]) == (400, error)
-    assert app.store.count("clients") == 0
-
-
-@pytest.mark.parametrize(
-    "label, content, content_type, status, error",
-    [
-        ("not JSON", b"{nope", "application/json", 400, "invalid_client_metadata"),
-        ("a JSON list", b"[]", "application/json", 400, "invalid_client_metadata"),
-        ("form-encoded", b"redirect_uris=https://a.example/cb", "application/x-www-form-urlencoded", 400, "invalid_client_metadata"),
-        ("oversize", b'{"client_name": "' + b"x" * 70000 + b'"}', "application/json", 413, "invalid_request"),
-    ],
-)
-async def test_hostile_register_bodies(http: httpx2.AsyncClient, label: str, content: bytes, content_type: str, status: int, error: str) -> None:
-    response = await http.post("/register", content=content, headers={"Content-Type": content_type})
-    assert (response.status_code, response.json()["error"]) == (status, error)
-
-
-async def test_registration_cannot_fill_the_disk(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS + 20):
-        assert (await http.post("/register", json={"redirect_uris": [f"https://app{i}.example/cb"]})).status_code == 201
-    assert app.store.count("clients") == rc_mcp.MAX_REGISTERED_CLIENTS
-    # a client the owner approved is never evicted by strangers' registrations
-    approved = await register(http)
-    params = public_authorize(approved, INSPECTOR_CALLBACK)
-    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
-    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS):
-        await http.post("/register", json={"redirect_uris": [f"https://again{i}.example/cb"]})
-    assert (await http.get("/authorize", params=params)).status_code == 200
-
-
-async def test_unused_registrations_expire(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
-    client_id = await register(http)
-    clock.now += rc_mcp.UNUSED_CLIENT_TTL + 1
-    response = await http.get("/authorize", params=public_authorize(client_id, INSPECTOR_CALLBACK))
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_client")
-    unknown = await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": client_id})
-    assert (unknown.status_code, unknown.json()["error"]) == (401, "invalid_client")  # Claude.ai re-registers
-
-
-HOSTILE_PUBLIC = [
-    ("unregistered client id", {"client_id": "rcc_made_up"}, 400, "invalid_client"),
-    ("fixed client with a loopback redirect", {"client_id": CLIENT_ID, "redirect_uri": INSPECTOR_CALLBACK}, 400, "invalid_request"),
-    ("metadata URL on plain http", {"client_id": "http://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": CALLBACK}, 400, "invalid_client"),
-    ("Claude's document with another callback", {"client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": "https://evil.example/cb"}, 400, "invalid_request"),
-    ("Claude Code's document with a remote callback", {"client_id": "https://claude.ai/oauth/claude-code-client-metadata", "redirect_uri": "http://evil.example/callback"}, 400, "invalid_request"),
-    ("metadata document on a private address", {"client_id": "https://127.0.0.1/client.json", "redirect_uri": CALLBACK}, 400, "invalid_client"),
-]
-
-
-@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_PUBLIC, ids=[r[0] for r in HOSTILE_PUBLIC])
-async def test_hostile_public_clients(http: httpx2.AsyncClient, label: str, overrides: dict[str, str], status: int, error: str) -> None:
-    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
-    assert (response.status_code, response.json()["error"]) == (status, error)
-    assert "location" not in response.headers
-
-
-async def test_hostile_consent_requests(http: httpx2.AsyncClient) -> None:
-    client_id = await register(http)
-    params = public_authorize(client_id, INSPECTOR_CALLBACK)
-    # approval without the password, with an empty one, or by GET: never a code
-    for response in (
-        await consent(http, params, action="approve"),
-        await consent(http, params, action="approve", password=""),
-        await http.get("/authorize", params={**params, "action": "approve", "password": SECRET}),
-        await consent(http, params, action="approve", password=CLIENT_SECRET),
-    ):
-        assert response.status_code in (200, 403) and "location" not in response.headers
-    # tampering with the hidden fields is checked again on the POST
-    tampered = await consent(http, {**params, "redirect_uri": "https://evil.example/cb"}, action="approve", password=SECRET)
-    assert (tampered.status_code, tampered.json()["error"]) == (400, "invalid_request")
-    # a stranger's client is never redirected to with an error (open redirect): a page says it
-    plain = await consent(http, {**params, "code_challenge_method": "plain"}, action="approve", password=SECRET)
-    assert plain.status_code == 400 and "location" not in plain.headers and "invalid_request" in plain.text
-    assert plain.headers["x-frame-options"] == "DENY"
-
-
-async def test_public_client_cannot_use_another_clients_code(http: httpx2.AsyncClient) -> None:
-    first, second = await register(http), await register(http)
-    approved = await consent(http, public_authorize(first, INSPECTOR_CALLBACK), action="approve", password=SECRET)
-    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
-    stolen = await http.post("/token", data=token_form(code, client_id=second, client_secret=None, redirect_uri=INSPECTOR_CALLBACK))
-    assert (stolen.status_code, stolen.json()["error"]) == (400, "invalid_grant")
-    fixed = await http.post("/token", data=token_form(code, redirect_uri=INSPECTOR_CALLBACK))
-    assert (fixed.status_code, fixed.json()["error"]) == (400, "invalid_grant")
-
-
-HOSTILE_REVOKE = [
-    ("no client auth", {"token": "x"}, 401, "invalid_client"),
-    ("wrong secret", {"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"}, 401, "invalid_client"),
-    ("no token", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, 400, "invalid_request"),
-]
-
-
-@pytest.mark.parametrize("label, form, status, error", HOSTILE_REVOKE, ids=[r[0] for r in HOSTILE_REVOKE])
-async def test_hostile_revoke(http: httpx2.AsyncClient, label: str, form: dict[str, str], status: int, error: str) -> None:
-    response = await http.post("/revoke", data=form)
-    assert (response.status_code, response.json()["error"]) == (status, error)
-
-
-async def test_revoking_another_clients_token_does_nothing(http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    other = await register(http)
-    response = await http.post("/revoke", data={"token": tokens["access_token"], "client_id": other})
-    assert response.status_code == 200
-    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
-
-
-@pytest.mark.parametrize(
-    "headers, query",
-    [
-        ({"Authorization": "Bearer "}, ""),
-        ({"Authorization": "Bearer made-up-token"}, ""),
-        ({"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}, ""),
-        ({"Authorization": "bearer"}, ""),
-        ({}, "access_token=TOKEN"),  # tokens in the query string are never read
-    ],
-)
-async def test_hostile_bearer(app: rc_mcp.App, http: httpx2.AsyncClient, headers: dict[str, str], query: str) -> None:
-    tokens = await get_tokens(http)
-    url = "/mcp?" + query.replace("TOKEN", tokens["access_token"])
-    response = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={"Accept": "application/json, text/event-stream", **headers})
-    assert response.status_code == 401
-    assert 'error="invalid_token"' in response.headers["www-authenticate"]
-
-
-async def test_refresh_token_is_not_an_access_token(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    assert (await mcp_status(http, tokens["refresh_token"])).status_code == 401
-
-
-async def test_dns_rebinding_host_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
-    tokens = await get_tokens(http)
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://attacker.example") as evil:
-        response = await mcp_status(evil, tokens["access_token"])
-        assert response.status_code == 421
-
-
-# ── End to end: real sshd, real tmux, the SDK client doing Claude.ai's OAuth flow ─────────────
-
-# In CI the end-to-end tests must run: a missing sshd is a failure there, not a skip.
-REQUIRE_E2E = os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("RC_MCP_REQUIRE_E2E") == "1"
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    ok, reason = DevServer.available()
-    if not ok:
-        if REQUIRE_E2E:
-            pytest.fail(f"the SSH dev server cannot run here: {reason}")
-        pytest.skip(reason)
-    server = DevServer.start(tmp_path_factory.mktemp("lab"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def devserver(lab: DevServer) -> Iterator[DevServer]:
-    lab.reset()
-    yield lab
-    lab.reset()
-
-
-def ssh_env(lab: DevServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "MCP_SECRET": SECRET,
-        "SSH_HOST": lab.host,
-        "SSH_PORT": str(lab.port),
-        "SSH_USER": lab.user,
-        "SSH_PRIVATE_KEY": str(lab.keys["ed25519"]),
-        "SSH_KNOWN_HOSTS": str(lab.known_hosts),
-        "PROJECTS_BASE_DIR": str(lab.projects),
-        "TOKEN_STORE_PATH": str(tmp_path / "state" / "tokens.json"),
-        "START_TIMEOUT": "20",
-    }
-    env.update(extra)
-    return {k: v for k, v in env.items() if v}
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def call_error(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    return " ".join(getattr(block, "text", "") for block in result.content)
-
-
-def tmux_sessions(lab: DevServer) -> set[str]:
-    result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
-    return set(result.stdout.split())
-
-
-EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
-
-
-async def test_e2e_claude_ai_connects_and_drives_all_four_tools(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi(SECRET)
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, claude) as client:
-            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(tools) == {"start_session", "list_sessions", "stop_session", "list_projects"}
-            assert tools["list_sessions"].annotations.read_only_hint and tools["list_projects"].annotations.idempotent_hint
-            assert tools["stop_session"].annotations.destructive_hint
-            assert tools["start_session"].input_schema["properties"]["name"]["pattern"] == rc_mcp.SESSION_NAME.pattern
-
-            projects = (await call(client, "list_projects"))["projects"]
-            assert projects == EXPECTED_PROJECTS  # no hidden, plain, too deep or escaping directories
-
-            started = await call(client, "start_session", name="alpha", path="alpha")
-            assert started["status"] == "ready" and started["path"] == "alpha"
-            assert re.fullmatch(r"alpha-[0-9a-f]{6}", started["id"])
-            assert ENV_URL.match(started["url"])
-            session = "rc-" + started["id"]
-            # The URL is one claude printed: it is in the pane's raw log on the server.
-            raw_log = devserver.run(f"cat ~/.local/state/rc-mcp/{session}.log").stdout
-            assert started["url"].split("=", 1)[1] in raw_log
-            trace = devserver.fake_claude_trace()[-1]
-            assert trace["argv"][-5:] == ["remote-control", "--name", "alpha", "--spawn", "same-dir"]
-            assert trace["stdin_isatty"] and trace["stdout_isatty"]  # a real TTY, not a pipe
-            assert Path(trace["cwd"]) == devserver.projects / "alpha"
-            assert session in tmux_sessions(devserver)
-            mode = devserver.run("stat -c %a ~/.local/state/rc-mcp").stdout.strip()
-            assert mode == "700"
-
-            listed = (await call(client, "list_sessions"))["sessions"]
-            assert [(s["id"], s["url"], s["status"], s["path"], s["name"]) for s in listed] == [
-                (started["id"], started["url"], "ready", "alpha", "alpha")
-            ]
-
-            stopped = await call(client, "stop_session", id=started["id"])
-            assert stopped["stopped"] is True
-            assert session not in tmux_sessions(devserver)
-            assert (await call(client, "list_sessions"))["sessions"] == []
-    assert claude.authorizations == 1
-
-
-async def test_e2e_every_listed_project_is_accepted(devserver: DevServer, tmp_path: Path) -> None:
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            for project in (await call(client, "list_projects"))["projects"]:
-                started = await call(client, "start_session", name="p", path=project)
-                assert started["status"] == "ready" and started["path"] == project
-            assert len((await call(client, "list_sessions"))["sessions"]) == len(EXPECTED_PROJECTS)
-
-
-async def test_e2e_start_reports_progress_in_order(devserver: DevServer, tmp_path: Path) -> None:
-    seen: list[tuple[float, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, message))
-
-    devserver.fake_claude_config({"names": {"prog": {"connect_delay": 1.0}}})
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            result = await client.call_tool("start_session", {"name": "prog", "path": "beta"}, progress_callback=on_progress)
-            assert not result.is_error
-    assert [p for p, _ in seen] == [0, 1, 2, 3]
-    messages = [m or "" for _, m in seen]
-    assert "dev server" in messages[0] and "launched" in messages[1] and "connecting" in messages[2] and "ready" in messages[3]
-
-
-async def test_e2e_stop_by_prefix_kills_nothing(devserver: DevServer, tmp_path: Path) -> None:
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            # name "alpha-000000" gives id "alpha-000000-xxxxxx": the bare name is a valid id and a
-            # prefix of the real tmux session name.
-            started = await call(client, "start_session", name="alpha-000000", path="alpha")
-            session = "rc-" + started["id"]
-            refused = await call(client, "stop_session", id="alpha-000000")
-            assert refused["stopped"] is False and "list_sessions" in refused["message"]
-            assert "ids look like 'my-project-a1b2c3'" in await call_error(client, "stop_session", id="al")
-            assert "call list_sessions" in await call_error(client, "stop_session", id=started["id"][:-1])
-            assert session in tmux_sessions(devserver)
-            assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
-
-
-async def test_e2e_token_survives_a_restart(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi(SECRET)
-    env = ssh_env(devserver, tmp_path)
-    with running(env) as first:
-        port = first.port
-        async with connect(first.url, claude) as client:
-            await call(client, "list_sessions")
-    store_text = Path(env["TOKEN_STORE_PATH"]).read_text()
-    assert claude.storage.tokens is not None and claude.storage.tokens.access_token not in store_text
-    with running(env, port=port) as second:  # same URL, so the token's audience still matches
-        async with connect(second.url, claude) as client:
-            assert (await call(client, "list_sessions"))["sessions"] == []
-    assert claude.authorizations == 1  # no new authorization was needed
-
-
 @pytest.mark.parametrize("mode", ["credentials", "dcr", "cimd"])
-async def test_e2e_each_claude_ai_registration_mode(devserver: DevServer, tmp_path: Path, mode: str) -> None:
+async def test_e2e_each_claude_ai_registration_mode(tools: Tools, mode: str) -> None:
     """Claude.ai's three ways to identify itself, each with its real callback URL, `resource` and auth method."""
     claude = ClaudeAi(SECRET, mode=mode, owner_password=SECRET)
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, claude) as client:
-            assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
+    async with tools(claude) as (client, _):
+        assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
     assert claude.authorizations == 1
-    assert claude.consent_pages == (0 if mode == "credentials" else 1)  # only the fixed client skips the page
+    assert claude.consent_pages == {"credentials": 0, "dcr": 1, "cimd": 1}[mode]  # only the fixed client skips the page
     info = claude.storage.client_info
+    assert info is not None
+    expected = {
+        "credentials": (CLIENT_ID, "client_secret_post", CLIENT_SECRET),
+        "dcr": (info.client_id, "none", None),  # asked for client_secret_post, registered as public
+        "cimd": ("https://claude.ai/oauth/mcp-oauth-client-metadata", "none", None),
+    }[mode]
+    assert (info.client_id, info.token_endpoint_auth_method, info.client_secret) == expected
     if mode == "dcr":
-        assert info is not None and info.token_endpoint_auth_method == "none" and info.client_secret is None
-    if mode == "cimd":
-        assert info is not None and info.client_id == "https://claude.ai/oauth/mcp-oauth-client-metadata"
-
-
-async def test_e2e_without_the_owner_password_no_public_client_gets_in(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi(SECRET, mode="dcr", owner_password="not the secret")
-    with running(ssh_env(devserver, tmp_path)) as server:
-        with pytest.raises(BaseException) as caught:
-            async with connect(server.url, claude) as client:
-                await client.list_tools()
-        assert "403" in repr(caught.value) or "/authorize answered" in str(caught.getrepr())
-    assert claude.storage.tokens is None
-
-
-async def test_e2e_silent_refresh_after_expiry(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi(SECRET)
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, claude) as client:
-            await call(client, "list_sessions")
-            first = claude.storage.tokens
-            assert first is not None
-            # The access token expires, on the server and by the client's clock: the next call
-            # must refresh silently, without a new authorization.
-            server.app.store.transact(lambda data, now: [r.update(expires_at=now - 1) for r in data["access"].values()])
-            claude.last_provider.context.token_expiry_time = time.time() - 1
-            await call(client, "list_sessions")
-            assert claude.storage.tokens is not None and claude.storage.tokens.access_token != first.access_token
-            assert claude.storage.tokens.refresh_token != first.refresh_token  # rotated
-    assert claude.authorizations == 1
-
-
-async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) -> None:
-    claude = ClaudeAi(SECRET)
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, claude) as client:
-            await call(client, "list_sessions")
-        tokens = claude.storage.tokens
-        assert tokens is not None
-        async with httpx2.AsyncClient() as http:
-            revoked = await http.post(
-                server.url + "/revoke",
-                data={"token": tokens.refresh_token, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-            )
-            assert revoked.status_code == 200
-            after = await http.post(
-                server.url + "/mcp",
-                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                headers={"Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json, text/event-stream"},
-            )
-            assert after.status_code == 401
-        async with connect(server.url, claude) as client:  # the client has to authorize again
-            await call(client, "list_sessions")
-    assert claude.authorizations == 2
-
-
-INSPECTOR = os.environ.get("RC_MCP_INSPECTOR")  # a folder with node@22 and @modelcontextprotocol/inspector (.ci/run)
-
-
-def test_e2e_mcp_inspector_cli_lists_tools(devserver: DevServer, tmp_path: Path) -> None:
-    """The MCP Inspector CLI (2.x) lists the tools with a token obtained through the OAuth flow."""
-    if not INSPECTOR:
-        if REQUIRE_E2E:
-            pytest.fail("RC_MCP_INSPECTOR is not set: .ci/run installs the Inspector and sets it")
-        pytest.skip("set RC_MCP_INSPECTOR to a folder with node@22 and @modelcontextprotocol/inspector installed")
-    node = Path(INSPECTOR) / "node_modules" / "node" / "bin" / "node"
-    cli = Path(INSPECTOR) / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "cli" / "build" / "index.js"
-    claude = ClaudeAi(SECRET)
-    with running(ssh_env(devserver, tmp_path)) as server:
-
-        async def authorize() -> str:
-            async with connect(server.url, claude) as client:
-                await client.list_tools()
-            assert claude.storage.tokens is not None
-            return claude.storage.tokens.access_token
-
-        token = anyio.run(authorize)
-
-        def inspector(*extra: str) -> subprocess.CompletedProcess[str]:
-            command = [str(node), str(cli), server.url + "/mcp", "--transport", "http", "--method", "tools/list"]
-            command += ["--stored-auth-only", "--format", "json", "-q", *extra]
-            env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
-
-        listed = inspector("--header", f"Authorization: Bearer {token}")
-        assert listed.returncode == 0, listed.stderr
-        names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
-        assert names == {"start_session", "list_sessions", "stop_session", "list_projects"}
-        refused = inspector("--header", "Authorization: Bearer not-a-token")
-        assert refused.returncode == 3 and "auth_required" in refused.stderr
-
-
-async def test_e2e_wrong_host_key_runs_nothing(devserver: DevServer, tmp_path: Path) -> None:
-    logins = devserver.accepted_logins()
-    with running(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            message = await call_error(client, "start_session", name="alpha", path="alpha")
-            assert "HOST KEY MISMATCH" in message and "Nothing was run" in message
-            assert "list_sessions" not in message
-            assert "HOST KEY MISMATCH" in await call_error(client, "list_sessions")
-    assert devserver.accepted_logins() == logins  # refused before authentication
-    assert devserver.fake_claude_trace() == []
-    assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
-
-
-async def test_e2e_host_key_trusted_on_first_use_then_pinned(devserver: DevServer, tmp_path: Path) -> None:
-    config = rc_mcp.load_config(ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=""))
-    runner = rc_mcp.SSHRunner(config)
-    assert (await runner.run("echo hi", timeout=10)).stdout == "hi\n"
-    await runner.close()
-    recorded = config.host_keys_path.read_text().split()
-    expected = devserver.known_hosts.read_text().split()
-    assert recorded[1:] == expected[1:] and recorded[0] == f"[127.0.0.1]:{devserver.port}"
-    assert stat.S_IMODE(config.host_keys_path.stat().st_mode) == 0o600
-    # A later connection to a server with another key is refused.
-    config.host_keys_path.write_text(devserver.known_hosts_wrong.read_text())
-    logins = devserver.accepted_logins()
-    runner = rc_mcp.SSHRunner(config)
-    with pytest.raises(rc_mcp.HostKeyError, match="HOST KEY MISMATCH"):
-        await runner.run("touch ~/pwned", timeout=10)
-    assert devserver.accepted_logins() == logins
-
-
-@pytest.mark.parametrize("key", ["ed25519_enc", "rsa_enc", "ecdsa_enc", "rsa", "ecdsa"])
-async def test_e2e_key_types(devserver: DevServer, tmp_path: Path, key: str) -> None:
-    env = ssh_env(devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys[key]), SSH_PASSPHRASE=devserver.passphrase if key.endswith("_enc") else "")
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(env))
-    try:
-        assert (await runner.run("id -un", timeout=10)).stdout.strip() == devserver.user
-    finally:
-        await runner.close()
-
-
-async def test_e2e_unauthorized_key_is_explained(devserver: DevServer, tmp_path: Path) -> None:
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path, SSH_PRIVATE_KEY=str(devserver.keys["unauthorized"]))))
-    with pytest.raises(rc_mcp.RemoteError, match="authorized_keys"):
-        await runner.run("true", timeout=10)
-
-
-async def test_e2e_one_connection_shared_within_max_sessions(devserver: DevServer, tmp_path: Path) -> None:
-    """sshd's default MaxSessions is 10: twenty overlapping commands must all succeed on one connection."""
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
-    try:
-        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
-        assert [r.stdout for r in results] == ["ok\n"] * 20
-        assert runner.connects == 1
-    finally:
-        await runner.close()
-
-
-async def test_e2e_reconnects_when_the_connection_drops(devserver: DevServer, tmp_path: Path) -> None:
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
-    try:
-        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
-        # Kill this connection's sshd process on the server side.
-        devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
-        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
-        assert runner.connects == 2
-    finally:
-        await runner.close()
-
-
-async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None:
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
-    try:
-        with pytest.raises(rc_mcp.RemoteError, match="did not finish within 1 s"):
-            await runner.run("sleep 5", timeout=1)
-        assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
-    finally:
-        await runner.close()
-
-
-# Every input violation reaches the model as the rule's own text, never pydantic's report.
-BAD_INPUTS = [
-    ("stop_session", {"id": "al"}, "no session 'al': ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call list_sessions for the ids"),
-    ("stop_session", {"id": 42}, "no session 42 (not a string): ids look like"),
-    ("stop_session", {}, "id is required: Session id exactly as returned by start_session or list_sessions"),
-    ("start_session", {"name": "bad name", "path": "alpha"}, "invalid name 'bad name': use 1-41 letters, digits, '-' or '_'"),
-    ("start_session", {"name": "x" * 42, "path": "alpha"}, "invalid name 'xxxxxxxx"),
-    ("start_session", {"path": "alpha"}, "name is required: Short label shown in claude.ai/code"),
-    ("start_session", {"name": "x", "path": "/etc"}, "invalid path '/etc': give a directory relative to the projects base directory"),
-    ("start_session", {"name": "x", "path": "a\x1b[31m"}, "— call list_projects for the accepted values"),
-    ("start_session", {"name": "x", "path": "alpha", "permission_mode": "yolo"}, "invalid permission_mode 'yolo': use one of acceptEdits, auto, bypassPermissions, default, dontAsk, plan"),
-]
-
-
-async def test_e2e_bad_inputs_get_the_written_message(devserver: DevServer, tmp_path: Path) -> None:
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            for tool, arguments, expected in BAD_INPUTS:
-                message = await call_error(client, tool, **arguments)
-                assert expected in message, (tool, arguments, message)
-                assert "validation error" not in message and "[type=" not in message
-            assert devserver.fake_claude_trace() == []
-            # The constraints still reach clients in the schema.
-            schema = {t.name: t.input_schema for t in (await client.list_tools()).tools}
-            assert schema["stop_session"]["properties"]["id"]["pattern"] == rc_mcp.SESSION_ID.pattern
-            assert schema["start_session"]["properties"]["name"]["maxLength"] == 41
-            assert "yolo" not in json.dumps(schema["start_session"]["properties"]["permission_mode"])
-            assert "plan" in json.dumps(schema["start_session"]["properties"]["permission_mode"])
-
-
-async def test_e2e_start_refusals_name_the_fix(devserver: DevServer, tmp_path: Path) -> None:
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            assert "list_projects" in await call_error(client, "start_session", name="x", path="missing")
-            assert "'..'" in await call_error(client, "start_session", name="x", path="alpha/../../..")
-            assert "invalid path '/etc'" in await call_error(client, "start_session", name="x", path="/etc")
-            assert "outside" in await call_error(client, "start_session", name="x", path="escape")
-            assert "invalid name '$(id)'" in await call_error(client, "start_session", name="$(id)", path="alpha")
-            assert devserver.fake_claude_trace() == []
-            assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
-
-
-async def test_e2e_claude_failure_is_reported_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
-    devserver.fake_claude_config({"names": {"signedout": {"logged_in": False}}})
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            message = await call_error(client, "start_session", name="signedout", path="beta")
-            assert "You must be logged in to use Remote Control" in message
-            assert "claude auth login" in message and "claude remote-control exited" in message
-            assert not any(name.startswith("rc-") for name in tmux_sessions(devserver))
-            assert devserver.run("ls ~/.local/state/rc-mcp").stdout.strip() == ""
-
-
-async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tmp_path: Path) -> None:
-    devserver.fake_claude_config({"names": {"silent": {"never_ready": True}}})
-    with running(ssh_env(devserver, tmp_path, START_TIMEOUT="5")) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            started = await call(client, "start_session", name="silent", path="beta")
-            assert started["status"] == "starting" and started["url"] is None
-            assert "list_sessions" in started["message"]
-            assert "rc-" + started["id"] in tmux_sessions(devserver)  # left running
-            listed = (await call(client, "list_sessions"))["sessions"]
-            assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
-
-
-async def test_e2e_list_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
-    with running(ssh_env(devserver, tmp_path)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            for i in range(3):
-                await call(client, "start_session", name=f"s{i}", path=["alpha", "beta", "org/repo"][i])
-            runner = server.app.runner
-            before = runner.execs
-            assert len((await call(client, "list_sessions"))["sessions"]) == 3
-            assert runner.execs - before == 1
-
-
-async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer, tmp_path: Path) -> None:
-    devserver.run(
-        "mkdir -p ~/.local/state/rc-mcp && cd ~/.local/state/rc-mcp && "
-        "printf 'name\\tgone\\npath\\talpha\\n' > rc-gone-abcdef.meta && : > rc-gone-abcdef.log && "
-        "echo keep > other-file && mkdir -p ~/elsewhere && : > ~/elsewhere/rc-x-000000.meta"
-    )
-    runner = rc_mcp.SSHRunner(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
-    try:
-        sessions = rc_mcp.Sessions(runner.config, runner)
-        assert await sessions.list_all() == []
-    finally:
-        await runner.close()
-    left = devserver.run("ls ~/.local/state/rc-mcp; ls ~/elsewhere").stdout.split()
-    assert left == ["other-file", "rc-x-000000.meta"]
-
-
-async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path) -> None:
-    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
-    assert [line.what for line in lines] == ["configuration", "token store", "SSH", "tmux", "claude", "claude login", "projects base"]
-    assert all(line.ok for line in lines), [str(line) for line in lines]
-    assert devserver.host_key_fingerprint in str(lines[2]) and "(Claude Code)" in str(lines[4])
-    devserver.fake_claude_config({"logged_in": False})
-    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, PROJECTS_BASE_DIR="/nonexistent")))
-    failed = {line.what: str(line) for line in lines if not line.ok}
-    assert set(failed) == {"claude login", "projects base"}
-    assert "claude auth login" in failed["claude login"] and "PROJECTS_BASE_DIR" in failed["projects base"]
-
-
-def test_e2e_check_command_exit_codes(devserver: DevServer, tmp_path: Path) -> None:
-    def check(**extra: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "MCP_", "PROJECTS_"))}
-        env.update(ssh_env(devserver, tmp_path, **extra))
-        return subprocess.run([sys.executable, str(ROOT / "rc_mcp.py"), "check"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-
-    good = check()
-    assert good.returncode == 0, good.stdout + good.stderr
-    assert good.stdout.count("✓") == 7 and "✗" not in good.stdout
-    bad = check(SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))
-    assert bad.returncode == 1 and "✗ dev server: HOST KEY MISMATCH" in bad.stdout
-
-
-# ── Remote Control states, end to end ─────────────────────────────────────────────────────────
-
-
-def rc_sessions(lab: DevServer) -> set[str]:
-    return {name for name in tmux_sessions(lab) if name.startswith("rc-")}
-
-
-@contextlib.asynccontextmanager
-async def tools(lab: DevServer, tmp_path: Path, **extra: str) -> AsyncIterator[tuple[Client, RunningServer]]:
-    with running(ssh_env(lab, tmp_path, **extra)) as server:
-        async with connect(server.url, ClaudeAi(SECRET)) as client:
-            yield client, server
-
-
-async def test_e2e_first_run_consent_is_answered(devserver: DevServer, tmp_path: Path) -> None:
-    settings = devserver.claude_json()
-    settings.pop("remoteDialogSeen", None)
-    devserver.write_claude_json(settings)
-    async with tools(devserver, tmp_path) as (client, _):
-        started = await call(client, "start_session", name="first", path="alpha")
-    assert started["status"] == "ready" and ENV_URL.match(started["url"])
-    assert devserver.claude_json().get("remoteDialogSeen") is True  # answered y, as a person would
-
-
-async def test_e2e_untrusted_directory_is_explained_and_cleaned_up(devserver: DevServer, tmp_path: Path) -> None:
-    settings = devserver.claude_json()
-    settings["projects"] = {}
-    devserver.write_claude_json(settings)
-    async with tools(devserver, tmp_path) as (client, _):
-        message = await call_error(client, "start_session", name="untrusted", path="alpha")
-    assert "does not trust alpha yet" in message and "run `claude` once in that directory" in message
-    assert "Nothing is left running" in message and "Trust" in message  # claude's own prompt is quoted
-    assert rc_sessions(devserver) == set()
-    assert devserver.run("ls ~/.local/state/rc-mcp").stdout.strip() == ""
-
-
-@pytest.mark.parametrize(
-    "fail, fix",
-    [
-        ("signed_out", "run `claude auth login` there"),
-        ("setup_token", "long-lived token"),
-        ("feature_flag", "DISABLE_TELEMETRY is set for claude on the dev server"),
-        ("feature_flag_unavailable", "feature-flag service"),
-        ("not_enabled", "Pro, Max, Team or Enterprise plan"),
-        ("registration", "Pro, Max, Team or Enterprise plan"),
-        ("multi_session_gate", "`claude update`"),
-        ("api_key", "not an API key"),
-        ("another_instance", "that rc_mcp did not start"),
-    ],
-)
-async def test_e2e_claude_errors_name_their_fix(devserver: DevServer, tmp_path: Path, fail: str, fix: str) -> None:
-    devserver.fake_claude_config({"names": {"broken": {"fail": fail}}})
-    async with tools(devserver, tmp_path) as (client, _):
-        message = await call_error(client, "start_session", name="broken", path="beta")
-    assert fix in message and "claude remote-control exited" in message and "nothing is left running" in message
-    assert rc_sessions(devserver) == set()
-
-
-async def test_e2e_missing_claude_names_claude_bin(devserver: DevServer, tmp_path: Path) -> None:
-    devserver.uninstall_user_claude()
-    async with tools(devserver, tmp_path) as (client, _):
-        message = await call_error(client, "start_session", name="x", path="alpha")
-    assert "was not found on the dev server" in message and "CLAUDE_BIN" in message
-    assert rc_sessions(devserver) == set()
-    async with tools(devserver, tmp_path, CLAUDE_BIN=str(devserver.claude_abs)) as (client, _):
-        assert (await call(client, "start_session", name="x", path="alpha"))["status"] == "ready"
-
-
-async def test_e2e_one_session_per_directory(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
-        first_start = await call(client, "start_session", name="one", path="alpha")
-        again = await call(client, "start_session", name="two", path="alpha/")  # same directory
-        assert again["already_running"] is True and (again["id"], again["url"]) == (first_start["id"], first_start["url"])
-        assert "already running" in again["message"]
-        assert rc_sessions(devserver) == {"rc-" + first_start["id"]}
-        # after a stop, the directory is free again at once
-        assert (await call(client, "stop_session", id=first_start["id"]))["stopped"] is True
-        fresh = await call(client, "start_session", name="three", path="alpha")
-        assert fresh["status"] == "ready" and not fresh["already_running"]
-
-
-async def test_e2e_simultaneous_starts_in_one_directory_share_a_session(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path) as (client, _):
-        results = await asyncio.gather(*(call(client, "start_session", name=f"race{i}", path="beta") for i in range(3)))
-    assert len({r["id"] for r in results}) == 1 and sum(not r["already_running"] for r in results) == 1
-    assert len(rc_sessions(devserver)) == 1
-
-
-async def test_e2e_variables_that_break_remote_control_never_reach_claude(devserver: DevServer, tmp_path: Path) -> None:
-    # A tmux server started from a shell with these set passes them to every pane it creates.
-    devserver.run("DISABLE_TELEMETRY=0 DO_NOT_TRACK=1 ANTHROPIC_API_KEY=sk-test tmux new-session -d -s users-own sleep 600")
-    async with tools(devserver, tmp_path) as (client, _):
-        assert (await call(client, "start_session", name="clean", path="alpha"))["status"] == "ready"
-    present = devserver.fake_claude_trace()[-1]["env_present"]
-    assert not {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "ANTHROPIC_API_KEY"} & set(present)
-
-
-async def test_e2e_permission_mode(devserver: DevServer, tmp_path: Path) -> None:
-    async with tools(devserver, tmp_path, PERMISSION_MODE="acceptEdits") as (client, _):
-        await call(client, "start_session", name="plan", path="alpha", permission_mode="plan")
-        await call(client, "start_session", name="default", path="beta")
-        assert "permission_mode" in await call_error(client, "start_session", name="x", path="org/repo", permission_mode="yolo")
-    argvs = [t["argv"] for t in devserver.fake_claude_trace()]
-    assert argvs[0][-2:] == ["--permission-mode", "plan"] and argvs[1][-2:] == ["--permission-mode", "acceptEdits"]
-
-
-async def wait_for_status(client: Client, session_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sessions = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
-        if sessions.get(session_id, {}).get("status") == status:
-            return sessions[session_id]
-        assert time.monotonic() < deadline, sessions
-        await anyio.sleep(0.1)
-
-
-async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tmp_path: Path) -> None:
-    devserver.fake_claude_config({"names": {"attach": {"attach_delay": 0.3}, "dies": {"exit_after": 0.5, "exit_code": 1}}})
-    async with tools(devserver, tmp_path) as (client, _):
-        attached = await call(client, "start_session", name="attach", path="alpha")
-        dies = await call(client, "start_session", name="dies", path="beta")
-        connected = await wait_for_status(client, attached["id"], "connected")
-        assert connected["url"] == attached["url"] and re.match(r"https://claude\.ai/code/session_\w+", connected["session_url"])
-        exited = await wait_for_status(client, dies["id"], "exited")
-        assert exited["exit_code"] in (1, None) and exited["url"] == dies["url"]  # None: tmux never learned it
-        # an exited session stays listed until it is stopped, so its output can be read
-        assert (await call(client, "stop_session", id=dies["id"]))["stopped"] is True
-
-
-async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tmp_path: Path) -> None:
-    dirs = [f"many/p{i:02d}" for i in range(30)]
-    devserver.run("cd ~/projects && mkdir -p " + " ".join(dirs)).check_returncode()
-    async with tools(devserver, tmp_path) as (client, server):
-        started = await asyncio.gather(*(call(client, "start_session", name=f"m{i}", path=d) for i, d in enumerate(dirs)))
-        assert all(s["status"] == "ready" for s in started)
-        before = server.app.runner.execs
-        listed = (await call(client, "list_sessions"))["sessions"]
-        assert server.app.runner.execs - before == 1
-        assert {s["id"]: s["url"] for s in listed} == {s["id"]: s["url"] for s in started}
-        assert server.app.runner.connects == 1
-
-
-# ── Local mode: `python rc_mcp.py` out of the box ─────────────────────────────────────────────
-
-
-@pytest.mark.parametrize("directory", ["evil#(touch PWNED)", "C#Sharp", "semi;", "it's \"quoted\" $(touch PWNED)", "#{pane_id}"])
-async def test_local_hostile_directory_names_reach_tmux_unharmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, directory: str) -> None:
-    """Directory names are data all the way down: no shell or tmux format ever interprets them."""
-    devhome = make_local_devhome(tmp_path / "dev")
-    project = devhome.projects / directory
-    (project / ".git").mkdir(parents=True)
-    for key, value in devhome.env().items():
-        monkeypatch.setenv(key, value)
-    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
-    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
-    try:
-        assert directory in await sessions.projects()
-        started = await sessions.start("hostile", directory)
-        assert started.status == "ready"
-        trace = json.loads((devhome.home / ".fake-claude" / "trace.jsonl").read_text().splitlines()[-1])
-        assert trace["cwd"] == str(project)  # claude runs exactly there, not in a fallback directory
-        assert [s.id for s in await sessions.list_all()] == [started.id]
-        assert (await sessions.stop(started.id)).stopped
-        assert not list(tmp_path.rglob("PWNED")) and not list(Path.cwd().glob("PWNED"))
-    finally:
-        subprocess.run(["tmux", "kill-server"], env=devhome.env(), capture_output=True)
-
-
-async def test_local_hostile_state_directory_reaches_pipe_pane_unharmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The log path goes through sh and tmux format expansion in pipe-pane: quoted for both."""
-    devhome = make_local_devhome(tmp_path / "dev")
-    state_home = tmp_path / "st#{pane_id}'$(touch PWNED)#(touch PWNED)"
-    for key, value in devhome.env({"XDG_STATE_HOME": str(state_home)}).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
-    monkeypatch.chdir(tmp_path)
-    config = rc_mcp.load_config(base_env(tmp_path, PROJECTS_BASE_DIR=str(devhome.projects), START_TIMEOUT="15"))
-    sessions = rc_mcp.Sessions(config, rc_mcp.LocalRunner())
-    try:
-        started = await sessions.start("state", "alpha")
-        assert started.status == "ready"
-        log_file = state_home / "rc-mcp" / f"rc-{started.id}.log"
-        assert started.url is not None and started.url.split("=", 1)[1] in log_file.read_text()
-        assert not list(tmp_path.rglob("PWNED"))
-    finally:
-        subprocess.run(["tmux", "kill-server"], env=devhome.env(), capture_output=True)
-
-
-async def test_local_mode_python_rc_mcp_py(tmp_path: Path) -> None:
-    devhome = make_local_devhome(tmp_path / "dev")
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = devhome.env(
-        {
-            "MCP_SECRET": SECRET,
-            "PROJECTS_BASE_DIR": str(devhome.projects),
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "SERVER_URL": f"http://127.0.0.1:{port}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    for var in ("SSH_HOST", "TOKEN_STORE_PATH", "XDG_STATE_HOME"):
-        env.pop(var, None)
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        async with httpx2.AsyncClient() as probe:
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                with contextlib.suppress(httpx2.TransportError):
-                    if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                        break
-                await anyio.sleep(0.05)
-        async with connect(f"http://127.0.0.1:{port}", ClaudeAi(SECRET)) as client:
-            assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
-            started = await call(client, "start_session", name="local", path="web app")
-            assert started["status"] == "ready" and ENV_URL.match(started["url"])
-            assert [s["id"] for s in (await call(client, "list_sessions"))["sessions"]] == [started["id"]]
-            assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
-        text = log_path.read_text()
-        assert "mode: local" in text and CLIENT_ID in text
-        assert CLIENT_SECRET not in text and SECRET not in text
-        store = devhome.home / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
-        if not (Path("/data").is_dir() and os.access("/data", os.W_OK)):
-            assert store.exists()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
-
-
-
-
-def test_readme_configuration_table_is_the_settings_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert rc_mcp.settings_table() in readme
-    section = readme[readme.index("## Configuration") : readme.index("## Security model")]
-    assert re.findall(r"^\| `([A-Z_]+)` \|", section, re.M) == [s.name for s in rc_mcp.SETTINGS]
-
-
-@pytest.mark.parametrize(
-    "extra, problem",
-    [
-        ({"PORT": "70000"}, "PORT has value '70000': must be between 1 and 65535."),
-        ({"PORT": "http"}, "PORT has value 'http': not a whole number."),
-        ({"START_TIMEOUT": "1e9"}, "START_TIMEOUT has value '1e9': must be between 5 and 240."),
-        ({"LOG_LEVEL": "CHATTY"}, "LOG_LEVEL has value 'CHATTY': use one of DEBUG, INFO, WARNING, ERROR."),
-        ({"HOST": "999.1.1.1"}, "HOST has value '999.1.1.1': must be an IP address or a host name of this machine"),
-        ({"SPAWN_WORKTREE": "maybe"}, "SPAWN_WORKTREE has value 'maybe': use true or false."),
-        ({"PERMISSION_MODE": "yolo"}, "PERMISSION_MODE has value 'yolo': use one of acceptEdits, auto,"),
-        ({"CLAUDE_BIN": "-x"}, "CLAUDE_BIN has value '-x': must be a command name or a path."),
-        ({"PROJECTS_BASE_DIR": "srv"}, "PROJECTS_BASE_DIR has value 'srv': must be an absolute path"),
-        ({"SERVER_URL": "ftp://x"}, "SERVER_URL has value 'ftp://x': must be the public http(s) URL of this server."),
-        ({"SSH_HOST": "a b"}, "SSH_HOST has value 'a b': must be a host name or IP address (or `local`)."),
-    ],
-)
-def test_each_setting_is_one_problem_naming_itself(tmp_path: Path, extra: dict[str, str], problem: str) -> None:
-    with pytest.raises(rc_mcp.ConfigError) as caught:
-        rc_mcp.load_config(base_env(tmp_path, **extra))
-    assert len(caught.value.problems) == 1, caught.value.problems  # no follow-on problem (PORT → SERVER_URL)
-    assert caught.value.problems[0].startswith(problem)
-
-
-@pytest.mark.parametrize(
-    "extra, leaked",
-    [
-        ({"MCP_SECRET": "short-secret"}, "short-secret"),
-        ({"SSH_HOST": "h", "SSH_USER": "u", "SSH_PRIVATE_KEY": "not-a-key-but-a-secret"}, "not-a-key-but-a-secret"),
-    ],
-)
-def test_config_problems_never_echo_secrets(tmp_path: Path, extra: dict[str, str], leaked: str) -> None:
-    with pytest.raises(rc_mcp.ConfigError) as caught:
-        rc_mcp.load_config(base_env(tmp_path, **extra))
-    assert leaked not in str(caught.value)
-
-
-def test_config_valid_values_of_each_kind(tmp_path: Path) -> None:
-    config = rc_mcp.load_config(
-        base_env(
-            tmp_path, PORT=" 8080 ", LOG_LEVEL="debug", SPAWN_WORKTREE="YES", HOST="::1", START_TIMEOUT="5.5",
-            PERMISSION_MODE="plan", PROJECTS_BASE_DIR="~/src/",
-        )
-    )
-    assert (config.port, config.log_level, config.spawn_worktree, config.host) == (8080, "DEBUG", True, "::1")
-    assert (config.start_timeout, config.permission_mode, config.projects_base_dir) == (5.5, "plan", "~/src")
-    assert config.server_url == "http://localhost:8080"
-
-
-def test_credentials_refuses_what_serve_refuses(capsys: pytest.CaptureFixture[str]) -> None:
-    assert rc_mcp.print_credentials({"MCP_SECRET": "short"}) == 2
-    assert "use at least 16" in capsys.readouterr().err
-    assert rc_mcp.print_credentials({"MCP_SECRET": SECRET}) == 0
-    assert CLIENT_SECRET in capsys.readouterr().out
-
-
-def test_default_token_store_path_prefers_a_writable_data_volume(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    home = {"HOME": str(tmp_path / "home")}
-    assert rc_mcp.default_token_store_path(home, data) == data / "oauth-tokens.json"
-    data.chmod(0o500)
-    try:
-        expected = tmp_path / "home" / ".local" / "state" / "rc_mcp" / "oauth-tokens.json"
-        assert rc_mcp.default_token_store_path(home, data) == (expected if os.getuid() != 0 else data / "oauth-tokens.json")
-    finally:
-        data.chmod(0o700)
-    assert rc_mcp.default_token_store_path({"XDG_STATE_HOME": str(tmp_path)}, tmp_path / "none") == tmp_path / "rc_mcp" / "oauth-tokens.json"
-
-
-
-
-# One sample per row of CLAUDE_TEXTS, and the part of its explanation that names the fix.
-CLAUDE_TEXT_SAMPLES = [
-    ("Error: You must be logged in to use Remote Control.", "run `claude auth login` there"),
-    ("Remote Control requires a full-scope login token.", "long-lived token"),
-    ("needs feature-flag evaluation, which is disabled because DISABLE_TELEMETRY is set", "DISABLE_TELEMETRY is set for claude"),
-    ("needs feature-flag evaluation, which is unavailable right now", "feature-flag service"),
-    ("/home/dev is your home directory, and for security home-directory trust is never saved", "pick a project directory"),
-    ("Error: Workspace not trusted. Run claude in alpha first.", "does not trust alpha yet"),
-    ("Quick safety check: Is this a project you created or one you trust?", "does not trust alpha yet"),
-    ("Another `claude remote-control` instance (pid 4242) is already running here", "(`kill 4242`)"),
-    ("Remote Control is not yet enabled for your account", "Pro, Max, Team or Enterprise plan"),
-    ("Error: Multi-session Remote Control is not enabled", "too old for server mode"),
-    ("error: Unknown argument: --spawn", "does not accept rc_mcp's arguments"),
-    ("Remote Control cannot use ANTHROPIC_API_KEY", "not an API key or a cloud provider"),
-    ("Spawn mode for this project: [1] same-dir [2] worktree", "asking for a spawn mode"),
-    ("sh: 1: claude: command not found", "set CLAUDE_BIN to its"),
-]
-
-
-def test_every_claude_text_has_a_sample() -> None:
-    rows = [t for t in rc_mcp.CLAUDE_TEXTS if t.kind != "notice"]
-    for text in rows:
-        assert any(re.search(text.pattern, sample) for sample, _ in CLAUDE_TEXT_SAMPLES), text.pattern
-
-
-@pytest.mark.parametrize("raw, fix", CLAUDE_TEXT_SAMPLES + [(f"{ESC}[31mError:{ESC}[0m You must be logged in to use Remote Control\r\n", "claude auth login")])
-def test_explain_failure(raw: str, fix: str) -> None:
-    assert fix in (rc_mcp.explain_failure(raw, "alpha") or "")
-
-
-@pytest.mark.parametrize("raw", ["·✔︎· Ready · alpha", "Reconnecting · retrying in 5s", rc_mcp.CONSENT_PROMPT, ""])
-def test_explain_failure_ignores_what_is_no_failure(raw: str) -> None:
-    assert rc_mcp.explain_failure(raw) is None
-
-
-def test_questions_ere_is_what_grep_finds(tmp_path: Path) -> None:
-    """The start script stops on a question with `grep -E QUESTIONS_ERE`: it must find exactly the
-    question samples (POSIX ERE and Python agree)."""
-    for sample, _ in CLAUDE_TEXT_SAMPLES:
-        is_question = any(t.kind == "question" and re.search(t.pattern, sample) for t in rc_mcp.CLAUDE_TEXTS)
-        (tmp_path / "log").write_text(sample + "\n")
-        found = subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.QUESTIONS_ERE, str(tmp_path / "log")]).returncode == 0
-        assert found == is_question, sample
-
-
-
-
-
-def url_events(raw: str) -> list[tuple[str, list[str]]]:
-    urls = rc_mcp.extract_remote_control_urls(raw)
-    return [("url", [urls.environment_url])] if urls.environment_url else []
-
-
-def start_events(status: str, transcript: str, exit_code: str = "") -> list[tuple[str, list[str]]]:
-    raw = (TRANSCRIPTS / f"{transcript}.log").read_bytes().decode() if transcript else ""
-    events = [("state", ["launched"]), ("state", ["connecting"])]
-    if status == "ready":
-        events += url_events(raw)
-    events += [("status", [status])] + ([("exit", [exit_code])] if status == "exited" else []) + [("tail", [raw])]
-    return events
-
-
-START_CONFIG = rc_mcp.Config(
-    mcp_secret=SECRET, server_url="https://rc.example.com", projects_base_dir="/srv/p", ssh_host=None, ssh_user="",
-    ssh_port=22, ssh_key=None, known_hosts=None, claude_bin="claude", spawn_worktree=False, permission_mode=None,
-    token_store_path=Path("/nonexistent/tokens.json"), host="127.0.0.1", port=3000, start_timeout=45,
-    command_timeout=30, connect_timeout=10, access_token_ttl=3600, refresh_token_ttl=86400,
-)
-
-
-@pytest.mark.parametrize(
-    "events, status, url, message",
-    [
-        (start_events("ready", "2.1.330-ready"), "ready", "https://claude.ai/code?environment=env_01Ready330", "is ready in alpha"),
-        (start_events("ready", "2.1.197-ready"), "ready", "https://claude.ai/code?environment=env_01Ready197", "Open https://claude.ai/code?environment=env_01Ready197"),
-        (start_events("ready", "2.1.84-ready"), "ready", "https://claude.ai/code?bridge=env_01Ready84", "stop it with stop_session"),
-        (start_events("ready", "2.1.330-connecting"), "starting", None, "printed no URL within 45 s"),
-        (start_events("timeout", "2.1.330-connecting"), "starting", None, "call list_sessions in a minute"),
-        (start_events("timeout", "2.1.330-consent-prompt"), "starting", None, "Last output:"),
-        (
-            [("existing", ["rc-alpha-0a1b2c"]), *url_events((TRANSCRIPTS / "2.1.330-connected.log").read_text()),
-             ("tail", [(TRANSCRIPTS / "2.1.330-connected.log").read_text()])],
-            "connected", "https://claude.ai/code?environment=env_01Conn330", "already running in alpha",
-        ),
-        ([("existing", ["rc-alpha-0a1b2c"]), ("tail", [""])], "starting", None, "it has no URL yet; call list_sessions"),
-    ],
-)
-def test_interpret_start_outcomes(events: list[tuple[str, list[str]]], status: str, url: str | None, message: str) -> None:
-    started = rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
-    assert (started.status, started.url) == (status, url)
-    assert message in started.message
-    if status == "connected":
-        assert started.already_running and started.id == "alpha-0a1b2c" and started.session_url == "https://claude.ai/code/session_01Attached"
-
-
-@pytest.mark.parametrize(
-    "events, failure",
-    [
-        (start_events("attention", "2.1.330-trust-prompt"), "Not started: claude does not trust alpha yet"),
-        (start_events("exited", "2.1.330-signed-out", "1"), "exited (code 1) before printing a URL; nothing is left running. Cause: claude is not logged in"),
-        (start_events("exited", "2.1.84-signed-out", "1"), "Cause: claude is not logged in on the dev server"),
-        (start_events("exited", "2.1.330-feature-flag", "1"), "Cause: DISABLE_TELEMETRY is set for claude"),
-        (start_events("exited", "", ""), "claude remote-control exited before printing a URL"),
-        (start_events("gone", ""), "run `python rc_mcp.py check` on the server"),
-        ([("status", ["attention"]), ("tail", ["Choose wisely [a/b]"])], "Not started: claude is waiting for an answer on the dev server."),
-        *[([("error", [code])], "Not started: " + text.split("{")[0]) for code, text in rc_mcp.START_ERRORS.items()],
-        ([("error", ["new-code"])], "Not started: the dev server refused to start the session (new-code)."),
-    ],
-)
-def test_interpret_start_failures(events: list[tuple[str, list[str]]], failure: str) -> None:
-    with pytest.raises(rc_mcp.ToolFailure) as caught:
-        rc_mcp.interpret_start(events, session_id="alpha-123abc", name="alpha", path="alpha", config=START_CONFIG)
-    assert failure in str(caught.value)
-    assert "@@" not in str(caught.value)
-
-
-TRUST_REASON = rc_mcp.TRUST_CAUSE.format(path="the project")
-
-
-def list_entry(session: str, dead: str, created: str, code: str, transcript: str = "", **meta: str) -> list[tuple[str, list[str]]]:
-    raw = (TRANSCRIPTS / f"{transcript}.log").read_text() if transcript else ""
-    events = [("session", [session, dead, created, code])]
-    events += [("meta", [k, v]) for k, v in meta.items()]
-    return events + ([("tail", [raw])] if transcript else [])
-
-
-@pytest.mark.parametrize(
-    "events, expected",
-    [
-        (list_entry("rc-alpha-0a1b2c", "0", "1700000000", "", "2.1.330-ready", name="alpha", path="alpha"),
-         [{"id": "alpha-0a1b2c", "status": "ready", "url": "https://claude.ai/code?environment=env_01Ready330", "name": "alpha", "path": "alpha", "started": "2023-11-14T22:13:20+00:00"}]),
-        (list_entry("rc-beta-0a1b2c", "0", "1", "", "2.1.330-connected"),
-         [{"id": "beta-0a1b2c", "status": "connected", "session_url": "https://claude.ai/code/session_01Attached"}]),
-        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-trust-prompt"),
-         [{"id": "c-0a1b2c", "status": "needs attention", "reason": TRUST_REASON}]),
-        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-consent-prompt"),
-         [{"id": "c-0a1b2c", "status": "needs attention", "reason": f"claude is waiting for an answer to '{rc_mcp.CONSENT_PROMPT}' on the dev server"}]),
-        (list_entry("rc-c-0a1b2c", "0", "1", "", "2.1.330-connecting"), [{"id": "c-0a1b2c", "status": "starting", "url": None}]),
-        (list_entry("rc-d-0a1b2c", "1", "1", "1", "2.1.330-signed-out", path="d"),
-         [{"id": "d-0a1b2c", "status": "exited", "exit_code": 1, "reason": "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai account (Pro, Max, Team or Enterprise), then start again."}]),
-        (list_entry("rc-d-0a1b2c", "1", "1", ""), [{"id": "d-0a1b2c", "status": "exited", "exit_code": None}]),
-        # not ours, a second pane of the same session, hostile metadata: ignored
-        (list_entry("rc-notours", "0", "1", "") + list_entry("other", "0", "1", ""), []),
-        (list_entry("rc-e-0a1b2c", "0", "2", "") + list_entry("rc-e-0a1b2c", "1", "2", "9"), [{"id": "e-0a1b2c", "status": "starting", "exit_code": None}]),
-        (list_entry("rc-f-0a1b2c", "0", "1", "", name="$(id)", path="../etc"), [{"id": "f-0a1b2c", "name": None, "path": None}]),
-        # oldest first
-        (list_entry("rc-new-0a1b2c", "0", "20", "") + list_entry("rc-old-0a1b2c", "0", "10", ""), [{"id": "old-0a1b2c"}, {"id": "new-0a1b2c"}]),
-    ],
-)
-def test_interpret_list(events: list[tuple[str, list[str]]], expected: list[dict[str, Any]]) -> None:
-    found = [s.model_dump() for s in rc_mcp.interpret_list(events)]
-    assert len(found) == len(expected)
-    for session, wanted in zip(found, expected):
-        assert {k: session[k] for k in wanted} == wanted
-
-
-@pytest.mark.parametrize(
-    "output, projects",
-    [
-        ("@@projects\nalpha\0org/beta\0Zeta\0", ["alpha", "org/beta", "Zeta"]),
-        ("login banner\n@@projects\nb\0a\0a\0", ["a", "b"]),
-        ("@@projects\n/abs\0..\0x/../y\0ok\0bad\x01name\0", ["ok"]),
-    ],
-)
-def test_interpret_projects(output: str, projects: list[str]) -> None:
-    assert rc_mcp.interpret_projects(output, "/srv") == projects
-
-
-def test_interpret_projects_without_the_base() -> None:
-    with pytest.raises(rc_mcp.ToolFailure, match="does not exist on the dev server. Fix PROJECTS_BASE_DIR"):
-        rc_mcp.interpret_projects("@@error no-base\n", "/srv")
-
-
-
+        assert info.client_id.startswith("rcc_")
 
 
 @pytest.mark.parametrize(
@@ -2582,53 +2509,970 @@ def test_redirect_uri_matches(registered: str, requested: str, matches: bool) ->
     assert rc_mcp.redirect_uri_matches(registered, requested) is matches
 
 
+# ── Grants ────────────────────────────────────────────────────────────────────────────────────
 
 
-
-def test_transact_leaves_memory_as_before_when_the_save_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
-    store.transact(lambda data, now: data["access"].__setitem__("kept", {"expires_at": now + 60}))
-
-    def fail(*args: Any) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(rc_mcp, "write_private_file", fail)
-    with pytest.raises(OSError, match="No space left"):
-        store.transact(lambda data, now: (data["access"].pop("kept"), data["access"].__setitem__("new", {"expires_at": now + 60})))
-    assert store._unexpired("access", "kept") is not None and store._unexpired("access", "new") is None
-    monkeypatch.undo()
-    store.transact(lambda data, now: data["access"].__setitem__("new", {"expires_at": now + 60}))
-    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 2
-
-
-def test_transact_saves_what_happened_before_a_kept_error_and_rolls_back_others(tmp_path: Path) -> None:
-    store = rc_mcp.TokenStore(tmp_path / "tokens.json")
-
-    def revoke_then_refuse(data: dict[str, Any], now: float) -> None:
-        data["access"]["revoked-marker"] = {"expires_at": now + 60}
-        raise rc_mcp.OAuthError(400, "invalid_grant", "replayed")
-
-    with pytest.raises(rc_mcp.OAuthError, match="replayed"):
-        store.transact(revoke_then_refuse, (rc_mcp.OAuthError,))
-    assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1  # saved, then raised
-
-    def crash(data: dict[str, Any], now: float) -> None:
-        data["access"].clear()
-        raise KeyError("bug")
-
-    with pytest.raises(KeyError):
-        store.transact(crash, (rc_mcp.OAuthError,))
-    assert store.count("access") == 1 and rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1
+@pytest.mark.parametrize(
+    "verifier, challenge, ok",
+    [
+        (VERIFIER, CHALLENGE, True),
+        (VERIFIER, CHALLENGE[:-1] + "N", False),
+        (VERIFIER[:-1], CHALLENGE, False),
+        ("short", rc_mcp.pkce_challenge("short"), False),  # RFC 7636: 43..128 characters
+        ("a" * 129, rc_mcp.pkce_challenge("a" * 129), False),
+        ("a" * 43, rc_mcp.pkce_challenge("a" * 43), True),
+        ("a" * 42 + "!", rc_mcp.pkce_challenge("a" * 42 + "!"), False),  # outside the unreserved set
+        ("é" * 43, CHALLENGE, False),
+        (VERIFIER, VERIFIER, False),  # "plain" is not accepted
+    ],
+)
+def test_verify_pkce(verifier: str, challenge: str, ok: bool) -> None:
+    assert rc_mcp.verify_pkce(verifier, challenge) is ok
 
 
+@pytest.mark.parametrize(
+    "url, canonical",
+    [
+        ("https://rc.example.com/mcp", "https://rc.example.com/mcp"),
+        ("HTTPS://RC.Example.COM/mcp/", "https://rc.example.com/mcp"),
+        ("https://rc.example.com:443/mcp", "https://rc.example.com/mcp"),
+        ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
+        ("http://[::1]:8080/mcp", "http://[::1]:8080/mcp"),
+        ("https://rc.example.com/mcp#frag", None),
+        ("ftp://rc.example.com/mcp", None),
+        ("/mcp", None),
+        ("https://rc.example.com:99999/mcp", None),
+    ],
+)
+def test_canonical_resource(url: str, canonical: str | None) -> None:
+    assert rc_mcp.canonical_resource(url) == canonical
 
+
+async def test_code_flow_with_post_and_basic_client_auth(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
+    for path in ("/mcp", "/mcp/"):  # both answered, no redirect
+        response = await mcp_status(http, tokens["access_token"], path=path)
+        assert response.status_code == 200, response.text
+        assert "start_session" in response.text
+    code = await get_code(http)
+    basic = {"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
+    response = await http.post("/token", data=token_form(code, client_id=None, client_secret=None), headers=basic)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
+
+
+async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
+    response = await http.post("/authorize", data=AUTHORIZE)
+    assert response.status_code == 302 and "code=" in response.headers["location"]
+
+
+async def test_expiry_of_codes_and_tokens(http: httpx2.AsyncClient, clock: Clock) -> None:
+    code = await get_code(http)
+    clock.now += 601
+    response = await http.post("/token", data=token_form(code))
+    assert response.json()["error"] == "invalid_grant"
+    tokens = await get_tokens(http)
+    clock.now += 3601
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+
+
+async def test_replayed_code_revokes_its_tokens(http: httpx2.AsyncClient) -> None:
+    code = await get_code(http)
+    tokens = (await http.post("/token", data=token_form(code))).json()
+    replay = await http.post("/token", data=token_form(code))
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+    refresh = {
+        "grant_type": "refresh_token",
+        "refresh_token": tokens["refresh_token"],
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    assert (await http.post("/token", data=refresh)).json()["error"] == "invalid_grant"
+
+
+async def test_public_client_cannot_use_another_clients_code(http: httpx2.AsyncClient) -> None:
+    first, second = await register(http), await register(http)
+    approved = await consent(http, public_authorize(first, INSPECTOR_CALLBACK), action="approve", password=SECRET)
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    stolen = await http.post(
+        "/token", data=token_form(code, client_id=second, client_secret=None, redirect_uri=INSPECTOR_CALLBACK)
+    )
+    assert (stolen.status_code, stolen.json()["error"]) == (400, "invalid_grant")
+    fixed = await http.post("/token", data=token_form(code, redirect_uri=INSPECTOR_CALLBACK))
+    assert (fixed.status_code, fixed.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_refresh_tokens_rotate(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    first = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert first.status_code == 200
+    assert first.json()["refresh_token"] != tokens["refresh_token"]
+    narrower = await http.post("/token", data=refresh_form(first.json()["refresh_token"], scope="mcp:tools"))
+    assert narrower.status_code == 200
+    wider = await http.post(
+        "/token", data=refresh_form(narrower.json()["refresh_token"], scope="mcp:tools offline_access")
+    )
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+
+
+async def test_concurrent_refresh_gets_one_grace_use(http: httpx2.AsyncClient) -> None:
+    """Two refreshes racing with the same token must not log the user out (both get the same answer,
+    so the grant stays one chain); a third use is theft."""
+    tokens = await get_tokens(http)
+    first, second = await asyncio.gather(
+        *(http.post("/token", data=refresh_form(tokens["refresh_token"])) for _ in range(2))
+    )
+    assert first.status_code == second.status_code == 200
+    assert (first.json()["access_token"], first.json()["refresh_token"]) == (
+        second.json()["access_token"],
+        second.json()["refresh_token"],
+    )
+    assert (await mcp_status(http, first.json()["access_token"])).status_code == 200
+    third = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert (third.status_code, third.json()["error"]) == (400, "invalid_grant")
+    # reuse revoked the whole grant
+    assert (await mcp_status(http, first.json()["access_token"])).status_code == 401
+    assert (await http.post("/token", data=refresh_form(first.json()["refresh_token"]))).status_code == 400
+
+
+async def test_a_refused_refresh_does_not_use_up_the_grace(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
+    wider = await http.post("/token", data=refresh_form(tokens["refresh_token"], scope="admin"))
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+    retry = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert retry.status_code == 200 and retry.json()["refresh_token"] == rotated["refresh_token"]
+    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).status_code == 200  # one chain
+
+
+async def test_rotated_refresh_token_after_the_grace_window_revokes_the_grant(
+    http: httpx2.AsyncClient, clock: Clock
+) -> None:
+    tokens = await get_tokens(http)
+    rotated = (await http.post("/token", data=refresh_form(tokens["refresh_token"]))).json()
+    clock.now += rc_mcp.REFRESH_GRACE + 1
+    reuse = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert (reuse.status_code, reuse.json()["error"]) == (400, "invalid_grant")
+    assert (await http.post("/token", data=refresh_form(rotated["refresh_token"]))).json()["error"] == "invalid_grant"
+
+
+async def test_a_new_mcp_secret_ends_every_old_token(tmp_path: Path, clock: Clock) -> None:
+    async with asgi_client(make_app(tmp_path, clock)) as http:
+        tokens = await get_tokens(http)
+    async with asgi_client(make_app(tmp_path, clock, MCP_SECRET="a-brand-new-secret-0123456789")) as http:  # same store
+        assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+        refused = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")  # the old client is gone too
+
+
+async def test_revocation(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    creds = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    assert (await http.post("/revoke", data={"token": "unknown", **creds})).status_code == 200
+    assert (await http.post("/revoke", data={"token": tokens["refresh_token"], **creds})).status_code == 200
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 401  # the grant went with it
+    wrong = await http.post("/revoke", data={"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"})
+    assert wrong.status_code == 401
+
+
+async def test_revoking_another_clients_token_does_nothing(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    other = await register(http)
+    response = await http.post("/revoke", data={"token": tokens["access_token"], "client_id": other})
+    assert response.status_code == 200
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+
+
+async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    token = "rcat_other"
+    app.store.transact(
+        lambda data, now: data["access"].__setitem__(
+            rc_mcp.hash_secret(token),
+            {
+                "client_id": CLIENT_ID,
+                "scope": "mcp:tools",
+                "resource": "https://other.example/mcp",
+                "grant_id": "g",
+                "expires_at": now + 60,
+            },
+        )
+    )
+    response = await mcp_status(http, token)
+    assert response.status_code == 401 and "another resource" in response.headers["www-authenticate"]
+
+
+async def test_refresh_token_is_not_an_access_token(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    assert (await mcp_status(http, tokens["refresh_token"])).status_code == 401
+
+
+async def test_e2e_silent_refresh_after_expiry(tools: Tools) -> None:
+    claude = ClaudeAi(SECRET)
+    async with tools(claude) as (client, server):
+        await call(client, "list_sessions")
+        first = claude.storage.tokens
+        assert first is not None
+        # The access token expires, on the server and by the client's clock: the next call
+        # must refresh silently, without a new authorization.
+        server.app.store.transact(lambda data, now: [r.update(expires_at=now - 1) for r in data["access"].values()])
+        claude.last_provider.context.token_expiry_time = time.time() - 1
+        await call(client, "list_sessions")
+        assert claude.storage.tokens is not None and claude.storage.tokens.access_token != first.access_token
+        assert claude.storage.tokens.refresh_token != first.refresh_token  # rotated
+    assert claude.authorizations == 1
+
+
+async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) -> None:
+    claude = ClaudeAi(SECRET)
+    with running(ssh_env(devserver, tmp_path)) as server:  # one server, two client sessions
+        async with connect(server.url, claude) as client:
+            await call(client, "list_sessions")
+        tokens = claude.storage.tokens
+        assert tokens is not None
+        async with httpx2.AsyncClient() as http:
+            revoked = await http.post(
+                server.url + "/revoke",
+                data={"token": tokens.refresh_token, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            )
+            assert revoked.status_code == 200
+            after = await http.post(
+                server.url + "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={
+                    "Authorization": f"Bearer {tokens.access_token}",
+                    "Accept": "application/json, text/event-stream",
+                },
+            )
+            assert after.status_code == 401
+        async with connect(server.url, claude) as client:  # the client has to authorize again
+            await call(client, "list_sessions")
+    assert claude.authorizations == 2
+
+
+# ── Consent page ──────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "address, key",
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("", ""),
+    ],
+)
+def test_throttle_key(address: str, key: str) -> None:
+    assert rc_mcp.throttle_key(address) == key
+
+
+async def test_public_client_needs_the_owners_approval(http: httpx2.AsyncClient) -> None:
+    client_id = await register(http)
+    params = public_authorize(client_id, INSPECTOR_CALLBACK)
+    page = await http.get("/authorize", params=params)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "MCP Inspector" in page.text and "localhost:6274" in page.text and 'type="password"' in page.text
+    assert not re.search(r"<script|<link|<img|src=|href=|url\(", page.text)  # no JavaScript, no external assets
+    assert (
+        page.headers["x-frame-options"] == "DENY"
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
+    assert page.headers["cache-control"] == "no-store" and "code=" not in page.text
+    denied = await consent(http, params, action="deny")
+    assert denied.status_code == 302
+    back = parse_qs(urlsplit(denied.headers["location"]).query)
+    assert back["error"] == ["access_denied"] and back["state"] == ["opaque-state"] and back["iss"] == [TEST_URL]
+    wrong = await consent(http, params, action="approve", password="guess")
+    assert wrong.status_code == 403 and "Wrong password" in wrong.text and "location" not in wrong.headers
+    approved = await consent(http, params, action="approve", password=SECRET)
+    assert approved.status_code == 302
+    back = parse_qs(urlsplit(approved.headers["location"]).query)
+    assert approved.headers["location"].startswith(INSPECTOR_CALLBACK + "?") and back["iss"] == [TEST_URL]
+    form = token_form(back["code"][0], client_id=client_id, client_secret=None, redirect_uri=INSPECTOR_CALLBACK)
+    tokens = await http.post("/token", data=form)
+    assert tokens.status_code == 200, tokens.text
+    assert (await mcp_status(http, tokens.json()["access_token"])).status_code == 200
+    refreshed = await http.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"], "client_id": client_id},
+    )
+    assert refreshed.status_code == 200
+    with_secret = await http.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refreshed.json()["refresh_token"],
+            "client_id": client_id,
+            "client_secret": CLIENT_SECRET,
+        },
+    )
+    assert (with_secret.status_code, with_secret.json()["error"]) == (401, "invalid_client")
+    as_basic = await http.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"]},
+        headers={"Authorization": _basic(f"{client_id}:")},
+    )
+    assert (as_basic.status_code, as_basic.json()["error"]) == (
+        401,
+        "invalid_client",
+    )  # public: no secret, not even an empty one
+
+
+async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Clock) -> None:
+    params = public_authorize(await register(http), INSPECTOR_CALLBACK)
+    for _ in range(rc_mcp.CONSENT_MAX_FAILURES):
+        assert (await consent(http, params, action="approve", password="guess")).status_code == 403
+    blocked = await consent(http, params, action="approve", password=SECRET)  # even the right one, for now
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0 and "location" not in blocked.headers
+    clock.now += rc_mcp.CONSENT_FAILURE_WINDOW + 1
+    assert (await consent(http, params, action="approve", password=SECRET)).status_code == 302
+
+
+async def test_e2e_without_the_owner_password_no_public_client_gets_in(tools: Tools, tmp_path: Path) -> None:
+    claude = ClaudeAi(SECRET, mode="dcr", owner_password="not the secret")
+    refused = pytest.RaisesExc(AssertionError, match="^/authorize answered 403 ")  # the consent page, again
+    with pytest.RaisesGroup(refused, flatten_subgroups=True):
+        async with tools(claude) as (client, _):
+            await client.list_tools()
+    assert (claude.authorizations, claude.consent_pages) == (1, 1)
+    assert claude.storage.tokens is None
+
+
+# ── Endpoints ─────────────────────────────────────────────────────────────────────────────────
+
+
+async def test_metadata_uses_one_issuer_string(http: httpx2.AsyncClient) -> None:
+    server = (await http.get("/.well-known/oauth-authorization-server")).json()
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        resource = (await http.get(path)).json()
+        assert resource["resource"] == f"{TEST_URL}/mcp"
+        assert resource["authorization_servers"] == [server["issuer"]]
+    assert server["issuer"] == TEST_URL
+    assert server["code_challenge_methods_supported"] == ["S256"]
+    assert server["authorization_response_iss_parameter_supported"] is True
+    # "none" is what makes Claude.ai offer CIMD; public clients still need the owner's consent
+    assert set(server["token_endpoint_auth_methods_supported"]) == {"client_secret_post", "client_secret_basic", "none"}
+    assert server["client_id_metadata_document_supported"] is True
+    assert server["registration_endpoint"] == f"{TEST_URL}/register"
+    assert (await http.get("/.well-known/openid-configuration")).json() == server
+
+
+async def test_mcp_without_token_points_at_the_metadata(http: httpx2.AsyncClient) -> None:
+    for path in ("/mcp", "/mcp/"):
+        response = await mcp_status(http, None, path=path)
+        assert response.status_code == 401
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer error="invalid_token"')
+        assert f'resource_metadata="{TEST_URL}/.well-known/oauth-protected-resource/mcp"' in challenge
+        assert response.headers["cache-control"] == "no-store"
+
+
+async def test_no_unauthenticated_sequence_yields_a_token(http: httpx2.AsyncClient) -> None:
+    """Everything a stranger can send without MCP_SECRET: none of it gets a usable token."""
+    texts = []
+    texts.append((await http.post("/register", json={"redirect_uris": ["https://evil.example/cb"]})).text)
+    texts.append((await http.get("/authorize", params={**AUTHORIZE, "redirect_uri": "https://evil.example/cb"})).text)
+    texts.append((await http.get("/authorize", params={**AUTHORIZE, "client_id": "attacker"})).text)
+    response = await http.get("/authorize", params=AUTHORIZE)
+    location = response.headers["location"]
+    assert location.startswith(CALLBACK)  # the code only ever goes to Claude's callback
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    for form in (
+        token_form(code, client_secret=None),
+        token_form(code, client_secret="guess"),
+        token_form(code, client_id="attacker", client_secret=None),
+        token_form(code, client_id=None, client_secret=None),
+    ):
+        response = await http.post("/token", data=form)
+        assert response.status_code == 401 and "access_token" not in response.text
+    for text in texts:
+        assert "access_token" not in text and CLIENT_SECRET not in text
+
+
+def _form(**overrides: str | None) -> dict[str, str]:
+    return {k: v for k, v in {**AUTHORIZE, **overrides}.items() if v is not None}
+
+
+# (method, path, params or body, headers) → exact status and error. `location` rows are
+# authorize errors redirected to Claude's callback.
+HOSTILE_AUTHORIZE = [
+    ("unknown client", _form(client_id="someone-else"), 400, "invalid_client", False),
+    ("missing client", _form(client_id=None), 400, "invalid_client", False),
+    ("foreign redirect", _form(redirect_uri="https://evil.example/cb"), 400, "invalid_request", False),
+    ("redirect with extra path", _form(redirect_uri=CALLBACK + "/x"), 400, "invalid_request", False),
+    ("redirect with query", _form(redirect_uri=CALLBACK + "?x=1"), 400, "invalid_request", False),
+    ("redirect case changed", _form(redirect_uri=CALLBACK.upper()), 400, "invalid_request", False),
+    ("http redirect", _form(redirect_uri=CALLBACK.replace("https", "http")), 400, "invalid_request", False),
+    ("missing redirect", _form(redirect_uri=None), 400, "invalid_request", False),
+    ("javascript redirect", _form(redirect_uri="javascript:alert(1)"), 400, "invalid_request", False),
+    ("missing PKCE", _form(code_challenge=None, code_challenge_method=None), 302, "invalid_request", True),
+    ("plain PKCE", _form(code_challenge=VERIFIER, code_challenge_method="plain"), 302, "invalid_request", True),
+    ("PKCE without method", _form(code_challenge_method=None), 302, "invalid_request", True),
+    ("malformed challenge", _form(code_challenge="short"), 302, "invalid_request", True),
+    ("token response type", _form(response_type="token"), 302, "unsupported_response_type", True),
+    ("missing response type", _form(response_type=None), 302, "unsupported_response_type", True),
+    ("other resource", _form(resource="https://evil.example/mcp"), 302, "invalid_target", True),
+    ("resource with fragment", _form(resource=f"{TEST_URL}/mcp#x"), 302, "invalid_target", True),
+    ("unknown scope", _form(scope="admin"), 302, "invalid_scope", True),
+]
+
+
+@pytest.mark.parametrize(
+    "label, params, status, error, redirected", HOSTILE_AUTHORIZE, ids=[r[0] for r in HOSTILE_AUTHORIZE]
+)
+async def test_hostile_authorize(
+    http: httpx2.AsyncClient, label: str, params: dict[str, str], status: int, error: str, redirected: bool
+) -> None:
+    response = await http.get("/authorize", params=params)
+    assert response.status_code == status
+    if redirected:
+        location = response.headers["location"]
+        assert location.startswith(CALLBACK + "?")
+        query = parse_qs(urlsplit(location).query)
+        assert query["error"] == [error] and query["iss"] == [TEST_URL] and "code" not in query
+    else:
+        assert "location" not in response.headers
+        assert response.json()["error"] == error
+
+
+async def test_hostile_authorize_duplicate_parameter(http: httpx2.AsyncClient) -> None:
+    query = urlencode(AUTHORIZE) + "&client_id=" + CLIENT_ID
+    response = await http.get("/authorize?" + query)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+HOSTILE_TOKEN = [
+    ("wrong secret", {"client_secret": "x" * 64}, 401, "invalid_client"),
+    ("missing secret", {"client_secret": None}, 401, "invalid_client"),
+    ("unknown client", {"client_id": "nobody"}, 401, "invalid_client"),
+    ("no client at all", {"client_id": None, "client_secret": None}, 401, "invalid_client"),
+    ("non-ascii secret", {"client_secret": "sécret"}, 401, "invalid_client"),
+    ("wrong verifier", {"code_verifier": "x" * 43}, 400, "invalid_grant"),
+    ("missing verifier", {"code_verifier": None}, 400, "invalid_request"),
+    ("challenge as verifier", {"code_verifier": CHALLENGE}, 400, "invalid_grant"),
+    ("redirect mismatch", {"redirect_uri": "https://claude.com/api/mcp/auth_callback"}, 400, "invalid_grant"),
+    ("missing redirect", {"redirect_uri": None}, 400, "invalid_grant"),
+    ("unknown code", {"code": "made-up"}, 400, "invalid_grant"),
+    ("missing code", {"code": None}, 400, "invalid_request"),
+    ("other resource", {"resource": "https://evil.example/mcp"}, 400, "invalid_target"),
+    ("unsupported grant", {"grant_type": "client_credentials"}, 400, "unsupported_grant_type"),
+    ("password grant", {"grant_type": "password"}, 400, "unsupported_grant_type"),
+    ("missing grant", {"grant_type": None}, 400, "invalid_request"),
+    ("refresh without token", {"grant_type": "refresh_token"}, 400, "invalid_request"),
+    ("refresh with a code", {"grant_type": "refresh_token", "refresh_token": "rcrt_made_up"}, 400, "invalid_grant"),
+]
+
+
+@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_TOKEN, ids=[r[0] for r in HOSTILE_TOKEN])
+async def test_hostile_token(
+    http: httpx2.AsyncClient, label: str, overrides: dict[str, str | None], status: int, error: str
+) -> None:
+    code = await get_code(http)
+    response = await http.post("/token", data=token_form(code, **overrides))
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert response.headers["cache-control"] == "no-store"
+    # the code is still good after a refused attempt: nothing was consumed
+    if status == 400 and "code" not in overrides:
+        assert (await http.post("/token", data=token_form(code))).status_code == 200
+
+
+async def test_hostile_token_requests(http: httpx2.AsyncClient) -> None:
+    code = await get_code(http)
+    as_json = await http.post("/token", json=token_form(code))
+    assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
+    both = await http.post(
+        "/token", data=token_form(code), headers={"Authorization": _basic(f"{CLIENT_ID}:{CLIENT_SECRET}")}
+    )
+    assert (both.status_code, both.json()["error"]) == (400, "invalid_request")
+    bad_basic = await http.post(
+        "/token",
+        data=token_form(code, client_id=None, client_secret=None),
+        headers={"Authorization": _basic(f"{CLIENT_ID}:nope")},
+    )
+    assert bad_basic.status_code == 401 and bad_basic.headers["www-authenticate"].startswith("Basic")
+    huge = await http.post(
+        "/token",
+        content=b"a=" + b"x" * (rc_mcp.MAX_FORM_BYTES + 1),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status_code == 413
+    get = await http.get("/token")
+    assert get.status_code == 405
+    binary = await http.post(
+        "/token", content=b"\xff\xfe=\x00", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert (binary.status_code, binary.json()["error"]) == (400, "invalid_request")
+
+
+HOSTILE_REGISTER = [
+    ("javascript redirect", {"redirect_uris": ["javascript:alert(1)"]}, "invalid_redirect_uri"),
+    ("data redirect", {"redirect_uris": ["data:text/html,<script>alert(1)</script>"]}, "invalid_redirect_uri"),
+    ("plain http to a remote host", {"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+    ("http to a private address", {"redirect_uris": ["http://10.0.0.5/cb"]}, "invalid_redirect_uri"),
+    ("fragment", {"redirect_uris": ["https://app.example/cb#frag"]}, "invalid_redirect_uri"),
+    ("credentials in the URI", {"redirect_uris": ["https://user:pw@app.example/cb"]}, "invalid_redirect_uri"),
+    ("relative URI", {"redirect_uris": ["/cb"]}, "invalid_redirect_uri"),
+    ("custom scheme", {"redirect_uris": ["myapp://cb"]}, "invalid_redirect_uri"),
+    ("space in URI", {"redirect_uris": ["https://app.example/c b"]}, "invalid_redirect_uri"),
+    ("bad port", {"redirect_uris": ["https://app.example:99999/cb"]}, "invalid_redirect_uri"),
+    ("no redirect URIs", {"redirect_uris": []}, "invalid_redirect_uri"),
+    ("redirect URIs not a list", {"redirect_uris": "https://app.example/cb"}, "invalid_redirect_uri"),
+    (
+        "eleven redirect URIs",
+        {"redirect_uris": [f"https://app.example/{i}" for i in range(11)]},
+        "invalid_redirect_uri",
+    ),
+    ("non-string redirect URI", {"redirect_uris": [42]}, "invalid_redirect_uri"),
+    ("password grant", {"redirect_uris": [CALLBACK], "grant_types": ["password"]}, "invalid_client_metadata"),
+    (
+        "client_credentials grant",
+        {"redirect_uris": [CALLBACK], "grant_types": ["client_credentials"]},
+        "invalid_client_metadata",
+    ),
+    ("implicit response type", {"redirect_uris": [CALLBACK], "response_types": ["token"]}, "invalid_client_metadata"),
+    ("look-alike Unicode host", {"redirect_uris": ["https://clаude.ai/api/mcp/auth_callback"]}, "invalid_redirect_uri"),
+]
+
+
+@pytest.mark.parametrize("label, body, error", HOSTILE_REGISTER, ids=[r[0] for r in HOSTILE_REGISTER])
+async def test_hostile_register(
+    app: rc_mcp.App, http: httpx2.AsyncClient, label: str, body: dict[str, Any], error: str
+) -> None:
+    response = await http.post("/register", json=body)
+    assert (response.status_code, response.json()["error"]) == (400, error)
+    assert app.store.count("clients") == 0
+
+
+@pytest.mark.parametrize(
+    "label, content, content_type, status, error",
+    [
+        ("not JSON", b"{nope", "application/json", 400, "invalid_client_metadata"),
+        ("a JSON list", b"[]", "application/json", 400, "invalid_client_metadata"),
+        (
+            "form-encoded",
+            b"redirect_uris=https://a.example/cb",
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_client_metadata",
+        ),
+        ("oversize", b'{"client_name": "' + b"x" * 70000 + b'"}', "application/json", 413, "invalid_request"),
+    ],
+)
+async def test_hostile_register_bodies(
+    http: httpx2.AsyncClient, label: str, content: bytes, content_type: str, status: int, error: str
+) -> None:
+    response = await http.post("/register", content=content, headers={"Content-Type": content_type})
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+HOSTILE_PUBLIC = [
+    ("unregistered client id", {"client_id": "rcc_made_up"}, 400, "invalid_client"),
+    (
+        "fixed client with a loopback redirect",
+        {"client_id": CLIENT_ID, "redirect_uri": INSPECTOR_CALLBACK},
+        400,
+        "invalid_request",
+    ),
+    (
+        "metadata URL on plain http",
+        {"client_id": "http://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": CALLBACK},
+        400,
+        "invalid_client",
+    ),
+    (
+        "Claude's document with another callback",
+        {"client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uri": "https://evil.example/cb"},
+        400,
+        "invalid_request",
+    ),
+    (
+        "Claude Code's document with a remote callback",
+        {
+            "client_id": "https://claude.ai/oauth/claude-code-client-metadata",
+            "redirect_uri": "http://evil.example/callback",
+        },
+        400,
+        "invalid_request",
+    ),
+    (
+        "metadata document on a private address",
+        {"client_id": "https://127.0.0.1/client.json", "redirect_uri": CALLBACK},
+        400,
+        "invalid_client",
+    ),
+]
+
+
+@pytest.mark.parametrize("label, overrides, status, error", HOSTILE_PUBLIC, ids=[r[0] for r in HOSTILE_PUBLIC])
+async def test_hostile_public_clients(
+    http: httpx2.AsyncClient, label: str, overrides: dict[str, str], status: int, error: str
+) -> None:
+    response = await http.get("/authorize", params={**AUTHORIZE, **overrides})
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert "location" not in response.headers
+
+
+async def test_hostile_consent_requests(http: httpx2.AsyncClient) -> None:
+    client_id = await register(http)
+    params = public_authorize(client_id, INSPECTOR_CALLBACK)
+    # approval without the password, with an empty one, or by GET: never a code
+    for response, status in (
+        (await consent(http, params, action="approve"), 403),
+        (await consent(http, params, action="approve", password=""), 403),
+        (
+            await http.get("/authorize", params={**params, "action": "approve", "password": SECRET}),
+            200,
+        ),  # the page again
+        (await consent(http, params, action="approve", password=CLIENT_SECRET), 403),
+    ):
+        assert (response.status_code, "location" in response.headers, "code=" in response.text) == (
+            status,
+            False,
+            False,
+        )
+    # tampering with the hidden fields is checked again on the POST
+    tampered = await consent(
+        http, {**params, "redirect_uri": "https://evil.example/cb"}, action="approve", password=SECRET
+    )
+    assert (tampered.status_code, tampered.json()["error"]) == (400, "invalid_request")
+    # a stranger's client is never redirected to with an error (open redirect): a page says it
+    plain = await consent(http, {**params, "code_challenge_method": "plain"}, action="approve", password=SECRET)
+    assert plain.status_code == 400 and "location" not in plain.headers and "invalid_request" in plain.text
+    assert plain.headers["x-frame-options"] == "DENY"
+
+
+HOSTILE_REVOKE = [
+    ("no client auth", {"token": "x"}, 401, "invalid_client"),
+    ("wrong secret", {"token": "x", "client_id": CLIENT_ID, "client_secret": "nope"}, 401, "invalid_client"),
+    ("no token", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("label, form, status, error", HOSTILE_REVOKE, ids=[r[0] for r in HOSTILE_REVOKE])
+async def test_hostile_revoke(
+    http: httpx2.AsyncClient, label: str, form: dict[str, str], status: int, error: str
+) -> None:
+    response = await http.post("/revoke", data=form)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+@pytest.mark.parametrize(
+    "headers, query",
+    [
+        ({"Authorization": "Bearer "}, ""),
+        ({"Authorization": "Bearer made-up-token"}, ""),
+        ({"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}, ""),
+        ({"Authorization": "bearer"}, ""),
+        ({}, "access_token=TOKEN"),  # tokens in the query string are never read
+    ],
+)
+async def test_hostile_bearer(http: httpx2.AsyncClient, headers: dict[str, str], query: str) -> None:
+    tokens = await get_tokens(http)
+    url = "/mcp?" + query.replace("TOKEN", tokens["access_token"])
+    response = await http.post(
+        url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream", **headers},
+    )
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+# ── MCP ───────────────────────────────────────────────────────────────────────────────────────
+
+
+async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
+    devserver: DevServer, tools: Tools, tmp_path: Path
+) -> None:
+    claude = ClaudeAi(SECRET)
+    async with tools(claude) as (client, _):
+        offered = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert set(offered) == {"start_session", "list_sessions", "stop_session", "list_projects"}
+        annotations = {name: tool.annotations for name, tool in offered.items()}
+        assert annotations["list_sessions"] is not None and annotations["list_sessions"].read_only_hint is True
+        assert annotations["list_projects"] is not None and annotations["list_projects"].idempotent_hint is True
+        assert annotations["stop_session"] is not None and annotations["stop_session"].destructive_hint is True
+        assert offered["start_session"].input_schema["properties"]["name"]["pattern"] == rc_mcp.SESSION_NAME.pattern
+
+        projects = (await call(client, "list_projects"))["projects"]
+        assert projects == EXPECTED_PROJECTS  # no hidden, plain, too deep or escaping directories
+
+        started = await call(client, "start_session", name="alpha", path="alpha")
+        assert started["status"] == "ready" and started["path"] == "alpha"
+        assert re.fullmatch(r"alpha-[0-9a-f]{6}", started["id"])
+        assert ENV_URL.match(started["url"])
+        session = "rc-" + started["id"]
+        # The URL is one claude printed: it is in the pane's raw log on the server.
+        raw_log = devserver.run(f"cat ~/.local/state/rc-mcp/{session}.log").stdout
+        assert started["url"].split("=", 1)[1] in raw_log
+        [trace] = devserver.fake_claude_trace()
+        assert trace["argv"] == ["remote-control", "--name", "alpha", "--spawn", "same-dir"]
+        assert (trace["stdin_isatty"], trace["stdout_isatty"]) == (True, True)  # a real TTY, not a pipe
+        assert Path(trace["cwd"]) == devserver.projects / "alpha"
+        assert rc_sessions(devserver) == {session}
+        assert devserver.run("stat -c %a ~/.local/state/rc-mcp").stdout == "700\n"
+
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert [(s["id"], s["url"], s["status"], s["path"], s["name"]) for s in listed] == [
+            (started["id"], started["url"], "ready", "alpha", "alpha")
+        ]
+
+        stopped = await call(client, "stop_session", id=started["id"])
+        assert stopped["stopped"] is True
+        assert rc_sessions(devserver) == set()
+        assert (await call(client, "list_sessions"))["sessions"] == []
+    assert claude.authorizations == 1
+
+
+INSPECTOR = os.environ.get("RC_MCP_INSPECTOR")  # a folder with node@22 and @modelcontextprotocol/inspector (.ci/run)
+
+
+async def test_e2e_mcp_inspector_cli_lists_tools(tools: Tools, tmp_path: Path) -> None:
+    """The MCP Inspector CLI (2.x) lists the tools with a token obtained through the OAuth flow."""
+    if not INSPECTOR:
+        if REQUIRE_E2E:
+            pytest.fail("RC_MCP_INSPECTOR is not set: .ci/run installs the Inspector and sets it")
+        pytest.skip("set RC_MCP_INSPECTOR to a folder with node@22 and @modelcontextprotocol/inspector installed")
+    node = Path(INSPECTOR) / "node_modules" / "node" / "bin" / "node"
+    cli = (
+        Path(INSPECTOR)
+        / "node_modules"
+        / "@modelcontextprotocol"
+        / "inspector"
+        / "clients"
+        / "cli"
+        / "build"
+        / "index.js"
+    )
+    claude = ClaudeAi(SECRET)
+    async with tools(claude) as (client, server):
+        await client.list_tools()
+        assert claude.storage.tokens is not None
+        token = claude.storage.tokens.access_token
+
+        async def inspector(*extra: str) -> subprocess.CompletedProcess[bytes]:
+            command = [str(node), str(cli), server.url + "/mcp", "--transport", "http", "--method", "tools/list"]
+            command += ["--stored-auth-only", "--format", "json", "-q", *extra]
+            env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            with anyio.fail_after(120):
+                return await anyio.run_process(command, env=env, check=False, stdin=subprocess.DEVNULL)
+
+        results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+
+        async def run(label: str, bearer: str) -> None:
+            results[label] = await inspector("--header", f"Authorization: Bearer {bearer}")
+
+        async with anyio.create_task_group() as group:  # two node start-ups at once
+            group.start_soon(run, "listed", token)
+            group.start_soon(run, "refused", "not-a-token")
+        listed, refused = results["listed"], results["refused"]
+        assert listed.returncode == 0, listed.stderr
+        names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
+        assert names == {"start_session", "list_sessions", "stop_session", "list_projects"}
+        assert refused.returncode == 3 and b"auth_required" in refused.stderr
 
 
 def test_input_rules_come_from_the_tool_signatures() -> None:
-    app = rc_mcp.App(rc_mcp.load_config({"MCP_SECRET": SECRET, "PROJECTS_BASE_DIR": "/srv", "TOKEN_STORE_PATH": "/nonexistent/t.json"}), store=rc_mcp.TokenStore(Path("/nonexistent/t.json")))
+    app = rc_mcp.App(
+        rc_mcp.load_config(
+            {"MCP_SECRET": SECRET, "PROJECTS_BASE_DIR": "/srv", "TOKEN_STORE_PATH": "/nonexistent/t.json"}
+        ),
+        store=rc_mcp.TokenStore(Path("/nonexistent/t.json")),
+    )
     checks = [m for m in app.mcp.middleware if isinstance(m, rc_mcp.CheckInputs)]
     assert len(checks) == 1
     assert checks[0].rules == {
-        "start_session": {"name": (rc_mcp.SESSION_NAME, True), "path": (rc_mcp.PROJECT_PATH, True), "permission_mode": (rc_mcp.PERMISSION_MODE, False)},
+        "start_session": {
+            "name": (rc_mcp.SESSION_NAME, True),
+            "path": (rc_mcp.PROJECT_PATH, True),
+            "permission_mode": (rc_mcp.PERMISSION_MODE, False),
+        },
         "stop_session": {"id": (rc_mcp.SESSION_ID, True)},
     }
+
+
+# ── HTTP & ASGI ───────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "server_url, allowed, refused",
+    [
+        (
+            "https://rc.example.com",
+            ["rc.example.com", "rc.example.com:443", "127.0.0.1:3000"],
+            ["evil.example", "rc.example.com.evil.example"],
+        ),
+        ("http://127.0.0.1:8080", ["127.0.0.1:8080", "localhost:8080"], ["attacker.example:8080"]),
+        ("https://[2001:db8::1]", ["[2001:db8::1]"], ["2001:db8::1"]),
+    ],
+)
+def test_allowed_hosts(server_url: str, allowed: list[str], refused: list[str]) -> None:
+    hosts = rc_mcp.allowed_hosts(server_url)
+    patterns = [h[:-2] for h in hosts if h.endswith(":*")]
+
+    def accepted(host: str) -> bool:  # the SDK's rule: exact, or "name:*" for any port
+        return host in hosts or any(host.startswith(p + ":") for p in patterns)
+
+    assert {h: accepted(h) for h in allowed + refused} == {**{h: True for h in allowed}, **{h: False for h in refused}}
+
+
+@pytest.mark.parametrize(
+    "raw, params",
+    [
+        ("a=1&b=", {"a": "1", "b": ""}),
+        (
+            "redirect_uri=https%3A%2F%2Fclaude.ai%2Fx&state=%F0%9F%94%91",
+            {"redirect_uri": "https://claude.ai/x", "state": "🔑"},
+        ),
+        (b"grant_type=authorization_code", {"grant_type": "authorization_code"}),
+        ("", {}),
+    ],
+)
+def test_parse_params(raw: str | bytes, params: dict[str, str]) -> None:
+    assert rc_mcp.parse_params(raw) == params
+
+
+@pytest.mark.parametrize("raw", ["a=1&a=2", "&".join(f"k{i}=v" for i in range(65)), b"a=\xff", "a=%ff"])
+def test_parse_params_rejects(raw: str | bytes) -> None:
+    with pytest.raises(rc_mcp.OAuthError) as caught:
+        rc_mcp.parse_params(raw)
+    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "url, values, result",
+    [
+        (CALLBACK, {"code": "c", "state": "s&t"}, CALLBACK + "?code=c&state=s%26t"),
+        ("https://x.example/cb?keep=1", {"error": "access_denied"}, "https://x.example/cb?keep=1&error=access_denied"),
+    ],
+)
+def test_add_query(url: str, values: dict[str, str], result: str) -> None:
+    assert rc_mcp.add_query(url, values) == result
+
+
+async def test_health(http: httpx2.AsyncClient) -> None:
+    response = await http.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "version": rc_mcp.VERSION, "mode": "local"}
+
+
+async def test_dns_rebinding_host_is_refused(http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+    # the same request and token, for a page served from the attacker's name
+    assert (await mcp_status(http, tokens["access_token"], path="http://attacker.example/mcp")).status_code == 421
+
+
+# ── main ──────────────────────────────────────────────────────────────────────────────────────
+
+
+def cli_environment(monkeypatch: pytest.MonkeyPatch, cwd: Path, **env: str) -> None:
+    """os.environ and the working directory as `python rc_mcp.py` would see them: only `env` of
+    rc_mcp's own variables, and no .env file."""
+    for name in list(os.environ):
+        if name.startswith(("SSH_", "MCP_", "PROJECTS_", "TOKEN_", "SERVER_", "START_", "CLAUDE_", "PERMISSION_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+
+
+def test_cli_credentials_needs_only_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_environment(monkeypatch, tmp_path, MCP_SECRET=SECRET)
+    assert rc_mcp.main(["credentials"]) == 0
+    assert capsys.readouterr().out == f"client_id:     {CLIENT_ID}\nclient_secret: {CLIENT_SECRET}\n"
+    cli_environment(monkeypatch, tmp_path)
+    assert rc_mcp.main(["credentials"]) == 2
+    assert "MCP_SECRET is missing" in capsys.readouterr().err
+
+
+async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path) -> None:
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    assert [line.what for line in lines] == [
+        "configuration",
+        "token store",
+        "SSH",
+        "tmux",
+        "claude",
+        "claude login",
+        "projects base",
+    ]
+    assert [line.ok for line in lines] == [True] * 7, [str(line) for line in lines]
+    assert devserver.host_key_fingerprint in str(lines[2]) and "(Claude Code)" in str(lines[4])
+    devserver.fake_claude_config({"logged_in": False})
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, PROJECTS_BASE_DIR="/nonexistent")))
+    failed = {line.what: str(line) for line in lines if not line.ok}
+    assert set(failed) == {"claude login", "projects base"}
+    assert "claude auth login" in failed["claude login"] and "PROJECTS_BASE_DIR" in failed["projects base"]
+
+
+def test_e2e_check_command_exit_codes(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python rc_mcp.py check`, in-process: every check passes (exit 0) or the failing one is named (exit 1)."""
+    cli_environment(monkeypatch, tmp_path, **ssh_env(devserver, tmp_path))
+    assert rc_mcp.main(["check"]) == 0
+    good = capsys.readouterr().out
+    assert good.count("✓") == 7 and "✗" not in good, good
+    cli_environment(
+        monkeypatch, tmp_path, **ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))
+    )
+    assert rc_mcp.main(["check"]) == 1
+    bad = capsys.readouterr().out
+    assert "✗ dev server: HOST KEY MISMATCH" in bad
+    assert rc_mcp.main(["check"]) == 1
+    cli_environment(monkeypatch, tmp_path, **ssh_env(devserver, tmp_path, PORT="0x"))
+    assert rc_mcp.main(["check"]) == 2  # a configuration problem: nothing is checked
+    assert "PORT" in capsys.readouterr().err
+
+
+async def test_local_mode_python_rc_mcp_py(devhome: LocalDevHome, tmp_path: Path) -> None:
+    with listening_socket() as sock:  # rc_mcp.py binds the port itself
+        port = sock.getsockname()[1]
+    env = devhome.env(
+        {
+            "MCP_SECRET": SECRET,
+            "PROJECTS_BASE_DIR": str(devhome.projects),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SERVER_URL": f"http://127.0.0.1:{port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for var in ("SSH_HOST", "TOKEN_STORE_PATH", "XDG_STATE_HOME"):
+        env.pop(var, None)
+    store = rc_mcp.default_token_store_path(env)  # where rc_mcp.py, out of the box, keeps its tokens
+    launched = time.time()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        proc = await anyio.open_process(
+            [sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx2.AsyncClient() as probe:
+            while True:
+                assert proc.returncode is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                with contextlib.suppress(httpx2.TransportError):
+                    if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                await anyio.sleep(0.05)
+        async with connect(f"http://127.0.0.1:{port}", ClaudeAi(SECRET)) as client:
+            assert (await call(client, "list_projects"))["projects"] == EXPECTED_PROJECTS
+            started = await call(client, "start_session", name="local", path="web app")
+            assert started["status"] == "ready" and ENV_URL.match(started["url"])
+            assert [s["id"] for s in (await call(client, "list_sessions"))["sessions"]] == [started["id"]]
+            assert (await call(client, "stop_session", id=started["id"]))["stopped"] is True
+        text = log_path.read_text()
+        assert "mode: local" in text and CLIENT_ID in text
+        assert CLIENT_SECRET not in text and SECRET not in text
+        assert store.stat().st_mtime >= launched - 1  # written by this server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            await proc.wait()

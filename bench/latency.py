@@ -14,21 +14,35 @@ Run from the repository root (Linux with sshd, tmux and git; as root the lab cre
     python bench/latency.py [--repeat 30] [--warmup 3] [--cold-repeat 5] [--json FILE]
 All traffic stays on 127.0.0.1, and everything started here is stopped before it exits.
 """
+
 from __future__ import annotations
 
-import argparse, asyncio, contextlib, http.client, inspect, json, logging, math, os, shutil, socket
-import statistics, subprocess, sys, tempfile, time
+import argparse
+import asyncio
+import contextlib
+import http.client
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-import paramiko  # noqa: E401
-from mcp.client import Client
+import paramiko
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import rc_mcp  # noqa: E402
-from testbed.harness import ClaudeAi, RunningServer, connect  # noqa: E402
-from testbed.lab import DevServer, free_port  # noqa: E402
+from testbed.harness import ClaudeAi, RunningServer, call, connect, ssh_env  # noqa: E402
+from testbed.lab import DevServer, listening_socket  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
 CLIENT_ID, CLIENT_SECRET = rc_mcp.derive_client_credentials(SECRET)
@@ -61,13 +75,6 @@ def summary(name: str, times: list[float]) -> dict:
 
 
 # ── Helpers ──
-async def tool(client: Client, name: str, /, **arguments) -> dict:
-    result = await client.call_tool(name, arguments)
-    if result.is_error:
-        raise RuntimeError(f"{name}: {result.content}")
-    return result.structured_content
-
-
 def raw_transport(dev: DevServer) -> paramiko.Transport:
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # before connect, as SSHRunner does
@@ -88,10 +95,19 @@ def exec_true(transport: paramiko.Transport) -> int:
 
 # ── Fresh interpreters (local mode: no SSH) ──
 def local_env(tmp: Path, port: int) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1", "HOST": "127.0.0.1",
-            "MCP_SECRET": SECRET, "PROJECTS_BASE_DIR": str(tmp), "PORT": str(port), "LOG_LEVEL": "WARNING",
-            "SERVER_URL": f"http://127.0.0.1:{port}", "HOME": str(tmp), "TMUX_TMPDIR": str(tmp / "tmux"),
-            "TOKEN_STORE_PATH": str(tmp / "state" / "tokens.json")}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOST": "127.0.0.1",
+        "MCP_SECRET": SECRET,
+        "PROJECTS_BASE_DIR": str(tmp),
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "SERVER_URL": f"http://127.0.0.1:{port}",
+        "HOME": str(tmp),
+        "TMUX_TMPDIR": str(tmp / "tmux"),
+        "TOKEN_STORE_PATH": str(tmp / "state" / "tokens.json"),
+    }
 
 
 def interpreter_ms(tmp: Path, code: str) -> float:
@@ -109,10 +125,17 @@ def health_ok(port: int) -> bool:
 
 
 def cold_start_ms(tmp: Path) -> float:
-    port = free_port()
+    with listening_socket() as sock:  # rc_mcp.py binds the port itself
+        port = sock.getsockname()[1]
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp, env=local_env(tmp, port),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "rc_mcp.py")],
+        cwd=tmp,
+        env=local_env(tmp, port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
@@ -132,9 +155,7 @@ def cold_start_ms(tmp: Path) -> float:
 async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta: dict) -> None:
     dev.run("mkdir -p " + " ".join(f"projects/{d}" for d in BUSY_DIRS)).check_returncode()
     tmp = Path(tempfile.mkdtemp(prefix="rc-bench-"))  # the server's token store
-    env = {"MCP_SECRET": SECRET, "SSH_HOST": dev.host, "SSH_PORT": str(dev.port), "SSH_USER": dev.user,
-           "SSH_PRIVATE_KEY": str(dev.keys["ed25519"]), "SSH_KNOWN_HOSTS": str(dev.known_hosts),
-           "PROJECTS_BASE_DIR": str(dev.projects), "TOKEN_STORE_PATH": str(tmp / "tokens.json")}
+    env = ssh_env(dev, tmp / "tokens.json", SECRET)
     server = RunningServer(env)
     runner, transport, script = rc_mcp.SSHRunner(server.config), raw_transport(dev), rc_mcp.build_list_script("bench")
     try:
@@ -146,7 +167,7 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
                 ssh = lambda: runner.run(script, timeout=30)  # noqa: E731
                 ssh_ok = lambda r: r.stdout.count("@@session\t") == k  # noqa: E731
                 rows.append(summary(f"ssh list ({k} sessions)", await sample(ssh, rep, warm, ssh_ok)))
-                mcp = lambda: tool(client, "list_sessions")  # noqa: E731
+                mcp = lambda: call(client, "list_sessions")  # noqa: E731
                 mcp_ok = lambda r: len(r["sessions"]) == k  # noqa: E731
                 rows.append(summary(f"mcp list_sessions ({k})", await sample(mcp, rep, warm, mcp_ok)))
 
@@ -155,9 +176,9 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
             starts, stops = [], []
             for i in range(warm + rep):  # rotate directories: a stopped claude frees its lock a moment later
                 t0 = time.perf_counter()
-                started = await tool(client, "start_session", name=f"b{i}", path=BUSY_DIRS[i % BUSY])
+                started = await call(client, "start_session", name=f"b{i}", path=BUSY_DIRS[i % BUSY])
                 t1 = time.perf_counter()
-                stopped = await tool(client, "stop_session", id=started["id"])
+                stopped = await call(client, "stop_session", id=started["id"])
                 t2 = time.perf_counter()
                 if started["status"] != "ready" or not stopped["stopped"]:
                     raise RuntimeError(f"start/stop failed: {started} {stopped}")
@@ -165,10 +186,10 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
                     starts.append((t1 - t0) * 1000)
                     stops.append((t2 - t1) * 1000)
             rows += [summary("mcp start_session", starts), summary("mcp stop_session", stops)]
-            busy = [await tool(client, "start_session", name=f"busy{i}", path=d) for i, d in enumerate(BUSY_DIRS)]
+            busy = [await call(client, "start_session", name=f"busy{i}", path=d) for i, d in enumerate(BUSY_DIRS)]
             await list_rows(BUSY)
             for started in busy:
-                await tool(client, "stop_session", id=started["id"])
+                await call(client, "stop_session", id=started["id"])
         meta.update(server_ssh_connects=server.app.runner.connects, server_ssh_execs=server.app.runner.execs)
     finally:
         transport.close()
@@ -179,16 +200,22 @@ async def bench_ssh(dev: DevServer, rep: int, warm: int, rows: list[dict], meta:
 
 def bench_cold(rep: int, rows: list[dict]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rc-bench-cold-"))
-    runs = {"python -c pass": lambda: interpreter_ms(tmp, "pass"),
-            "python -c 'import rc_mcp'": lambda: interpreter_ms(tmp, "import rc_mcp"),
-            "  same, minus teardown": lambda: interpreter_ms(tmp, "import os, rc_mcp; os._exit(0)"),
-            "cold start to /health 200": lambda: cold_start_ms(tmp)}
+    runs = {
+        "python -c pass": lambda: interpreter_ms(tmp, "pass"),
+        "python -c 'import rc_mcp'": lambda: interpreter_ms(tmp, "import rc_mcp"),
+        "  same, minus teardown": lambda: interpreter_ms(tmp, "import os, rc_mcp; os._exit(0)"),
+        "cold start to /health 200": lambda: cold_start_ms(tmp),
+    }
     try:
         for name, run in runs.items():  # one untimed run first (page cache)
             rows.append(summary(name, [run() for _ in range(rep + 1)][1:]))
     finally:
-        subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmp / "tmux")},
-                       capture_output=True, timeout=10)
+        subprocess.run(
+            ["tmux", "kill-server"],
+            env={**os.environ, "TMUX_TMPDIR": str(tmp / "tmux")},
+            capture_output=True,
+            timeout=10,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -198,8 +225,10 @@ def report(rows: list[dict]) -> None:
     print(f"{'':{width}}  {'n':>3}  {'median ms':>9}  {'p90 ms':>8}  {'x base':>7}  {'x base p90':>10}")
     for r in rows:
         r["x_base_median"], r["x_base_p90"] = r["median_ms"] / base["median_ms"], r["p90_ms"] / base["p90_ms"]
-        print(f"{r['name']:{width}}  {r['n']:>3}  {r['median_ms']:>9.2f}  {r['p90_ms']:>8.2f}  "
-              f"{r['x_base_median']:>7.1f}  {r['x_base_p90']:>10.1f}")
+        print(
+            f"{r['name']:{width}}  {r['n']:>3}  {r['median_ms']:>9.2f}  {r['p90_ms']:>8.2f}  "
+            f"{r['x_base_median']:>7.1f}  {r['x_base_p90']:>10.1f}"
+        )
 
 
 def main() -> int:
@@ -217,8 +246,13 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)  # before the SDK's server asks for INFO: keep the output a table
     rows: list[dict] = []
-    meta = {"repeat": args.repeat, "warmup": args.warmup, "cold_repeat": args.cold_repeat,
-            "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    meta = {
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "cold_repeat": args.cold_repeat,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
     dev = DevServer.start(user="rcbench")  # not the tests' user: both may run at once
     try:
         asyncio.run(bench_ssh(dev, args.repeat, args.warmup, rows, meta))

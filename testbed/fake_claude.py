@@ -7,6 +7,7 @@ stdout status block with the environment URL, OSC-8 session links and signals. B
 from `$HOME/.fake-claude/config.json`; every invocation appends one JSON line to
 `$HOME/.fake-claude/trace.jsonl`. See testbed/README.md. Standard library only.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -48,8 +49,7 @@ TRUST_TEXT = (
 )
 TRUST_PROMPT = "Trust {dir}? [y/N] "
 UNTRUSTED_ERROR = (
-    "Error: Workspace not trusted. Please run `claude` in {dir} first to review and accept "
-    "the workspace trust dialog."
+    "Error: Workspace not trusted. Please run `claude` in {dir} first to review and accept the workspace trust dialog."
 )
 HOME_UNTRUSTED_ERROR = (
     "Error: Workspace not trusted. {dir} is your home directory, and for security "
@@ -78,9 +78,7 @@ SESSION_ELSEWHERE_ERROR = (
     "instance (pid {pid}) in {dir}. Use that one, or stop it first."
 )
 REGISTRATION_ERROR = "Remote Control environments are not available for your account."
-MULTI_SESSION_GATE_ERROR = (
-    "Error: Multi-session Remote Control is not enabled for your account yet."
-)
+MULTI_SESSION_GATE_ERROR = "Error: Multi-session Remote Control is not enabled for your account yet."
 UNSUPPORTED_AUTH_ERROR = (
     "Error: Remote Control is not supported with {what}.\n\n"
     "Remote Control is only available with claude.ai subscriptions. {fix}"
@@ -94,33 +92,27 @@ UNKNOWN_ARGUMENT_ERROR = "Unknown argument: {arg}\n" + USAGE_HINT
 MISSING_VALUE_ERROR = "{flag} requires a value.\n" + USAGE_HINT
 SPAWN_VALUE_ERROR = "--spawn requires one of: session, same-dir, worktree (got: {value})"
 CAPACITY_VALUE_ERROR = "--capacity requires a positive integer (got: {value})"
-CAPACITY_SESSION_ERROR = (
-    "--capacity cannot be used with --spawn=session (single-session mode has fixed capacity 1)."
-)
+CAPACITY_SESSION_ERROR = "--capacity cannot be used with --spawn=session (single-session mode has fixed capacity 1)."
 PERMISSION_MODE_ERROR = (
-    "--permission-mode requires one of: acceptEdits, auto, bypassPermissions, default, "
-    "dontAsk, plan (got: {value})"
+    "--permission-mode requires one of: acceptEdits, auto, bypassPermissions, default, dontAsk, plan (got: {value})"
 )
 CONTINUE_CONFLICT_ERROR = "--continue and --session-id cannot be used together."
 RESUME_SPAWN_CONFLICT_ERROR = "{flag} cannot be combined with --spawn or --capacity."
 SESSION_ID_VALUE_ERROR = "--session-id requires a session ID like session_... (got: {value})"
 PREVIEW_PORT_ERROR = "--preview-port is not available in this build."
-UNATTENDED_TTY_ERROR = (
-    "--allow-unattended-tool-calls requires an interactive terminal (stdin and stdout)."
-)
-PRINT_MODE_ERROR = (
-    "Error: Input must be provided either through stdin or as a prompt argument when using --print"
-)
+UNATTENDED_TTY_ERROR = "--allow-unattended-tool-calls requires an interactive terminal (stdin and stdout)."
+PRINT_MODE_ERROR = "Error: Input must be provided either through stdin or as a prompt argument when using --print"
 DAEMON_ERROR = "Service install is disabled in this version"
 DIE_LATER_MESSAGE = "Error: Lost connection to the Remote Control server. Giving up."
 GOODBYE_TEXT = (
-    "Remote Control stopped. Sessions stay resumable for about 4 hours with "
-    "`claude remote-control --continue`."
+    "Remote Control stopped. Sessions stay resumable for about 4 hours with `claude remote-control --continue`."
 )
 DECOY_LINES = (
     "Claude Code Remote Control · https://claude.com/claude-code" + RESET,
-    "Sessions are listed at https://claude.ai/code" + RESET
-    + " · security: https://code.claude.com/docs/en/security" + RESET,
+    "Sessions are listed at https://claude.ai/code"
+    + RESET
+    + " · security: https://code.claude.com/docs/en/security"
+    + RESET,
 )
 SPAWN_MODE_TEXT = {
     "same-dir": "New sessions will be created in the current directory",
@@ -137,14 +129,26 @@ DEFAULT_CAPACITY = 32
 
 # Variables recorded by name (never by value) in the trace.
 TRACKED_ENV = (
-    "DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    "DISABLE_GROWTHBOOK", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_USE_BEDROCK",
-    "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY", "CLAUDE_CODE_OAUTH_TOKEN",
-    "CLAUDE_CONFIG_DIR", "CLAUDE_REMOTE_CONTROL_SESSION_NAME_PREFIX", "CI", "TMUX",
+    "DISABLE_TELEMETRY",
+    "DO_NOT_TRACK",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_GROWTHBOOK",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CONFIG_DIR",
+    "CLAUDE_REMOTE_CONTROL_SESSION_NAME_PREFIX",
+    "CI",
+    "TMUX",
     "XDG_STATE_HOME",
 )
 FEATURE_FLAG_VARS = (
-    "DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_TELEMETRY",
+    "DO_NOT_TRACK",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
     "DISABLE_GROWTHBOOK",
 )
 THIRD_PARTY_PROVIDERS = (
@@ -198,31 +202,40 @@ KEYS_LINE = "space to show QR code · w to toggle spawn mode"
 
 # ── Knobs: $HOME/.fake-claude/config.json, top level plus "names": {"<--name>": {...}} ──
 DEFAULTS: dict[str, object] = {
-    "version": "2.1.330",        # printed by --version; picks the nearest profile at or below it
+    "version": "2.1.330",  # printed by --version; picks the nearest profile at or below it
     "logged_in": True,
     "email": "dev@example.com",
     "subscription": "max",
-    "fail": None,                # error key (see FAIL_TEXTS) or literal text: print, exit fail_exit
+    "fail": None,  # error key (see FAIL_TEXTS) or literal text: print, exit fail_exit
     "fail_exit": 1,
-    "connect_delay": 0.3,        # seconds in the Connecting phase
-    "never_ready": False,        # stay in Connecting forever (no URL)
-    "attach_delay": None,        # seconds after Ready until a device attaches (None: never)
-    "hyperlinks": "osc8",        # "osc8" or "plain": session line style
-    "list_precreated": True,     # list the pre-created session (title + link) in the Ready block
-    "exit_after": None,          # seconds after the server phase begins: exit by itself
+    "connect_delay": 0.3,  # seconds in the Connecting phase
+    "never_ready": False,  # stay in Connecting forever (no URL)
+    "attach_delay": None,  # seconds after Ready until a device attaches (None: never)
+    "hyperlinks": "osc8",  # "osc8" or "plain": session line style
+    "list_precreated": True,  # list the pre-created session (title + link) in the Ready block
+    "exit_after": None,  # seconds after the server phase begins: exit by itself
     "exit_code": 1,
-    "exit_message": None,        # stderr text when dying with exit_code != 0 (None: default text)
-    "shutdown_delay": 0.0,       # seconds between a signal and the exit (lock still held)
-    "env_id": None,              # fixed environment ID (None: random env_…)
-    "session_id": None,          # fixed session ID (None: random session_…)
-    "decoys": True,              # print decoy URLs before the status block
+    "exit_message": None,  # stderr text when dying with exit_code != 0 (None: default text)
+    "shutdown_delay": 0.0,  # seconds between a signal and the exit (lock still held)
+    "env_id": None,  # fixed environment ID (None: random env_…)
+    "session_id": None,  # fixed session ID (None: random session_…)
+    "decoys": True,  # print decoy URLs before the status block
     "spinner_interval": 0.15,
 }
 # Keys accepted by the "fail" knob; any other string is printed as it is.
 FAIL_KEYS = (
-    "signed_out", "setup_token", "feature_flag", "feature_flag_unavailable", "not_enabled",
-    "untrusted", "home", "another_instance", "session_elsewhere", "registration",
-    "multi_session_gate", "api_key",
+    "signed_out",
+    "setup_token",
+    "feature_flag",
+    "feature_flag_unavailable",
+    "not_enabled",
+    "untrusted",
+    "home",
+    "another_instance",
+    "session_elsewhere",
+    "registration",
+    "multi_session_gate",
+    "api_key",
 )
 
 
@@ -380,8 +393,7 @@ def write_trace(argv: list[str], name: str | None, version: str) -> None:
     }
     try:
         os.makedirs(state_dir(), exist_ok=True)
-        fd = os.open(os.path.join(state_dir(), "trace.jsonl"),
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(os.path.join(state_dir(), "trace.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))  # one write: atomic append
         finally:
@@ -408,7 +420,7 @@ def git_info(cwd: str) -> tuple[str, str | None]:
             except OSError:
                 head = ""
             if head.startswith("ref: refs/heads/"):
-                branch = head[len("ref: refs/heads/"):]
+                branch = head[len("ref: refs/heads/") :]
             else:
                 branch = head[:7] or "HEAD"
             return os.path.basename(path) or path, branch
@@ -467,8 +479,7 @@ def auth_state(config: dict) -> dict[str, object]:
     elif env.get("CLAUDE_CODE_OAUTH_TOKEN"):
         state.update(loggedIn=True, authMethod="oauth_token")
     if state["authMethod"] == "claude.ai":
-        state.update(email=config["email"], orgName="Example Org",
-                     subscriptionType=config["subscription"])
+        state.update(email=config["email"], orgName="Example Org", subscriptionType=config["subscription"])
     return state
 
 
@@ -492,13 +503,31 @@ class UsageError(Exception):
 
 
 VALUE_FLAGS = {
-    "--name", "--remote-control-session-name-prefix", "--spawn", "--capacity",
-    "--permission-mode", "--settings", "--session-id", "--debug-file", "--preview-port",
+    "--name",
+    "--remote-control-session-name-prefix",
+    "--spawn",
+    "--capacity",
+    "--permission-mode",
+    "--settings",
+    "--session-id",
+    "--debug-file",
+    "--preview-port",
 }
 BOOL_FLAGS = {
-    "--create-session-in-dir", "--no-create-session-in-dir", "-c", "--continue", "-v",
-    "--verbose", "--chrome", "--no-chrome", "-d", "--debug", "--allow-unattended-tool-calls",
-    "--enable-live-preview", "-h", "--help",
+    "--create-session-in-dir",
+    "--no-create-session-in-dir",
+    "-c",
+    "--continue",
+    "-v",
+    "--verbose",
+    "--chrome",
+    "--no-chrome",
+    "-d",
+    "--debug",
+    "--allow-unattended-tool-calls",
+    "--enable-live-preview",
+    "-h",
+    "--help",
 }
 
 
@@ -593,13 +622,14 @@ def fail_text(key: str, profile: dict, cwd: str) -> str:
         "home": lambda: HOME_UNTRUSTED_ERROR.format(dir=home_dir()),
         "another_instance": lambda: ANOTHER_INSTANCE_ERROR.format(pid=os.getppid()),
         "session_elsewhere": lambda: SESSION_ELSEWHERE_ERROR.format(
-            session="session_" + secrets.token_hex(8), pid=os.getppid(), dir=cwd),
+            session="session_" + secrets.token_hex(8), pid=os.getppid(), dir=cwd
+        ),
         "registration": lambda: REGISTRATION_ERROR,
         "multi_session_gate": lambda: MULTI_SESSION_GATE_ERROR,
         "api_key": lambda: UNSUPPORTED_AUTH_ERROR.format(
             what="API key authentication (ANTHROPIC_API_KEY is set)",
-            fix="Unset ANTHROPIC_API_KEY and run `claude auth login` to sign in with your "
-                "claude.ai account."),
+            fix="Unset ANTHROPIC_API_KEY and run `claude auth login` to sign in with your claude.ai account.",
+        ),
     }
     return texts[key]() if key in texts else key
 
@@ -613,14 +643,13 @@ def auth_error(config: dict, profile: dict, version: str) -> str | None:
         return fail_text("api_key", profile, "")
     for var, _provider, label in THIRD_PARTY_PROVIDERS:
         if env.get(var):
-            return UNSUPPORTED_AUTH_ERROR.format(
-                what=label, fix=f"Unset {var} and run `claude auth login`.")
+            return UNSUPPORTED_AUTH_ERROR.format(what=label, fix=f"Unset {var} and run `claude auth login`.")
     base_url = env.get("ANTHROPIC_BASE_URL", "")
-    if (base_url and version_tuple(version) >= (2, 1, 196)
-            and not base_url.rstrip("/").endswith("api.anthropic.com")):
+    if base_url and version_tuple(version) >= (2, 1, 196) and not base_url.rstrip("/").endswith("api.anthropic.com"):
         return UNSUPPORTED_AUTH_ERROR.format(
             what=f"a custom API endpoint (ANTHROPIC_BASE_URL={base_url})",
-            fix="Unset ANTHROPIC_BASE_URL and run `claude auth login`.")
+            fix="Unset ANTHROPIC_BASE_URL and run `claude auth login`.",
+        )
     if not config["logged_in"]:
         return SIGNED_OUT_ERROR.format(fix=profile["login_fix"])
     return None
@@ -656,9 +685,11 @@ def check_trust(cwd: str) -> int | None:
     if answer is None or answer.lower() not in ("y", "yes"):
         return 1
     if not is_home:  # home-directory trust is never saved
+
         def accept(data: dict) -> None:
             projects = data.setdefault("projects", {})
             projects.setdefault(cwd, {})["hasTrustDialogAccepted"] = True
+
         update_claude_json(accept)
     return None
 
@@ -738,14 +769,12 @@ def render(phase: str, frame: int, ctx: dict) -> str:
     place = f" · {ctx['repo']}" + (f" · {ctx['branch']}" if ctx["branch"] else "")
     if phase == "connecting":
         glyph = SPINNER_FRAMES[frame % len(SPINNER_FRAMES)]
-        return (f"{ESC}[33m·{glyph}·{ESC}[39m {ESC}[1mConnecting{ESC}[22m"
-                f"{ESC}[2m{place}{ESC}[22m\n")
+        return f"{ESC}[33m·{glyph}·{ESC}[39m {ESC}[1mConnecting{ESC}[22m{ESC}[2m{place}{ESC}[22m\n"
     label = "Connected" if phase == "connected" else "Ready"
     used = 1 if phase == "connected" else 0
     lines = [
         f"{ESC}[32m·{READY_GLYPH}·{ESC}[39m {ESC}[1m{label}{ESC}[22m{ESC}[2m{place}{ESC}[22m",
-        f"    {ESC}[2mCapacity: {used}/{ctx['capacity']} · "
-        f"{SPAWN_MODE_TEXT[ctx['spawn']]}{ESC}[22m",
+        f"    {ESC}[2mCapacity: {used}/{ctx['capacity']} · {SPAWN_MODE_TEXT[ctx['spawn']]}{ESC}[22m",
     ]
     if ctx["precreated"] and (config["list_precreated"] or phase == "connected"):
         lines.append("    " + session_line(ctx["title"], ctx["session_url"], config["hyperlinks"]))
@@ -766,17 +795,23 @@ def serve(opts: dict, config: dict, profile: dict, version: str, cwd: str) -> in
     spawn = str(opts.get("spawn") or saved_spawn_mode(cwd) or "same-dir")
     capacity = 1 if spawn == "session" else int(opts.get("capacity") or DEFAULT_CAPACITY)
     env_id = config["env_id"] or "env_" + secrets.token_urlsafe(18)
-    session_id = config["session_id"] or str(opts.get("session_id") or "") or (
-        "session_" + secrets.token_urlsafe(18))
+    session_id = config["session_id"] or str(opts.get("session_id") or "") or ("session_" + secrets.token_urlsafe(18))
     session_id = "session_" + session_id[4:] if session_id.startswith("cse_") else session_id
-    prefix = (opts.get("remote_control_session_name_prefix")
-              or os.environ.get("CLAUDE_REMOTE_CONTROL_SESSION_NAME_PREFIX")
-              or socket.gethostname().split(".")[0])
+    prefix = (
+        opts.get("remote_control_session_name_prefix")
+        or os.environ.get("CLAUDE_REMOTE_CONTROL_SESSION_NAME_PREFIX")
+        or socket.gethostname().split(".")[0]
+    )
     title = opts.get("name") or f"{prefix}-{secrets.choice(ADJECTIVES)}-{secrets.choice(NOUNS)}"
     repo, branch = git_info(cwd)
     ctx = {
-        "profile": profile, "config": config, "repo": repo, "branch": branch, "spawn": spawn,
-        "capacity": capacity, "title": title,
+        "profile": profile,
+        "config": config,
+        "repo": repo,
+        "branch": branch,
+        "spawn": spawn,
+        "capacity": capacity,
+        "title": title,
         "precreated": bool(opts["create_session_in_dir"]) or spawn == "session",
         "env_url": str(profile["env_url"]).format(env=env_id),
         "session_url": str(profile["session_url"]).format(session=session_id, env=env_id),
@@ -788,8 +823,10 @@ def serve(opts: dict, config: dict, profile: dict, version: str, cwd: str) -> in
         except OSError:
             pass
     if opts.get("verbose"):
-        out(f"Remote Control v{version}\nSpawn mode: {spawn}\n"
-            f"Max concurrent sessions: {capacity}\nEnvironment ID: {env_id}\n\n")
+        out(
+            f"Remote Control v{version}\nSpawn mode: {spawn}\n"
+            f"Max concurrent sessions: {capacity}\nEnvironment ID: {env_id}\n\n"
+        )
     if config["decoys"]:
         out("\n".join(DECOY_LINES) + "\n\n")
 
@@ -810,11 +847,14 @@ def serve(opts: dict, config: dict, profile: dict, version: str, cwd: str) -> in
                 if message:
                     err(str(message))
             return code
-        if phase == "connecting" and not config["never_ready"] \
-                and now - started >= float(config["connect_delay"]):
+        if phase == "connecting" and not config["never_ready"] and now - started >= float(config["connect_delay"]):
             phase, ready_at = "ready", now
-        if phase == "ready" and config["attach_delay"] is not None and ready_at is not None \
-                and now - ready_at >= float(config["attach_delay"]):
+        if (
+            phase == "ready"
+            and config["attach_delay"] is not None
+            and ready_at is not None
+            and now - ready_at >= float(config["attach_delay"])
+        ):
             phase = "connected"
         text = render(phase, frame, ctx)
         if text != painted:
@@ -862,8 +902,7 @@ def cmd_remote_control(argv: list[str], config: dict, version: str) -> int:
     code = consent(profile)
     if code is not None:
         return code
-    if (not opts.get("spawn") and saved_spawn_mode(cwd) is None and isatty(0)
-            and git_info(cwd)[1] is not None):
+    if not opts.get("spawn") and saved_spawn_mode(cwd) is None and isatty(0) and git_info(cwd)[1] is not None:
         out(SPAWN_PROMPT)
         sleep_forever()  # under tmux this never returns (anthropics/claude-code#86327)
     return serve(opts, config, profile, version, cwd)

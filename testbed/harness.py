@@ -14,7 +14,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -25,33 +27,26 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 import rc_mcp
+from testbed.lab import DevServer, listening_socket
 
 CALLBACK = rc_mcp.FIXED_CLIENT_REDIRECT_URIS[0]
 
 
-def listening_socket(port: int = 0) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    return sock
+class ThreadedServer:
+    """An ASGI app under uvicorn in a daemon thread, on `sock` (default: a free loopback port).
+    The constructor returns once uvicorn is accepting connections."""
 
-
-class RunningServer:
-    """rc_mcp's ASGI app under uvicorn in a thread, on a real loopback port."""
-
-    def __init__(self, env: dict[str, str], port: int = 0):
-        sock = listening_socket(port)
+    def __init__(self, app: Any, sock: socket.socket | None = None, **options: Any) -> None:
+        sock = sock if sock is not None else listening_socket()
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = rc_mcp.load_config({**env, "SERVER_URL": self.url})
-        self.app = rc_mcp.create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, lifespan="on", log_level="warning"))
+        options.setdefault("log_level", "warning")
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("rc_mcp did not start")
+                raise RuntimeError("the server in the thread did not start")
             time.sleep(0.01)
 
     def stop(self) -> None:
@@ -59,13 +54,49 @@ class RunningServer:
         self.thread.join(timeout=30)
 
 
+class RunningServer(ThreadedServer):
+    """rc_mcp's ASGI app under uvicorn in a thread, on a real loopback port.
+
+    `configure` gets the loaded Config and returns the one to serve (e.g. `dataclasses.replace` of
+    a timeout below what the environment variables allow, so a test does not wait for it)."""
+
+    def __init__(
+        self, env: dict[str, str], port: int = 0, configure: Callable[[rc_mcp.Config], rc_mcp.Config] | None = None
+    ):
+        sock = listening_socket(port)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.config = rc_mcp.load_config({**env, "SERVER_URL": self.url})
+        if configure is not None:
+            self.config = configure(self.config)
+        self.app = rc_mcp.create_app(self.config)
+        super().__init__(self.app, sock, lifespan="on")
+
+
 @contextlib.contextmanager
-def running(env: dict[str, str], port: int = 0) -> Iterator[RunningServer]:
-    server = RunningServer(env, port)
+def running(
+    env: dict[str, str], port: int = 0, configure: Callable[[rc_mcp.Config], rc_mcp.Config] | None = None
+) -> Iterator[RunningServer]:
+    server = RunningServer(env, port, configure)
     try:
         yield server
     finally:
         server.stop()
+
+
+def ssh_env(dev: DevServer, token_store: Path, secret: str, **extra: str) -> dict[str, str]:
+    """rc_mcp's environment for the lab's dev server (SSH mode, host key pinned); empty values dropped."""
+    env = {
+        "MCP_SECRET": secret,
+        "SSH_HOST": dev.host,
+        "SSH_PORT": str(dev.port),
+        "SSH_USER": dev.user,
+        "SSH_PRIVATE_KEY": str(dev.keys["ed25519"]),
+        "SSH_KNOWN_HOSTS": str(dev.known_hosts),
+        "PROJECTS_BASE_DIR": str(dev.projects),
+        "TOKEN_STORE_PATH": str(token_store),
+        **extra,
+    }
+    return {k: v for k, v in env.items() if v}
 
 
 class MemoryTokenStorage:
@@ -149,7 +180,9 @@ class ClaudeAi:
 
     def provider(self, server_url: str) -> OAuthClientProvider:
         method = "none" if self.mode == "cimd" else "client_secret_post"
-        metadata = OAuthClientMetadata(redirect_uris=[CALLBACK], token_endpoint_auth_method=method, client_name="Claude")
+        metadata = OAuthClientMetadata(
+            redirect_uris=[CALLBACK], token_endpoint_auth_method=method, client_name="Claude"
+        )
         self.last_provider = OAuthClientProvider(
             server_url=server_url + "/mcp",
             client_metadata=metadata,
@@ -171,3 +204,32 @@ async def connect(server_url: str, claude: ClaudeAi) -> AsyncIterator[Client]:
     async with http:
         async with Client(streamable_http_client(server_url + "/mcp", http_client=http), mode="legacy") as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def serve_and_connect(
+    env: dict[str, str],
+    claude: ClaudeAi,
+    port: int = 0,
+    configure: Callable[[rc_mcp.Config], rc_mcp.Config] | None = None,
+) -> AsyncIterator[tuple[Client, RunningServer]]:
+    """rc_mcp running with `env`, and an MCP client connected to it through `claude`'s OAuth flow."""
+    with running(env, port, configure) as server:
+        async with connect(server.url, claude) as client:
+            yield client, server
+
+
+async def call(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
+    """A tool call that must succeed: its structured result."""
+    result = await client.call_tool(tool, arguments)
+    if result.is_error or result.structured_content is None:
+        raise AssertionError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, /, **arguments: Any) -> str:
+    """A tool call that must fail: the text of its error."""
+    result = await client.call_tool(tool, arguments)
+    if not result.is_error:
+        raise AssertionError(f"{tool} succeeded: {result.structured_content}")
+    return " ".join(getattr(block, "text", "") for block in result.content)

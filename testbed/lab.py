@@ -13,6 +13,7 @@ sshd's default MaxSessions). Non-root mode: the same for the current user with a
 sshd sets via `SetEnv` (plus TMUX_TMPDIR, so the developer's own tmux server is never touched).
 No pytest dependency; nothing outside this repository is read except the system's tools.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,7 +57,7 @@ mkrepo() {{
   git -C "$1" {GIT_IDENTITY} commit -q -m 'initial commit'
 }}
 mkdir -p projects .local/bin
-for repo in {' '.join(shlex.quote(r) for r in REPOS)}; do mkrepo "projects/$repo"; done
+for repo in {" ".join(shlex.quote(r) for r in REPOS)}; do mkrepo "projects/$repo"; done
 mkrepo outside-repo
 mkdir -p projects/with-claude/.claude projects/notes
 printf '{{\\n  "permissions": {{}}\\n}}\\n' > projects/with-claude/.claude/settings.json
@@ -86,10 +87,13 @@ def default_claude_json(projects: Path) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def listening_socket(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 (port 0: a free one). Hand it to a server, or read its port
+    and close it for a program that binds by itself (sshd, `python rc_mcp.py`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
 
 
 def process_uid_and_state(pid: int) -> tuple[int, str] | None:
@@ -150,6 +154,62 @@ def short_tmpdir(prefix: str) -> Path:
     return Path(path)
 
 
+# ── Keys ──
+# name → (ssh-keygen options, passphrase). RSA is 2048 bits: paramiko treats every size alike, and
+# ssh-keygen's default 3072 can take seconds to find its primes. Encrypted OpenSSH-format keys use
+# 2 bcrypt rounds (`-a 2`) instead of 16: the same decryption code, a fraction of the time.
+KEY_SPECS: dict[str, tuple[list[str], str]] = {
+    "ed25519": (["-t", "ed25519"], ""),
+    "rsa": (["-t", "rsa", "-b", "2048", "-m", "PEM"], ""),
+    "ecdsa": (["-t", "ecdsa", "-b", "256"], ""),
+    "ed25519_enc": (["-t", "ed25519", "-a", "2"], PASSPHRASE),
+    "rsa_enc": (["-t", "rsa", "-b", "2048", "-m", "PEM"], PASSPHRASE),
+    "ecdsa_enc": (["-t", "ecdsa", "-b", "256", "-a", "2"], PASSPHRASE),
+    "rsa_openssh_enc": (["-t", "rsa", "-b", "2048", "-a", "2"], PASSPHRASE),  # OpenSSH format, bcrypt KDF
+    "unauthorized": (["-t", "ed25519"], ""),
+}
+LAB_CLIENT_KEYS = ("ed25519", "rsa", "ecdsa", "ed25519_enc", "rsa_enc", "ecdsa_enc", "unauthorized")
+HOST_KEY_SPECS: dict[str, tuple[list[str], str]] = {
+    "host": (["-t", "ed25519"], ""),
+    "host_wrong": (["-t", "ed25519"], ""),
+}
+KeyJobs = list[tuple[str, Path, subprocess.Popen[bytes]]]
+
+
+def start_keygen(directory: Path, specs: dict[str, tuple[list[str], str]]) -> KeyJobs:
+    """Start one ssh-keygen per spec, all at once; finish_keygen() waits for them."""
+    jobs = []
+    for name, (args, passphrase) in specs.items():
+        path = directory / name
+        for stale in (path, path.with_suffix(".pub")):
+            stale.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            ["ssh-keygen", "-q", *args, "-N", passphrase, "-C", f"rc-lab-{name}", "-f", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        jobs.append((name, path, proc))
+    return jobs
+
+
+def finish_keygen(jobs: KeyJobs) -> dict[str, Path]:
+    keys = {}
+    for name, path, proc in jobs:
+        _, stderr = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ssh-keygen {name} failed: {stderr.decode().strip()}")
+        keys[name] = path
+    return keys
+
+
+def make_keys(directory: Path, names: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Private keys (public halves beside them as NAME.pub) from KEY_SPECS, generated in parallel.
+    Encrypted ones (`*_enc`) use PASSPHRASE."""
+    specs = {name: spec for name, spec in KEY_SPECS.items() if names is None or name in names}
+    return finish_keygen(start_keygen(directory, specs))
+
+
 # ── Shared by the SSH dev server and the local dev home ──
 class _DevHome:
     """A dev user's home: the fake claude's config and trace, seeding, reset."""
@@ -197,8 +257,7 @@ class _DevHome:
 
     def fake_claude_config(self, config: dict) -> None:
         """Write ~/.fake-claude/config.json (knobs; see testbed/README.md)."""
-        self._write(self.home / ".fake-claude" / "config.json",
-                    (json.dumps(config, indent=2) + "\n").encode())
+        self._write(self.home / ".fake-claude" / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
     def fake_claude_trace(self) -> list[dict]:
         """One dict per `claude` invocation, oldest first."""
@@ -222,8 +281,7 @@ class _DevHome:
 
     def write_claude_json(self, data: dict) -> None:
         """Seed ~/.claude.json (e.g. drop remoteDialogSeen to get the consent prompt)."""
-        self._write(self.home / ".claude.json", (json.dumps(data, indent=2) + "\n").encode(),
-                    0o600)
+        self._write(self.home / ".claude.json", (json.dumps(data, indent=2) + "\n").encode(), 0o600)
 
     def add_bashrc_path(self) -> None:
         """Put ~/.local/bin on the non-interactive SSH PATH (a line above .bashrc's guard)."""
@@ -242,8 +300,14 @@ class _DevHome:
         self.write_claude_json(default_claude_json(self.projects))
 
     def _stop_fakes(self) -> None:
-        """Kill the user's tmux server, then wait for every traced fake claude to exit."""
-        self.run("tmux kill-server 2>/dev/null; true")
+        """Kill the user's tmux server and wait for it to exit (a `tmux new-session` sent to a server
+        that is still shutting down gets a pane that dies at once), then wait for every traced fake
+        claude to exit."""
+        server = self.run(
+            "tmux display-message -p '#{pid}' 2>/dev/null; tmux kill-server 2>/dev/null; true"
+        ).stdout.strip()
+        if server.isdigit():
+            wait_pids_gone([int(server)], 5.0)
         pids = []
         for record in self.fake_claude_trace():
             pid = record.get("pid")
@@ -302,9 +366,17 @@ class LocalDevHome(_DevHome):
         for name in list(env):
             if name.startswith("GIT_"):
                 env.pop(name)  # e.g. GIT_DIR from a hook would redirect the tree's git commands
-        return subprocess.run(["/bin/sh", "-c", script], env=env, cwd=self.home, text=True,
-                              encoding="utf-8", errors="replace", capture_output=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["/bin/sh", "-c", script],
+            env=env,
+            cwd=self.home,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def close(self) -> None:
         """Stop this home's tmux server and fakes; remove the private tmux dir (not root)."""
@@ -389,7 +461,7 @@ class DevServer(_DevHome):
             self.lab.mkdir(parents=True, exist_ok=True)
         for sub in ("sshd", "client"):
             (self.lab / sub).mkdir(mode=0o700, exist_ok=True)
-        keygen = self._start_keygen()  # in parallel with the user setup (RSA-3072 is slow)
+        keygen = self._start_keygen()  # in parallel with the user setup
         if self.root_mode:
             self._create_user(user)
             # claude_abs outside home, in a dir the user can reach whatever the lab dir's modes
@@ -439,8 +511,13 @@ class DevServer(_DevHome):
 
     # running things as the dev user, with the environment an SSH exec gets
     def _session_env(self) -> list[str]:
-        env = [f"HOME={self.home}", f"USER={self.user}", f"LOGNAME={self.user}",
-               "SHELL=/bin/bash", f"PATH={SSH_EXEC_PATH}"]
+        env = [
+            f"HOME={self.home}",
+            f"USER={self.user}",
+            f"LOGNAME={self.user}",
+            "SHELL=/bin/bash",
+            f"PATH={SSH_EXEC_PATH}",
+        ]
         if not self.root_mode:
             env.append(f"TMUX_TMPDIR={self.tmux_tmpdir}")
         return env
@@ -450,9 +527,16 @@ class DevServer(_DevHome):
         argv = ["env", "-i", *self._session_env(), "/bin/sh", "-c", script]
         if self.root_mode:
             argv = ["runuser", "-u", self.user, "--", *argv]
-        return subprocess.run(argv, cwd=self.home, text=True, encoding="utf-8",
-                              errors="replace", capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            argv,
+            cwd=self.home,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     # the user (root mode)
     def _create_user(self, user: str) -> None:
@@ -462,8 +546,9 @@ class DevServer(_DevHome):
             existing = None
         if existing is not None:
             if not (Path(existing.pw_dir) / LAB_MARKER).exists():
-                raise RuntimeError(f"user {user!r} exists and was not created by the lab; "
-                                   "pass another user= to DevServer.start()")
+                raise RuntimeError(
+                    f"user {user!r} exists and was not created by the lab; pass another user= to DevServer.start()"
+                )
             self._clean_crashed_run(Path(existing.pw_dir))  # left over by a crashed run
             self._delete_user(user, existing.pw_uid)
         base = "/home"
@@ -476,8 +561,9 @@ class DevServer(_DevHome):
             if not (stale_home / LAB_MARKER).exists():
                 raise RuntimeError(f"{stale_home} exists and was not created by the lab")
             shutil.rmtree(stale_home)
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True,
-                       capture_output=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["useradd", "-m", "-s", "/bin/bash", user], check=True, capture_output=True, stdin=subprocess.DEVNULL
+        )
         self._user_created = True
         # useradd's locked "!" makes sshd (UsePAM no) refuse even keys: "account is locked"
         subprocess.run(["usermod", "-p", "*", user], check=True, capture_output=True)
@@ -488,11 +574,12 @@ class DevServer(_DevHome):
 
     def _write_marker(self) -> None:
         """What a later run needs to clean up after a crash of this one (see _delete_user)."""
-        removable = [str(p) for p in (self.lab if self._own_lab else None, self._abs_dir)
-                            if p is not None]
-        marker = {"sshd_pid": self._proc.pid if self._proc else None,
-                  "sshd_config": str(self.lab / "sshd" / "sshd_config"),
-                  "remove": removable}
+        removable = [str(p) for p in (self.lab if self._own_lab else None, self._abs_dir) if p is not None]
+        marker = {
+            "sshd_pid": self._proc.pid if self._proc else None,
+            "sshd_config": str(self.lab / "sshd" / "sshd_config"),
+            "remove": removable,
+        }
         self._write(self.home / LAB_MARKER, (json.dumps(marker) + "\n").encode())
 
     @staticmethod
@@ -516,8 +603,12 @@ class DevServer(_DevHome):
                 shutil.rmtree(path, ignore_errors=True)
 
     def _delete_user(self, user: str, uid: int) -> None:
-        subprocess.run(["runuser", "-u", user, "--", "env", "-i", f"PATH={SSH_EXEC_PATH}", "tmux",
-                        "kill-server"], capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
+        subprocess.run(
+            ["runuser", "-u", user, "--", "env", "-i", f"PATH={SSH_EXEC_PATH}", "tmux", "kill-server"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=10,
+        )
         pids = pids_of_uid(uid)
         kill_pids(pids, signal.SIGKILL)
         wait_pids_gone(pids, 3.0)
@@ -529,41 +620,16 @@ class DevServer(_DevHome):
         shutil.rmtree(tmux_dir, ignore_errors=True)
 
     # keys
-    def _start_keygen(self) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
+    def _start_keygen(self) -> KeyJobs:
         client, sshd = self.lab / "client", self.lab / "sshd"
-        specs = {
-            "ed25519": (client, ["-t", "ed25519"], ""),
-            "rsa": (client, ["-t", "rsa", "-b", "3072", "-m", "PEM"], ""),
-            "ecdsa": (client, ["-t", "ecdsa", "-b", "256"], ""),
-            "ed25519_enc": (client, ["-t", "ed25519"], PASSPHRASE),
-            "rsa_enc": (client, ["-t", "rsa", "-b", "3072", "-m", "PEM"], PASSPHRASE),
-            "ecdsa_enc": (client, ["-t", "ecdsa", "-b", "256"], PASSPHRASE),
-            "unauthorized": (client, ["-t", "ed25519"], ""),
-            "host": (sshd, ["-t", "ed25519"], ""),
-            "host_wrong": (sshd, ["-t", "ed25519"], ""),
-        }
-        jobs = []
-        for name, (directory, args, passphrase) in specs.items():
-            path = directory / name
-            for stale in (path, path.with_suffix(".pub")):
-                stale.unlink(missing_ok=True)
-            proc = subprocess.Popen(
-                ["ssh-keygen", "-q", *args, "-N", passphrase, "-C", f"rc-lab-{name}",
-                 "-f", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE)
-            jobs.append((name, path, proc))
-        return jobs
+        client_keys = {name: spec for name, spec in KEY_SPECS.items() if name in LAB_CLIENT_KEYS}
+        return start_keygen(client, client_keys) + start_keygen(sshd, HOST_KEY_SPECS)
 
-    def _finish_keys(self, jobs: list[tuple[str, Path, subprocess.Popen[bytes]]]) -> None:
-        for name, path, proc in jobs:
-            _, stderr = proc.communicate(timeout=60)
-            if proc.returncode != 0:
-                raise RuntimeError(f"ssh-keygen {name} failed: {stderr.decode().strip()}")
-            if not name.startswith("host"):
-                self.keys[name] = path
+    def _finish_keys(self, jobs: KeyJobs) -> None:
+        self.keys = {name: path for name, path in finish_keygen(jobs).items() if not name.startswith("host")}
         authorized = "".join(
-            Path(f"{path}.pub").read_text() for name, path in self.keys.items()
-            if name != "unauthorized")
+            Path(f"{path}.pub").read_text() for name, path in self.keys.items() if name != "unauthorized"
+        )
         ssh_dir = self.home / ".ssh"
         self._mkdirs(ssh_dir)
         os.chmod(ssh_dir, 0o700)
@@ -612,7 +678,8 @@ class DevServer(_DevHome):
             subprocess.run(["install", "-d", "-m", "755", "/run/sshd"], check=True)
         last_error = ""
         for _attempt in range(5):
-            self.port = free_port()
+            with listening_socket() as sock:
+                self.port = sock.getsockname()[1]
             config = sshd / "sshd_config"
             config.write_text(self._sshd_config())
             test = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
@@ -622,8 +689,12 @@ class DevServer(_DevHome):
             log.write_text("")
             (sshd / "sshd.pid").unlink(missing_ok=True)
             self._proc = subprocess.Popen(
-                [SSHD, "-D", "-f", str(config), "-E", str(log)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                [SSHD, "-D", "-f", str(config), "-E", str(log)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             last_error = self._wait_sshd_ready()
             if not last_error:
                 self._write_client_files()
@@ -678,14 +749,16 @@ class DevServer(_DevHome):
         self.known_hosts.write_text(self.known_hosts_line() + "\n")
         self.known_hosts_wrong = client / "known_hosts_wrong"
         self.known_hosts_wrong.write_text(
-            f"[{self.host}]:{self.port} {self._wrong_key_line[0]} {self._wrong_key_line[1]}\n")
+            f"[{self.host}]:{self.port} {self._wrong_key_line[0]} {self._wrong_key_line[1]}\n"
+        )
         self.ssh_alias = "rc-lab"
         self.ssh_config = client / "ssh_config"
         self.ssh_config.write_text(
             f"Host {self.ssh_alias}\n  HostName {self.host}\n  Port {self.port}\n"
             f"  User {self.user}\n  IdentityFile {self.keys['ed25519']}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-            "  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n")
+            "  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n"
+        )
 
     # inspection
     def known_hosts_line(self) -> str:

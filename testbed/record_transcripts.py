@@ -4,7 +4,7 @@ The test suite parses these files (URL extraction, status, failure explanations)
 `tmux pipe-pane` captured from `claude remote-control` running in a 200-column pane, exactly as
 rc_mcp's start script captures it. Re-record after changing the fake:
 
-    python testbed/record_transcripts.py
+    python testbed/record_transcripts.py [NAME ...]   # all scenarios, or only the named ones
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from testbed.fake_claude import FAIL_KEYS  # noqa: E402
 from testbed.lab import make_local_devhome  # noqa: E402
 
 # name → (fake claude knobs, ~/.claude.json changes, text that ends the recording)
 SCENARIOS: dict[str, tuple[dict, dict, str]] = {
     "2.1.330-ready": ({"env_id": "env_01Ready330"}, {}, "space to show QR code"),
-    "2.1.330-connected": ({"env_id": "env_01Conn330", "session_id": "session_01Attached", "attach_delay": 0.2}, {}, "Continue coding"),
+    "2.1.330-connected": (
+        {"env_id": "env_01Conn330", "session_id": "session_01Attached", "attach_delay": 0.2},
+        {},
+        "Continue coding",
+    ),
     "2.1.330-connected-plain-links": (
         {"env_id": "env_01Plain", "session_id": "session_01Plain", "attach_delay": 0.2, "hyperlinks": "plain"},
         {},
@@ -39,6 +44,8 @@ SCENARIOS: dict[str, tuple[dict, dict, str]] = {
     "2.1.84-signed-out": ({"version": "2.1.84", "logged_in": False}, {}, "/login"),
     "2.1.330-feature-flag": ({"fail": "feature_flag"}, {}, "feature-flag"),
 }
+# Every error the fake can be told to fail with (its "fail" knob), as the pane shows it.
+SCENARIOS.update({f"2.1.330-fail-{key}": ({"fail": key}, {}, "\n") for key in FAIL_KEYS})
 
 
 def record(name: str, knobs: dict, claude_json: dict, until: str, out: Path) -> None:
@@ -53,10 +60,39 @@ def record(name: str, knobs: dict, claude_json: dict, until: str, out: Path) -> 
             log = Path(root) / "pane.log"
             env = home.env({"PATH": f"{home.claude_bin.parent}:/usr/local/bin:/usr/bin:/bin"})
             subprocess.run(
-                ["tmux", "new-session", "-d", "-s", "rec", "-x", "200", "-y", "50", "-c", str(home.projects / "alpha"),
-                 "claude", "remote-control", "--name", "alpha", "--spawn", "same-dir", ";",
-                 "pipe-pane", "-o", "-t", "=rec:", f"cat >> '{log}'", ";", "set-option", "-t", "=rec:", "remain-on-exit", "on"],
-                env=env, check=True,
+                [
+                    "tmux",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "rec",
+                    "-x",
+                    "200",
+                    "-y",
+                    "50",
+                    "-c",
+                    str(home.projects / "alpha"),
+                    "claude",
+                    "remote-control",
+                    "--name",
+                    "alpha",
+                    "--spawn",
+                    "same-dir",
+                    ";",
+                    "pipe-pane",
+                    "-o",
+                    "-t",
+                    "=rec:",
+                    f"cat >> '{log}'",
+                    ";",
+                    "set-option",
+                    "-t",
+                    "=rec:",
+                    "remain-on-exit",
+                    "on",
+                ],
+                env=env,
+                check=True,
             )
             deadline = time.monotonic() + 10
             while until.encode() not in (log.read_bytes() if log.exists() else b""):
@@ -71,13 +107,19 @@ def record(name: str, knobs: dict, claude_json: dict, until: str, out: Path) -> 
             home.close()
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Record the named scenarios (all of them when none is named)."""
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
     target = HERE / "transcripts"
     target.mkdir(exist_ok=True)
     for name, (knobs, claude_json, until) in SCENARIOS.items():
+        if names and name not in names:
+            continue
         record(name, knobs, claude_json, until, target / f"{name}.log")
         print(f"recorded {name}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
