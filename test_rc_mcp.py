@@ -1919,8 +1919,8 @@ def list_entry(
                     "id": "d-0a1b2c",
                     "status": "exited",
                     "exit_code": 1,
-                    "reason": "claude is not logged in on the dev server: run `claude auth login` there with a claude.ai "
-                    "account (Pro, Max, Team or Enterprise), then start again.",
+                    "reason": "claude is not logged in on the dev server: run `claude auth login` there with a "
+                    "claude.ai account (Pro, Max, Team or Enterprise), then start again.",
                 }
             ],
         ),
