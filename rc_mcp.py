@@ -1031,15 +1031,15 @@ LIST_TAIL_BYTES = 3072
 SESSION_FILES = {"meta": ".meta", "log": ".log", "log_old": ".log.1", "url_file": ".url"}
 # claude's output goes to the log through this (sh, $1 the log) rather than `cat`: a claude that
 # prints forever fills at most two chunks of the log — the newest output, and the chunk before it
-# as .log.1. dd, unlike head, writes what it reads at once (the start script waits for the URL).
+# as .log.1. dd, unlike head, writes what it reads at once (the start script waits for the URL);
+# the log stays open, so once its session's files are removed nothing brings it back.
 LOG_CHUNK_BYTES = 1024 * 1024
-CAP_LOG_SCRIPT = f"""while :; do
-  before=$(wc -c < "$1" 2>/dev/null || echo 0)
-  dd bs=65536 count=64 2>/dev/null >> "$1" || exit 0
-  after=$(wc -c < "$1")
-  [ "$after" -eq "$before" ] && exit 0
-  [ "$after" -ge {LOG_CHUNK_BYTES} ] && mv -f -- "$1" "$1.1"
-done"""
+CAP_LOG_SCRIPT = (
+    'exec 3>> "$1" || exit 0; while :; do before=$(wc -c < "$1" 2>/dev/null) || exit 0; '
+    "dd bs=65536 count=64 2>/dev/null >&3 || exit 0; "
+    'after=$(wc -c < "$1" 2>/dev/null) || exit 0; [ "$after" -eq "$before" ] && exit 0; '
+    f'if [ "$after" -ge {LOG_CHUNK_BYTES} ]; then mv -f -- "$1" "$1.1" && exec 3>> "$1"; fi; done'
+)
 # The pane's own first command: wait for the go signal, then check once more, right before exec,
 # that the directory is the one checked — a symlink swapped in meanwhile could lead outside the
 # base. ($0: the signal, $1: the physical directory with a '/' appended — tmux would take a final
@@ -1061,6 +1061,11 @@ def shell_path(path: str) -> str:
 
 def spawn_mode(worktree: bool) -> str:
     return "worktree" if worktree else "same-dir"
+
+
+def double_quoted(text: str) -> str:
+    """`text` for the inside of an sh double-quoted string: nothing in it is expanded."""
+    return re.sub(r'([\\"$`])', r"\\\1", text)
 
 
 def _remote_script(*lines: str) -> str:
@@ -1177,8 +1182,7 @@ def build_start_script(
         'rm -f -- "$url_file"',
         # pipe-pane runs its command through /bin/sh after expanding tmux formats: quote for both.
         "tmux_quote() { printf '%s' \"$1\" | sed -e \"s/'/'\\\\\\\\''/g\" -e 's/#/##/g'; }",
-        'cap="$state/cap-log"; qlog=$(tmux_quote "$log"); qcap=$(tmux_quote "$cap")',
-        f"printf '%s\\n' {q(CAP_LOG_SCRIPT)} > \"$cap\"",
+        'qlog=$(tmux_quote "$log")',
         # tmux expands formats (#{…}, #(…)) in -c: start the client in the directory instead.
         "cd -- \"$dir\" || { echo '@@error no-dir'; exit 0; }",
         # The pane has a real TTY for claude. It waits for a signal before exec'ing claude, so
@@ -1188,7 +1192,7 @@ def build_start_script(
         'tmux new-session -d -s "$session" -x 200 -y 50 '
         f'/bin/sh -c {q(PANE_PRELUDE)} "$session-go" "$dir/" '
         f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
-        "pipe-pane -o -t \"=$session:\" \"/bin/sh '$qcap' '$qlog'\" \\; "
+        f"pipe-pane -o -t \"=$session:\" \"/bin/sh -c {double_quoted(q(CAP_LOG_SCRIPT))} rc-log '$qlog'\" \\; "
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
         # Our files exist only while the session does (list_sessions relies on that).

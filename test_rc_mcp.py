@@ -53,7 +53,8 @@ from testbed.lab import (
 
 ROOT = Path(__file__).resolve().parent
 
-SECRET = "test-secret-0123456789"
+SECRET = "test-secret-0123456789"  # weak on purpose (what check and the start-up warning call out)
+STRONG_SECRET = "9c2f4e1ab8d7035f6e2c9a41b7d8e05f3a6c2e9d1b4f7a08c5e3d2b1a9f6e4c7"  # openssl rand -hex 32
 CLIENT_ID = "9f7bd22e3e82dc889c30a316fe17dee118b4"
 CLIENT_SECRET = "d0b7eb40dfe5bafc26f0132ed035cd1c660906cb16980156235dc61bf2d9eb69"
 CALLBACK = "https://claude.ai/api/mcp/auth_callback"
@@ -343,7 +344,7 @@ EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
 
 def test_config_defaults_to_local_mode(tmp_path: Path) -> None:
     config = rc_mcp.load_config(base_env(tmp_path))
-    assert config.local and config.port == 3000 and config.host == "0.0.0.0"
+    assert config.local and config.port == 3000 and config.host == "127.0.0.1"  # local mode: this machine only
     assert config.server_url == "http://localhost:3000"
     assert config.resource == "http://localhost:3000/mcp"
     assert config.claude_bin == "claude" and config.spawn_worktree is False
@@ -871,6 +872,7 @@ def test_tail_lines_collapses_repaints_and_strips_escapes() -> None:
 
 # One sample per row of CLAUDE_TEXTS, and the part of its explanation that names the fix.
 CLAUDE_TEXT_SAMPLES = [
+    (rc_mcp.DIRECTORY_CHANGED, "was replaced (by a symlink?) between rc_mcp's check and the launch"),
     ("Error: You must be logged in to use Remote Control.", "run `claude auth login` there"),
     ("Remote Control requires a full-scope login token.", "long-lived token"),
     (
@@ -1089,14 +1091,19 @@ def test_start_script_quotes_every_value(tmp_path: Path, hostile: str) -> None:
 
     calls = [(record / name).read_bytes().split(b"\0")[:-1] for name in sorted(p.name for p in record.iterdir())]
     calls_text = [[os.fsdecode(a) for a in call] for call in calls]
-    session, log = "rc-al-a1b2c3", home / ".local" / "state" / "rc-mcp" / "rc-al-a1b2c3.log"
-    pipe_command = "cat >> '" + str(log).replace("'", "'\\''").replace("#", "##") + "'"
+    state = home / ".local" / "state" / "rc-mcp"
+    session, log = "rc-al-a1b2c3", state / "rc-al-a1b2c3.log"
+
+    def tmux_quoted(path: Path) -> str:  # for tmux's format expansion, then /bin/sh
+        return "'" + str(path).replace("'", "'\\''").replace("#", "##") + "'"
+
+    pipe_command = f"/bin/sh -c {shlex.quote(rc_mcp.CAP_LOG_SCRIPT)} rc-log {tmux_quoted(log)}"
     scrub = [f"-u{var}" for var in rc_mcp.SCRUBBED_ENV]
     tmux = str(bin_dir / "tmux")
     assert calls_text == [
         [str(work), tmux, "has-session", "-t", f"={session}"],  # before the script goes into the project
         [str(project), tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
-         "/bin/sh", "-c", 'tmux wait-for "$0" && exec "$@"', f"{session}-go",
+         "/bin/sh", "-c", rc_mcp.PANE_PRELUDE, f"{session}-go", f"{project}/",
          "env", *scrub, str(claude), "remote-control", "--name", "al", "--spawn", "same-dir",
          ";", "pipe-pane", "-o", "-t", f"={session}:", pipe_command,
          ";", "set-option", "-t", f"={session}:", "remain-on-exit", "on"],
@@ -1109,7 +1116,7 @@ def test_start_script_quotes_every_value(tmp_path: Path, hostile: str) -> None:
     ]  # fmt: skip
     # pipe-pane's command goes through tmux's format expansion, then /bin/sh: it must name the log
     unexpanded = pipe_command.replace("##", "#")
-    assert shlex.split(unexpanded.removeprefix("cat >> ")) == [str(log)]
+    assert shlex.split(unexpanded) == ["/bin/sh", "-c", rc_mcp.CAP_LOG_SCRIPT, "rc-log", str(log)]
     assert files_named("pwned", tmp_path) == []
 
 
@@ -1251,7 +1258,7 @@ async def test_e2e_one_connection_shared_within_max_sessions(devserver: DevServe
 async def wait_until_dropped(runner: rc_mcp.SSHRunner, devserver: DevServer) -> paramiko.Transport:
     """Kill the runner's connection on the server side (its sshd process); return the transport
     once paramiko has noticed."""
-    transport = runner._transport
+    transport = runner.pool._transport
     assert transport is not None and transport.is_active()
     devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
     with anyio.fail_after(10):
@@ -1549,7 +1556,7 @@ async def test_e2e_list_removes_only_its_own_stale_metadata(devserver: DevServer
         "echo keep > other-file && mkdir -p ~/elsewhere && : > ~/elsewhere/rc-x-000000.meta"
     )
     async with ssh_runner(devserver, tmp_path) as runner:
-        assert await rc_mcp.Sessions(runner.config, runner).list() == []
+        assert await rc_mcp.Sessions(runner.config, runner).list_all() == []
     left = devserver.run("ls ~/.local/state/rc-mcp; ls ~/elsewhere").stdout.split()
     assert left == ["other-file", "rc-x-000000.meta"]
 
@@ -1969,28 +1976,30 @@ def test_interpret_projects_without_the_base() -> None:
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 
+def add_access(data: dict[str, Any], key: str, now: float, ttl: float = 60, grant: str = "g1") -> None:
+    """Inside a transaction: an access record (and its grant) of the shape the server writes."""
+    data["grants"].setdefault(grant, rc_mcp.new_grant("c", "test client", now, 86400))
+    record = {"client_id": "c", "grant_id": grant, "scope": "mcp", "resource": TEST_URL, "expires_at": now + ttl}
+    data["access"][key] = record
+
+
 def test_token_store_keeps_only_hashes_with_private_permissions(tmp_path: Path) -> None:
     path = tmp_path / "state" / "tokens.json"
     store = rc_mcp.TokenStore(path)
     token = "rcat_" + secrets.token_urlsafe(32)
-    store.transact(
-        lambda data, now: data["access"].__setitem__(
-            rc_mcp.hash_secret(token), {"expires_at": now + 60, "client_id": "c"}
-        )
-    )
+    store.transact(lambda data, now: add_access(data, rc_mcp.hash_secret(token), now))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert token not in path.read_text()
     assert rc_mcp.TokenStore(path).lookup("access", token) is not None  # survives a restart
-    assert not [p for p in path.parent.iterdir() if p.name != "tokens.json"]  # no temp files left
+    # no temp files left (the lock file is how the server and `grants` take turns)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tokens.json", "tokens.json.lock"]
 
 
 def test_token_store_prunes_expired_records(tmp_path: Path) -> None:
     now = [1000.0]
     store = rc_mcp.TokenStore(tmp_path / "t.json", clock=lambda: now[0])
-    store.transact(
-        lambda data, t: data["access"].update({"old": {"expires_at": t + 10}, "new": {"expires_at": t + 100}})
-    )
+    store.transact(lambda data, t: (add_access(data, "old", t, 10), add_access(data, "new", t, 100)))
     now[0] += 50
     store.transact(lambda data, t: None)
     assert set(json.loads((tmp_path / "t.json").read_text())["access"]) == {"new"}
@@ -2013,7 +2022,7 @@ def test_token_store_serializes_concurrent_writes(tmp_path: Path) -> None:
     store = rc_mcp.TokenStore(tmp_path / "t.json")
 
     def add(i: int) -> None:
-        store.transact(lambda data, now: data["access"].__setitem__(f"k{i}", {"expires_at": now + 60}))
+        store.transact(lambda data, now: add_access(data, f"k{i}", now))
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(40)]
     for t in threads:
@@ -2089,19 +2098,17 @@ async def test_e2e_token_survives_a_restart(tools: Tools) -> None:
 
 def test_transact_leaves_memory_as_before_when_the_save_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = rc_mcp.TokenStore(tmp_path / "tokens.json")
-    store.transact(lambda data, now: data["access"].__setitem__("kept", {"expires_at": now + 60}))
+    store.transact(lambda data, now: add_access(data, "kept", now))
 
     def fail(*args: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(rc_mcp, "write_private_file", fail)
     with pytest.raises(OSError, match="No space left"):
-        store.transact(
-            lambda data, now: (data["access"].pop("kept"), data["access"].__setitem__("new", {"expires_at": now + 60}))
-        )
+        store.transact(lambda data, now: (data["access"].pop("kept"), add_access(data, "new", now)))
     assert store._unexpired("access", "kept") is not None and store._unexpired("access", "new") is None
     monkeypatch.undo()
-    store.transact(lambda data, now: data["access"].__setitem__("new", {"expires_at": now + 60}))
+    store.transact(lambda data, now: add_access(data, "new", now))
     assert rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 2
 
 
@@ -2109,7 +2116,7 @@ def test_transact_saves_what_happened_before_a_kept_error_and_rolls_back_others(
     store = rc_mcp.TokenStore(tmp_path / "tokens.json")
 
     def revoke_then_refuse(data: dict[str, Any], now: float) -> None:
-        data["access"]["revoked-marker"] = {"expires_at": now + 60}
+        add_access(data, "revoked-marker", now)
         raise rc_mcp.OAuthError(400, "invalid_grant", "replayed")
 
     with pytest.raises(rc_mcp.OAuthError, match="replayed"):
@@ -2310,6 +2317,15 @@ async def test_fetched_metadata_documents_are_validated(
     assert fetcher.fetches == (1 if valid else 2)  # a valid document is cached
 
 
+def no_http_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to send a request fails the test."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a request was about to be sent")
+
+    monkeypatch.setattr(rc_mcp.httpx2, "AsyncClient", refuse)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -2320,9 +2336,14 @@ async def test_fetched_metadata_documents_are_validated(
         "https://169.254.169.254/latest",
     ],
 )
-async def test_metadata_documents_are_never_fetched_from_private_addresses(url: str) -> None:
-    with pytest.raises(ValueError, match="public addresses"):
+async def test_metadata_documents_are_never_fetched_from_private_addresses(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_http_client(monkeypatch)
+    with pytest.raises(ValueError) as refused:
         await rc_mcp.ClientMetadataFetcher().fetch(url)
+    # the same words as for a name that does not resolve: the answer maps no internal names
+    assert str(refused.value) == rc_mcp.FETCH_FAILED
 
 
 async def test_metadata_fetch_refuses_names_that_resolve_to_private_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -2332,9 +2353,17 @@ async def test_metadata_fetch_refuses_names_that_resolve_to_private_addresses(mo
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),
         ]
 
-    monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", rebinding)
-    with pytest.raises(ValueError, match="public addresses only"):
-        await rc_mcp.ClientMetadataFetcher().fetch("https://evil.example/client.json")
+    async def unknown(host: str, port: int, **kwargs: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    no_http_client(monkeypatch)
+    answers = []
+    for resolver in (rebinding, unknown):
+        monkeypatch.setattr(rc_mcp.anyio, "getaddrinfo", resolver)
+        with pytest.raises(ValueError) as refused:
+            await rc_mcp.ClientMetadataFetcher().fetch("https://evil.example/client.json")
+        answers.append(str(refused.value))
+    assert answers == [rc_mcp.FETCH_FAILED, rc_mcp.FETCH_FAILED]  # "not public" reads as "cannot resolve"
 
 
 @pytest.fixture(scope="module")
@@ -2434,8 +2463,10 @@ async def test_metadata_fetch_guards(
         with pytest.raises(ValueError, match=outcome):
             await fetcher.get(url)
     # with the production policy the very same server is refused before anything is sent
-    with pytest.raises(ValueError, match="public addresses only"):
+    no_http_client(monkeypatch)
+    with pytest.raises(ValueError) as refused:
         await rc_mcp.ClientMetadataFetcher(verify=context).fetch(url)
+    assert str(refused.value) == rc_mcp.FETCH_FAILED
 
 
 @pytest.mark.parametrize("mode", ["credentials", "dcr", "cimd"])
@@ -2550,7 +2581,8 @@ def test_canonical_resource(url: str, canonical: str | None) -> None:
 
 async def test_code_flow_with_post_and_basic_client_auth(http: httpx2.AsyncClient) -> None:
     tokens = await get_tokens(http)
-    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600 and tokens["scope"] == "mcp:tools"
+    # 30 days: Claude.ai often never refreshes (the link still ends after 7 idle days)
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 30 * 86400 and tokens["scope"] == "mcp:tools"
     for path in ("/mcp", "/mcp/"):  # both answered, no redirect
         response = await mcp_status(http, tokens["access_token"], path=path)
         assert response.status_code == 200, response.text
@@ -2567,14 +2599,40 @@ async def test_authorize_by_post_form(http: httpx2.AsyncClient) -> None:
     assert response.status_code == 302 and "code=" in response.headers["location"]
 
 
-async def test_expiry_of_codes_and_tokens(http: httpx2.AsyncClient, clock: Clock) -> None:
+async def wait_for_use_records(app: rc_mcp.App) -> None:
+    """The uses a request noted are written in the background (at most once a minute): let it finish."""
+    if app.oauth._flush is not None:
+        await app.oauth._flush
+
+
+async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
     code = await get_code(http)
     clock.now += 601
     response = await http.post("/token", data=token_form(code))
     assert response.json()["error"] == "invalid_grant"
     tokens = await get_tokens(http)
-    clock.now += 3601
+    for _ in range(30):  # used daily for 30 days, never refreshed: alive until the access token's own end
+        assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+        await wait_for_use_records(app)
+        clock.now += 86400
     assert (await mcp_status(http, tokens["access_token"])).status_code == 401
+
+
+async def test_an_unused_link_ends_after_the_idle_limit(
+    app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock
+) -> None:
+    tokens = await get_tokens(http)
+    clock.now += 7 * 86400 - 60  # a week less a minute without use: still alive, and the use counts
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+    await wait_for_use_records(app)
+    clock.now += 7 * 86400 - 60
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+    await wait_for_use_records(app)
+    clock.now += 7 * 86400 + 1  # then a week and a second idle: the link is gone, refresh token too
+    response = await mcp_status(http, tokens["access_token"])
+    assert response.status_code == 401 and "unused for too long" in response.headers["www-authenticate"]
+    refused = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
 
 
 async def test_replayed_code_revokes_its_tokens(http: httpx2.AsyncClient) -> None:
@@ -2688,15 +2746,18 @@ async def test_revoking_another_clients_token_does_nothing(http: httpx2.AsyncCli
 async def test_token_for_another_resource_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
     token = "rcat_other"
     app.store.transact(
-        lambda data, now: data["access"].__setitem__(
-            rc_mcp.hash_secret(token),
-            {
-                "client_id": CLIENT_ID,
-                "scope": "mcp:tools",
-                "resource": "https://other.example/mcp",
-                "grant_id": "g",
-                "expires_at": now + 60,
-            },
+        lambda data, now: (
+            data["access"].__setitem__(
+                rc_mcp.hash_secret(token),
+                {
+                    "client_id": CLIENT_ID,
+                    "scope": "mcp:tools",
+                    "resource": "https://other.example/mcp",
+                    "grant_id": "g",
+                    "expires_at": now + 60,
+                },
+            )
+            or data["grants"].__setitem__("g", rc_mcp.new_grant(CLIENT_ID, "Claude", now, 3600))
         )
     )
     response = await mcp_status(http, token)
@@ -2780,12 +2841,11 @@ async def test_public_client_needs_the_owners_approval(http: httpx2.AsyncClient)
         and "frame-ancestors 'none'" in page.headers["content-security-policy"]
     )
     assert page.headers["cache-control"] == "no-store" and "code=" not in page.text
+    # a client nobody approved yet is not sent anywhere on "deny": it could be a stranger's
     denied = await consent(http, params, action="deny")
-    assert denied.status_code == 302
-    back = parse_qs(urlsplit(denied.headers["location"]).query)
-    assert back["error"] == ["access_denied"] and back["state"] == ["opaque-state"] and back["iss"] == [TEST_URL]
+    assert denied.status_code == 200 and "location" not in denied.headers and "access_denied" in denied.text
     wrong = await consent(http, params, action="approve", password="guess")
-    assert wrong.status_code == 403 and "Wrong password" in wrong.text and "location" not in wrong.headers
+    assert wrong.status_code == 403 and "Wrong code or password" in wrong.text and "location" not in wrong.headers
     approved = await consent(http, params, action="approve", password=SECRET)
     assert approved.status_code == 302
     back = parse_qs(urlsplit(approved.headers["location"]).query)
@@ -2818,6 +2878,11 @@ async def test_public_client_needs_the_owners_approval(http: httpx2.AsyncClient)
         401,
         "invalid_client",
     )  # public: no secret, not even an empty one
+    # approved once, the client is the owner's: "deny" now goes back to it, with state and iss
+    denied = await consent(http, params, action="deny")
+    assert denied.status_code == 302
+    back = parse_qs(urlsplit(denied.headers["location"]).query)
+    assert back["error"] == ["access_denied"] and back["state"] == ["opaque-state"] and back["iss"] == [TEST_URL]
 
 
 async def test_consent_password_is_throttled(http: httpx2.AsyncClient, clock: Clock) -> None:
@@ -3384,16 +3449,24 @@ def test_cli_credentials_needs_only_the_secret(
 ) -> None:
     cli_environment(monkeypatch, tmp_path, MCP_SECRET=SECRET)
     assert rc_mcp.main(["credentials"]) == 0
-    assert capsys.readouterr().out == f"client_id:     {CLIENT_ID}\nclient_secret: {CLIENT_SECRET}\n"
+    shown = capsys.readouterr()
+    assert shown.out.startswith(f"client_id:     {CLIENT_ID}\nclient_secret: {CLIENT_SECRET}\n")
+    key = base64.b32encode(rc_mcp.consent_totp_key(SECRET)).decode().rstrip("=")
+    assert (
+        f"otpauth://totp/rc_mcp%3Alocalhost?secret={key}&issuer=rc_mcp&algorithm=SHA1&digits=6&period=30" in shown.out
+    )
+    assert "▀" in shown.out  # the QR code, in the terminal
+    assert "MCP_SECRET is weak" in shown.err  # the test secret is a word and a sequence
     cli_environment(monkeypatch, tmp_path)
     assert rc_mcp.main(["credentials"]) == 2
     assert "MCP_SECRET is missing" in capsys.readouterr().err
 
 
 async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path) -> None:
-    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path)))
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, MCP_SECRET=STRONG_SECRET)))
     assert [line.what for line in lines] == [
         "configuration",
+        "MCP_SECRET",
         "token store",
         "SSH",
         "tmux",
@@ -3401,23 +3474,25 @@ async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path)
         "claude login",
         "projects base",
     ]
-    assert [line.ok for line in lines] == [True] * 7, [str(line) for line in lines]
-    assert devserver.host_key_fingerprint in str(lines[2]) and "(Claude Code)" in str(lines[4])
+    assert [line.ok for line in lines] == [True] * 8, [str(line) for line in lines]
+    assert devserver.host_key_fingerprint in str(lines[3]) and "(Claude Code)" in str(lines[5])
     devserver.fake_claude_config({"logged_in": False})
     lines = await rc_mcp.run_checks(rc_mcp.load_config(ssh_env(devserver, tmp_path, PROJECTS_BASE_DIR="/nonexistent")))
     failed = {line.what: str(line) for line in lines if not line.ok}
-    assert set(failed) == {"claude login", "projects base"}
+    assert set(failed) == {"MCP_SECRET", "claude login", "projects base"}
     assert "claude auth login" in failed["claude login"] and "PROJECTS_BASE_DIR" in failed["projects base"]
+    assert "MCP_SECRET is weak" in failed["MCP_SECRET"] and "openssl rand -hex 32" in failed["MCP_SECRET"]
+    assert not list(tmp_path.rglob("*")) or not (tmp_path / "state").exists()  # check wrote nothing
 
 
 def test_e2e_check_command_exit_codes(
     devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`python rc_mcp.py check`, in-process: every check passes (exit 0) or the failing one is named (exit 1)."""
-    cli_environment(monkeypatch, tmp_path, **ssh_env(devserver, tmp_path))
+    cli_environment(monkeypatch, tmp_path, **ssh_env(devserver, tmp_path, MCP_SECRET=STRONG_SECRET))
     assert rc_mcp.main(["check"]) == 0
     good = capsys.readouterr().out
-    assert good.count("✓") == 7 and "✗" not in good, good
+    assert good.count("✓") == 8 and "✗" not in good, good
     cli_environment(
         monkeypatch, tmp_path, **ssh_env(devserver, tmp_path, SSH_KNOWN_HOSTS=str(devserver.known_hosts_wrong))
     )
