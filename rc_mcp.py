@@ -1192,7 +1192,7 @@ def build_start_script(
         'tmux new-session -d -s "$session" -x 200 -y 50 '
         f'/bin/sh -c {q(PANE_PRELUDE)} "$session-go" "$dir/" '
         f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
-        f"pipe-pane -o -t \"=$session:\" \"/bin/sh -c {double_quoted(q(CAP_LOG_SCRIPT))} rc-log '$qlog'\" \\; "
+        f'pipe-pane -o -t "=$session:" "/bin/sh -c {double_quoted(q(CAP_LOG_SCRIPT))} rc-log \'$qlog\'" \\; '
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
         # Our files exist only while the session does (list_sessions relies on that).

@@ -3482,7 +3482,9 @@ async def test_e2e_check_reports_each_item(devserver: DevServer, tmp_path: Path)
     assert set(failed) == {"MCP_SECRET", "claude login", "projects base"}
     assert "claude auth login" in failed["claude login"] and "PROJECTS_BASE_DIR" in failed["projects base"]
     assert "MCP_SECRET is weak" in failed["MCP_SECRET"] and "openssl rand -hex 32" in failed["MCP_SECRET"]
-    assert not os.path.exists(tmp_path / "state")  # check wrote nothing: no token store, no lock, no host key
+    assert not await anyio.Path(
+        tmp_path / "state"
+    ).exists()  # check wrote nothing: no token store, no lock, no host key
 
 
 def test_e2e_check_command_exit_codes(
