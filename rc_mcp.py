@@ -1036,7 +1036,7 @@ SESSION_FILES = {"meta": ".meta", "log": ".log", "log_old": ".log.1", "url_file"
 LOG_CHUNK_BYTES = 1024 * 1024
 CAP_LOG_SCRIPT = (
     'exec 3>> "$1" || exit 0; while :; do before=$(wc -c < "$1" 2>/dev/null) || exit 0; '
-    "dd bs=65536 count=64 2>/dev/null >&3 || exit 0; "
+    "dd bs=65536 count=16 2>/dev/null >&3 || exit 0; "
     'after=$(wc -c < "$1" 2>/dev/null) || exit 0; [ "$after" -eq "$before" ] && exit 0; '
     f'if [ "$after" -ge {LOG_CHUNK_BYTES} ]; then mv -f -- "$1" "$1.1" && exec 3>> "$1"; fi; done'
 )
@@ -4181,10 +4181,14 @@ class HideQueryStrings(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
+    """Our one handler on the root logger (uvicorn's loggers propagate to it), unless the host
+    process already set logging up."""
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.getLogger("uvicorn.access").addFilter(HideQueryStrings())
+    logging.basicConfig(level=level, handlers=[handler])
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideQueryStrings) for f in access.filters):
+        access.addFilter(HideQueryStrings())
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     # The SDK says "Terminating session: None" after every stateless request.
     logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
@@ -4634,6 +4638,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", nargs="?", default="serve", choices=("serve", "credentials", "check", "grants"))
     parser.add_argument("action", nargs="*", help="grants: `revoke ID…` or `revoke --all`")
+    parser.add_argument("--all", action="store_true", help="with `grants revoke`: end every link")
     args = parser.parse_args(argv)
     environ = read_environment()
     level = (environ.get("LOG_LEVEL") or "INFO").strip().upper()
@@ -4646,7 +4651,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rc_mcp: the configuration has {len(exc.problems)} problem(s):\n{exc}", file=sys.stderr)
         return 2
     if args.command == "grants":
-        return run_grants(config, args.action)
+        return run_grants(config, args.action + (["--all"] if args.all else []))
     if args.command == "check":
         lines = asyncio.run(run_checks(config))
         for line in lines:

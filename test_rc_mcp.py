@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -613,6 +614,59 @@ def test_default_token_store_path_prefers_a_writable_data_volume(tmp_path: Path)
     )
 
 
+@pytest.mark.parametrize(
+    "secret, weak",
+    [
+        ("correct horse battery staple", True),
+        ("test-secret-0123456789", True),
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", True),
+        ("Password1234567890", True),
+        ("my dog is named rex and he is cute", True),
+        ("qwertyuiopasdfghjkl;zxcvbnm", True),
+        (STRONG_SECRET, False),  # openssl rand -hex 32
+        ("a3f1c9e0b7d24f6a8c5e1b0d9f7a3c2e", False),  # openssl rand -hex 16
+        ("Xq7pLm2Rt9Vz4Kw8Hn3Bc6Jd", False),
+    ],
+)
+def test_weak_secrets_are_named(secret: str, weak: bool) -> None:
+    warning = rc_mcp.weak_secret_warning(secret)
+    if weak:
+        assert warning is not None and "MCP_SECRET is weak" in warning and "openssl rand -hex 32" in warning
+        assert secret not in warning
+    else:
+        assert warning is None
+
+
+def test_serve_warns_about_a_weak_secret_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="rc_mcp"):
+        rc_mcp.warn_if_weak(SECRET)
+        rc_mcp.warn_if_weak(STRONG_SECRET)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("MCP_SECRET is weak")
+
+
+def test_mcp_secret_from_a_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "mcp_secret"
+    secret_file.write_text(STRONG_SECRET + "\n")
+    env = {k: v for k, v in base_env(tmp_path).items() if k != "MCP_SECRET"}
+    assert rc_mcp.load_config({**env, "MCP_SECRET_FILE": str(secret_file)}).mcp_secret == STRONG_SECRET
+    with pytest.raises(rc_mcp.ConfigError, match="both set: remove one"):
+        rc_mcp.load_config({**env, "MCP_SECRET_FILE": str(secret_file), "MCP_SECRET": STRONG_SECRET})
+    with pytest.raises(rc_mcp.ConfigError, match="MCP_SECRET_FILE cannot be read"):
+        rc_mcp.load_config({**env, "MCP_SECRET_FILE": str(tmp_path / "missing")})
+    secret_file.write_text("short")
+    with pytest.raises(rc_mcp.ConfigError, match="use at least 16"):
+        rc_mcp.load_config({**env, "MCP_SECRET_FILE": str(secret_file)})
+
+
+def test_on_fly_the_defaults_are_the_apps(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path, FLY_APP_NAME="my-rc", SSH_HOST="local"))
+    assert config.server_url == "https://my-rc.fly.dev" and config.client_ip_header == "Fly-Client-IP"
+    config = rc_mcp.load_config(base_env(tmp_path, FLY_APP_NAME="my-rc", SERVER_URL="https://rc.example.com"))
+    assert config.server_url == "https://rc.example.com"
+    assert rc_mcp.load_config(base_env(tmp_path)).client_ip_header is None
+
+
 # ── Errors ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -926,6 +980,22 @@ def test_questions_ere_is_what_grep_finds(tmp_path: Path) -> None:
         assert found == is_question, sample
 
 
+@pytest.mark.parametrize(
+    "text, kept",
+    [
+        ("open https://claude.ai/code?environment=env_1 now", "open https://claude.ai/code?environment=env_1 now"),
+        ("docs: https://code.claude.com/docs/en/security.", "docs: https://code.claude.com/docs/en/security."),
+        ("see https://evil.example/x?u=https://claude.ai", "see [link removed]"),
+        ("https://claude.ai.evil.example/code", "[link removed]"),
+        ("ftp://files.example/a and http://claude.ai/code", "[link removed] and [link removed]"),
+        ("no links here", "no links here"),
+    ],
+)
+def test_relayed_output_keeps_only_claude_links(text: str, kept: str) -> None:
+    assert rc_mcp.keep_claude_links(text) == kept
+    assert rc_mcp.tail_lines(text + "\r\n") == kept
+
+
 # ── Remote scripts ────────────────────────────────────────────────────────────────────────────
 
 
@@ -1163,6 +1233,62 @@ def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
         "web app",
         "with-claude",
     ]  # the script lists, Python filters
+
+
+def test_claude_log_keeps_only_its_newest_output(tmp_path: Path) -> None:
+    """What pipe-pane runs: a claude that prints forever fills at most a few MB, and the newest
+    output is what the log ends with."""
+    log = tmp_path / "s.log"
+    data = b"".join(f"line {i:08d} {'x' * 50}\n".encode() for i in range(400_000))  # 24 MB
+    subprocess.run(["/bin/sh", "-c", rc_mcp.CAP_LOG_SCRIPT, "rc-log", str(log)], input=data, check=True, timeout=60)
+    old = tmp_path / "s.log.1"
+    assert log.stat().st_size + old.stat().st_size <= 4 * rc_mcp.LOG_CHUNK_BYTES
+    assert data.endswith(log.read_bytes()) and data.endswith(old.read_bytes() + log.read_bytes())
+
+
+def test_claude_log_writer_does_not_bring_back_a_removed_log(tmp_path: Path) -> None:
+    log = tmp_path / "s.log"
+    writer = subprocess.Popen(["/bin/sh", "-c", rc_mcp.CAP_LOG_SCRIPT, "rc-log", str(log)], stdin=subprocess.PIPE)
+    assert writer.stdin is not None
+    writer.stdin.write(b"first\n")
+    writer.stdin.flush()
+    deadline = time.monotonic() + 10
+    while not (log.exists() and log.read_bytes() == b"first\n"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    log.unlink()  # the session's files are removed while claude still prints
+    writer.stdin.write(b"more\n")
+    writer.stdin.close()
+    assert writer.wait(timeout=10) == 0
+    assert not log.exists()
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_pane_checks_the_directory_once_more_before_claude(tmp_path: Path, swapped: bool) -> None:
+    """The pane's first command: a project directory swapped for a symlink after the start script
+    checked it never gets claude (which would then run outside the base)."""
+    base, outside, bin_dir = tmp_path / "base", tmp_path / "outside", tmp_path / "bin"
+    for directory in (base / "p", outside, bin_dir):
+        directory.mkdir(parents=True)
+    (bin_dir / "tmux").write_text("#!/bin/sh\nexit 0\n")  # `tmux wait-for`: the go-ahead at once
+    (bin_dir / "tmux").chmod(0o755)
+    checked = str((base / "p").resolve())
+    if swapped:
+        (base / "p").rmdir()
+        (base / "p").symlink_to(outside)
+    result = subprocess.run(
+        ["/bin/sh", "-c", rc_mcp.PANE_PRELUDE, "rc-x-go", checked + "/", "sh", "-c", "pwd -P; echo claude ran"],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if swapped:
+        assert (result.returncode, result.stdout.strip()) == (1, rc_mcp.DIRECTORY_CHANGED)
+        assert "was replaced (by a symlink?)" in (rc_mcp.explain_failure(result.stdout, "p") or "")
+    else:
+        assert (result.returncode, result.stdout.splitlines()) == (0, [checked, "claude ran"])
 
 
 # ── Host keys ─────────────────────────────────────────────────────────────────────────────────
@@ -2132,6 +2258,25 @@ def test_transact_saves_what_happened_before_a_kept_error_and_rolls_back_others(
     assert store.count("access") == 1 and rc_mcp.TokenStore(tmp_path / "tokens.json").count("access") == 1
 
 
+def test_a_store_changed_by_another_process_is_taken_before_answering_or_writing(tmp_path: Path) -> None:
+    """The server and `grants` share the file: a revocation by one is seen by the other within a
+    second, and the other's next write does not bring the revoked token back."""
+    path = tmp_path / "tokens.json"
+    server, command = rc_mcp.TokenStore(path), None
+    server.transact(
+        lambda data, now: (add_access(data, "a1", now, grant="g1"), add_access(data, "a2", now, grant="g2"))
+    )
+    command = rc_mcp.TokenStore(path)
+    command.transact(lambda data, now: rc_mcp.revoke_grant(data, "g1"))
+    deadline = time.monotonic() + 2 * rc_mcp.STORE_RECHECK + 1
+    while server.grant("g1") is not None or server._unexpired("access", "a1") is not None:
+        assert time.monotonic() < deadline, "the server never noticed the revocation"
+        time.sleep(0.01)
+    server.transact(lambda data, now: add_access(data, "a3", now, grant="g3"))  # the server's next write
+    written = json.loads(path.read_text())
+    assert set(written["access"]) == {"a2", "a3"} and set(written["grants"]) == {"g2", "g3"}
+
+
 # ── Clients ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -2507,6 +2652,9 @@ async def test_e2e_each_claude_ai_registration_mode(tools: Tools, mode: str) -> 
         ("", "is malformed"),
         (42, "is malformed"),
         ("https://" + "a" * 2000, "is malformed"),
+        ("https://a;b.example/cb", "has no valid host name"),
+        ("https://*.example/cb", "has no valid host name"),
+        ("https://-a.example/cb", "has no valid host name"),
     ],
 )
 def test_validate_redirect_uri(uri: Any, fragment: str | None) -> None:
@@ -2538,6 +2686,56 @@ def test_validate_redirect_uri(uri: Any, fragment: str | None) -> None:
 )
 def test_redirect_uri_matches(registered: str, requested: str, matches: bool) -> None:
     assert rc_mcp.redirect_uri_matches(registered, requested) is matches
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("MCP Inspector", "MCP Inspector"),
+        ("Cl\u202eedua\u202c", "Cledua"),  # a right-to-left override would show "Claude"
+        ("Clau\u200bde\u200d", "Claude"),  # zero-width space and joiner
+        ("line\u2028break\nand\rreturn", "linebreakandreturn"),
+        ("\u2066isolated\u2069 \ufeffbom", "isolated bom"),
+        ("\u200b\u200b", "unnamed client"),
+        ("x" * 200, "x" * 80),
+    ],
+)
+def test_client_names_are_shown_as_they_read(name: str, shown: str) -> None:
+    assert rc_mcp.clean_client_name(name) == shown
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"redirect_uris": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"redirect_uris": ["https://a.example/cb"], "grant_types": [{}]}',
+        b'{"redirect_uris": ["https://a.example/cb"], "grant_types": [["authorization_code"]]}',
+        b'{"redirect_uris": ["https://a.example/cb"], "response_types": [1]}',
+        b'{"redirect_uris": [{"uri": "https://a.example/cb"}]}',
+        b'{"redirect_uris": "https://a.example/cb"}',
+        b'{"redirect_uris": ["https://a;b.example/cb"]}',
+        b'{"redirect_uris": ["https://*.example/cb"]}',
+    ],
+)
+async def test_register_answers_400_to_type_confusion_and_nesting(http: httpx2.AsyncClient, body: bytes) -> None:
+    response = await http.post("/register", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+
+
+async def test_a_registration_flood_cannot_evict_a_client_awaiting_consent(
+    app: rc_mcp.App, http: httpx2.AsyncClient
+) -> None:
+    owner = await register(http, name="Owner's app")
+    params = public_authorize(owner, INSPECTOR_CALLBACK)
+    assert (await http.get("/authorize", params=params)).status_code == 200  # the owner opens the consent page
+    for i in range(rc_mcp.MAX_REGISTERED_CLIENTS + 10):  # … while a stranger floods /register
+        response = await http.post("/register", json={"redirect_uris": [INSPECTOR_CALLBACK], "client_name": f"x{i}"})
+        assert response.status_code == 201
+    assert app.store.registered_client(owner) is not None
+    approved = await consent(http, params, action="approve", password=SECRET)
+    assert approved.status_code == 302 and "code=" in approved.headers["location"]
 
 
 # ── Grants ────────────────────────────────────────────────────────────────────────────────────
@@ -2812,6 +3010,78 @@ async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) 
     assert claude.authorizations == 2
 
 
+async def test_fixed_client_codes_are_sealed_and_stored_only_when_used(
+    app: rc_mcp.App, http: httpx2.AsyncClient
+) -> None:
+    """Anyone may call /authorize with the (visible) client id: it must not pile up records."""
+    codes = [await get_code(http) for _ in range(50)]
+    assert app.store.count("codes") == 0
+    assert all(code.startswith("rcsc_") for code in codes)
+    tokens = await http.post("/token", data=token_form(codes[0]))
+    assert tokens.status_code == 200
+    assert app.store.count("codes") == 1  # the used-marker, so a replay is still caught
+    replay = await http.post("/token", data=token_form(codes[0]))
+    assert (replay.status_code, replay.json()["error"]) == (400, "invalid_grant")
+    assert (await mcp_status(http, tokens.json()["access_token"])).status_code == 401  # the replay revoked it
+
+
+@pytest.mark.parametrize("tamper", ["payload", "mac", "prefix", "client"])
+async def test_a_tampered_sealed_code_is_refused(app: rc_mcp.App, http: httpx2.AsyncClient, tamper: str) -> None:
+    code = await get_code(http)
+    body, mac = code.removeprefix("rcsc_").split(".")
+    record = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    if tamper == "payload":
+        record["redirect_uri"] = "https://evil.example/cb"
+        body = base64.urlsafe_b64encode(json.dumps(record).encode()).rstrip(b"=").decode()
+        forged = f"rcsc_{body}.{mac}"
+    elif tamper == "mac":
+        forged = f"rcsc_{body}.{mac[:-2]}AA"
+    elif tamper == "prefix":
+        forged = f"rcac_{body}.{mac}"
+    else:  # sealed by this server, but for another client: not the fixed client's code
+        forged = app.oauth.grants._seal({**record, "client_id": "someone-else"})
+    response = await http.post("/token", data=token_form(forged))
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_unknown_client_and_wrong_secret_get_the_same_answer(http: httpx2.AsyncClient) -> None:
+    code = await get_code(http)
+    answers = []
+    for client_id, client_secret in ((CLIENT_ID, "wrong"), ("0" * 36, CLIENT_SECRET), ("rcc_unknown", "x")):
+        response = await http.post("/token", data=token_form(code, client_id=client_id, client_secret=client_secret))
+        answers.append((response.status_code, response.json(), response.headers.get("www-authenticate")))
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][:2] == (
+        401,
+        {"error": "invalid_client", "error_description": "unknown client or wrong client secret"},
+    )
+
+
+async def test_guessing_the_client_id_is_throttled_for_everyone(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    """The client id is derived from MCP_SECRET, so a wrong one is a wrong guess of the secret: after
+    a few, every attempt — the right id too, from any address — waits the same growing delay."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    app.oauth.clients.guesses.sleep = record
+    for i in range(rc_mcp.GUESS_FREE):
+        wrong = await http.get("/authorize", params={**AUTHORIZE, "client_id": f"{i:036x}"})
+        assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_client")
+    assert waits == []  # a few typos cost nothing
+    for i in range(4):
+        await http.get("/authorize", params={**AUTHORIZE, "client_id": f"g{i:035x}"})
+    right = await http.get("/authorize", params=AUTHORIZE)
+    assert right.status_code == 302  # the owner still gets in…
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8]  # …after the same wait as a wrong guess would have
+    await http.post("/token", data=token_form("x", client_secret="wrong"))
+    assert waits[-1] == 0.8 and app.oauth.clients.guesses.delay() == 1.6  # /token waits too, and counts
+    for _ in range(10):
+        await http.get("/authorize", params={**AUTHORIZE, "client_id": "f" * 36})
+    assert waits[-1] == rc_mcp.GUESS_MAX_DELAY
+
+
 # ── Consent page ──────────────────────────────────────────────────────────────────────────────
 
 
@@ -2903,6 +3173,112 @@ async def test_e2e_without_the_owner_password_no_public_client_gets_in(tools: To
             await client.list_tools()
     assert (claude.authorizations, claude.consent_pages) == (1, 1)
     assert claude.storage.tokens is None
+
+
+# RFC 4226 appendix D and RFC 6238 appendix B.
+HOTP_VECTORS = ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"]
+TOTP_KEYS = {
+    "sha1": b"12345678901234567890",
+    "sha256": b"12345678901234567890" * 1 + b"123456789012",
+    "sha512": b"1234567890" * 6 + b"1234",
+}
+TOTP_VECTORS = [
+    (59, "94287082", "46119246", "90693936"),
+    (1111111109, "07081804", "68084774", "25091201"),
+    (1111111111, "14050471", "67062674", "99943326"),
+    (1234567890, "89005924", "91819424", "93441116"),
+    (2000000000, "69279037", "90698825", "38618901"),
+    (20000000000, "65353130", "77737706", "47863826"),
+]
+
+
+@pytest.mark.parametrize("counter, code", enumerate(HOTP_VECTORS))
+def test_hotp_rfc4226_vectors(counter: int, code: str) -> None:
+    assert rc_mcp.hotp(b"12345678901234567890", counter, 6) == code
+
+
+@pytest.mark.parametrize("at, sha1, sha256, sha512", TOTP_VECTORS)
+def test_totp_rfc6238_vectors(at: int, sha1: str, sha256: str, sha512: str) -> None:
+    for digest, code in (("sha1", sha1), ("sha256", sha256), ("sha512", sha512)):
+        assert rc_mcp.totp(TOTP_KEYS[digest], at, 8, digest) == code
+
+
+def authenticator_code(secret: str, at: float) -> str:
+    return rc_mcp.totp(rc_mcp.consent_totp_key(secret), at)
+
+
+async def test_the_owner_approves_with_an_authenticator_code(http: httpx2.AsyncClient, clock: Clock) -> None:
+    client_id = await register(http)
+    params = public_authorize(client_id, INSPECTOR_CALLBACK)
+    code = authenticator_code(SECRET, clock.now)
+    approved = await consent(http, params, action="approve", password=code[:3] + " " + code[3:])
+    assert approved.status_code == 302 and "code=" in approved.headers["location"]
+    replayed = await consent(http, params, action="approve", password=code)
+    assert replayed.status_code == 403  # each code once
+    clock.now += 30
+    assert (
+        await consent(http, params, action="approve", password=authenticator_code(SECRET, clock.now))
+    ).status_code == 302
+    old = authenticator_code(SECRET, clock.now - 90)
+    assert (await consent(http, params, action="approve", password=old)).status_code == 403  # out of its window
+    other = authenticator_code("another-secret-0123456789", clock.now)
+    assert (await consent(http, params, action="approve", password=other)).status_code == 403
+
+
+def consent_from(app: rc_mcp.App, address: str) -> httpx2.AsyncClient:
+    """A client of `app` whose requests come from `address` (the Fly-Client-IP of a proxy on loopback)."""
+    transport = httpx2.ASGITransport(app=app)
+    return httpx2.AsyncClient(transport=transport, base_url=TEST_URL, headers={"Fly-Client-IP": address})
+
+
+async def test_strangers_cannot_lock_the_owner_out(tmp_path: Path, clock: Clock) -> None:
+    app = make_app(tmp_path, clock, CLIENT_IP_HEADER="Fly-Client-IP")
+    async with app.session_manager.run():
+        async with consent_from(app, "203.0.113.7") as stranger, consent_from(app, "198.51.100.2") as owner:
+            client_id = await register(owner)
+            params = public_authorize(client_id, INSPECTOR_CALLBACK)
+            for _ in range(rc_mcp.CONSENT_MAX_FAILURES):
+                assert (await consent(stranger, params, action="approve", password="guess")).status_code == 403
+            assert (await consent(stranger, params, action="approve", password=SECRET)).status_code == 429
+            # codes: a shared budget; spent by strangers, they pause — and the password still works
+            for i in range(rc_mcp.TOTP_MAX_FAILURES):
+                async with consent_from(app, f"192.0.2.{i + 10}") as elsewhere:
+                    wrong = authenticator_code("not-the-secret-0123456789", clock.now + 1000 * i)
+                    assert (await consent(elsewhere, params, action="approve", password=wrong)).status_code == 403
+            paused = await consent(owner, params, action="approve", password=authenticator_code(SECRET, clock.now))
+            assert paused.status_code == 409 and "type the server's MCP_SECRET" in paused.text
+            assert (await consent(owner, params, action="approve", password=SECRET)).status_code == 302
+            clock.now += rc_mcp.TOTP_FAILURE_WINDOW + 1
+            fresh = authenticator_code(SECRET, clock.now)
+            assert (await consent(owner, params, action="approve", password=fresh)).status_code == 302
+
+
+def test_a_distributed_attack_leaves_each_address_one_try(clock: Clock) -> None:
+    throttle = rc_mcp.ConsentThrottle(clock)
+    for i in range(rc_mcp.CONSENT_GLOBAL_FAILURES):
+        throttle.fail(f"10.1.{i // 250}.{i % 250}")
+    assert throttle.retry_after("10.9.9.9") == 0  # an address that never failed still gets its try
+    throttle.fail("10.9.9.9")
+    assert throttle.retry_after("10.9.9.9") > 0
+    clock.now += rc_mcp.CONSENT_FAILURE_WINDOW + 1
+    assert throttle.retry_after("10.9.9.9") == 0
+
+
+@pytest.mark.parametrize(
+    "peer, header, trusted, address",
+    [
+        ("127.0.0.1", "203.0.113.9", "Fly-Client-IP", "203.0.113.9"),  # the platform's proxy names the client
+        ("172.16.0.1", "2001:db8::1", "Fly-Client-IP", "2001:db8::1"),
+        ("8.8.8.8", "203.0.113.9", "Fly-Client-IP", "8.8.8.8"),  # a public peer is no proxy of ours
+        ("127.0.0.1", "not-an-address", "Fly-Client-IP", "127.0.0.1"),
+        ("127.0.0.1", "203.0.113.9", None, "127.0.0.1"),  # header not configured: not read
+        ("garbage", "", None, "unknown"),  # what a misconfigured X-Forwarded-For could hand over
+        ("", "", None, "unknown"),
+    ],
+)
+def test_client_address(peer: str, header: str, trusted: str | None, address: str) -> None:
+    headers = {"fly-client-ip": header} if header else {}
+    assert rc_mcp.client_address({"client": (peer, 1234)}, headers, trusted) == address
 
 
 # ── Endpoints ─────────────────────────────────────────────────────────────────────────────────
@@ -3430,6 +3806,112 @@ async def test_dns_rebinding_host_is_refused(http: httpx2.AsyncClient) -> None:
     assert (await mcp_status(http, tokens["access_token"], path="http://attacker.example/mcp")).status_code == 421
 
 
+@contextlib.contextmanager
+def guarded_server(app: Any, request_timeout: float) -> Iterator[harness.ThreadedServer]:
+    """`app` under uvicorn with rc_mcp's guarded protocol, as `serve` runs it."""
+    server = harness.ThreadedServer(app, http=rc_mcp.guarded_http_protocol(request_timeout), lifespan="on")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_closed(sock: socket.socket, deadline: float) -> bool:
+    """True once the server has closed `sock` (bounded by the deadline)."""
+    sock.settimeout(0.05)
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_slow_clients_are_closed_and_health_keeps_answering(tmp_path: Path, clock: Clock) -> None:
+    app = make_app(tmp_path, clock)
+    with guarded_server(app, request_timeout=1.0) as server:
+        address = ("127.0.0.1", server.port)
+        idle = [socket.create_connection(address) for _ in range(300)]
+        half_header = socket.create_connection(address)
+        half_header.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        half_body = socket.create_connection(address)
+        half_body.sendall(b"POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\ngrant_type=")
+        started = time.monotonic()
+        with httpx2.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert client.get("/health").status_code == 200  # while 302 connections hang
+        deadline = started + 5
+        assert all(wait_closed(sock, deadline) for sock in [*idle, half_header, half_body])
+        assert time.monotonic() - started < 4  # closed after REQUEST_TIMEOUT, not when the client gives up
+        with httpx2.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert client.get("/health").status_code == 200
+        for sock in [*idle, half_header, half_body]:
+            sock.close()
+
+
+def test_one_address_holds_a_bounded_number_of_connections(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rc_mcp, "is_public_address", lambda address: True)  # loopback plays a public client
+    with guarded_server(make_app(tmp_path, clock), request_timeout=30) as server:
+        address = ("127.0.0.1", server.port)
+        held = [socket.create_connection(address) for _ in range(rc_mcp.MAX_CONNECTIONS_PER_ADDRESS)]
+        extra = socket.create_connection(address)
+        assert wait_closed(extra, time.monotonic() + 5)  # refused at once
+        assert not wait_closed(held[0], time.monotonic() + 0.2)  # the first ones stay
+        for sock in [*held, extra]:
+            sock.close()
+
+
+def test_logged_values_cannot_forge_a_line() -> None:
+    formatter = rc_mcp.OneLineFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("rc_mcp", logging.WARNING, __file__, 1, "client %s", ("x\r\nERROR forged\x1b[2J",), None)
+    assert formatter.format(record) == "WARNING client x\\r\\nERROR forged\\x1b[2J"
+
+
+def test_the_access_log_hides_query_strings() -> None:
+    rc_mcp.configure_logging("INFO")
+    access = logging.getLogger("uvicorn.access")
+    record = access.makeRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("1.2.3.4:5", "GET", "/mcp?access_token=rcat_leak&x=1", "1.1", 401), None,
+    )  # fmt: skip
+    assert all(f.filter(record) for f in access.filters)
+    assert record.getMessage() == '1.2.3.4:5 - "GET /mcp HTTP/1.1" 401'
+
+
+async def test_a_revoked_link_ends_its_open_requests(devserver: DevServer, tools: Tools) -> None:
+    devserver.fake_claude_config({"connect_delay": 30})  # start_session waits on the dev server
+    claude = ClaudeAi(SECRET)
+    async with tools(claude, START_TIMEOUT="30") as (client, server):
+        await call(client, "list_sessions")
+        assert claude.storage.tokens is not None
+        headers = {
+            "Authorization": f"Bearer {claude.storage.tokens.access_token}",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2025-06-18",
+        }
+        request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "start_session",
+                   "arguments": {"name": "slow", "path": "alpha"}, "_meta": {"progressToken": 1}}}  # fmt: skip
+        async with httpx2.AsyncClient(base_url=server.url, timeout=30) as http:
+            async with http.stream("POST", "/mcp", json=request, headers=headers) as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()
+                async for line in lines:  # wait until claude was launched: the call is in flight
+                    if "launched in tmux" in line:
+                        break
+                [grant_id] = server.app.store.grants()
+                revoked_at = time.monotonic()
+                await anyio.to_thread.run_sync(server.app.oauth.grants.revoke_grants, [grant_id])  # as `grants revoke`
+                rest = []
+                with contextlib.suppress(httpx2.HTTPError):
+                    rest = [line async for line in lines]
+                assert time.monotonic() - revoked_at < 3  # ended within a second or two, not after START_TIMEOUT
+                assert not any('"result"' in line for line in rest)
+
+
 # ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -3553,3 +4035,57 @@ async def test_local_mode_python_rc_mcp_py(devhome: LocalDevHome, tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
             await proc.wait()
+
+
+async def test_grants_lists_and_ends_links_while_the_server_runs(
+    devserver: DevServer,
+    tools: Tools,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kept, ended = ClaudeAi(SECRET), ClaudeAi(SECRET, mode="dcr", owner_password=SECRET)
+    async with tools(kept) as (first, server), connect(server.url, ended) as second:
+        await call(first, "list_sessions")
+        await call(second, "list_sessions")
+        env = {**ssh_env(devserver, tmp_path), "SERVER_URL": server.url}
+        cli_environment(monkeypatch, tmp_path, **env)
+        assert await anyio.to_thread.run_sync(rc_mcp.main, ["grants"]) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert len(listing) == 2 and "(connector credentials)" in listing[0] and "(registered client)" in listing[1]
+        assert "rcat_" not in "".join(listing) and "rcrt_" not in "".join(listing)  # never a token
+        grant_id = listing[1].split()[0]
+        assert await anyio.to_thread.run_sync(rc_mcp.main, ["grants", "revoke", grant_id]) == 0
+        assert "ended 1 link(s)" in capsys.readouterr().out
+        assert ended.storage.tokens is not None
+        deadline = time.monotonic() + 2
+        async with httpx2.AsyncClient(base_url=server.url) as raw:
+            while (await mcp_status(raw, ended.storage.tokens.access_token)).status_code != 401:
+                assert time.monotonic() < deadline, "the revoked token still works"  # refused within a second
+                await asyncio.sleep(0.05)
+        await call(first, "list_sessions")  # the other link works, and the server's writes since …
+        stored = json.loads(server.config.token_store_path.read_text())
+        assert not [g for g in stored["grants"] if g.startswith(grant_id)]  # … did not bring the ended one back
+    assert await anyio.to_thread.run_sync(rc_mcp.main, ["grants", "revoke", "nothing-such"]) == 2
+    assert await anyio.to_thread.run_sync(rc_mcp.main, ["grants", "revoke", "--all"]) == 0
+    assert "ended 1 link(s)" in capsys.readouterr().out
+
+
+async def test_a_new_mcp_secret_ends_every_link(tmp_path: Path, clock: Clock) -> None:
+    app = make_app(tmp_path, clock)
+    async with asgi_client(app) as http:
+        fixed = await get_tokens(http)
+        client_id = await register(http)
+        params = public_authorize(client_id, INSPECTOR_CALLBACK)
+        approved = await consent(http, params, action="approve", password=SECRET)
+        code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+        form = token_form(code, client_id=client_id, client_secret=None, redirect_uri=INSPECTOR_CALLBACK)
+        public = (await http.post("/token", data=form)).json()
+    assert await anyio.to_thread.run_sync(app.oauth.end_links_of_another_secret) == 0  # same secret: nothing ends
+    rotated = make_app(tmp_path, clock, MCP_SECRET=STRONG_SECRET)
+    assert await anyio.to_thread.run_sync(rotated.oauth.end_links_of_another_secret) == 2
+    async with asgi_client(rotated) as http:
+        for token in (fixed["access_token"], public["access_token"]):
+            assert (await mcp_status(http, token)).status_code == 401
+        refused = await http.post("/token", data={**refresh_form(public["refresh_token"]), "client_id": client_id})
+        assert refused.status_code == 401  # the registration is gone too: register again
