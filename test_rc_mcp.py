@@ -3192,7 +3192,7 @@ TOTP_VECTORS = [
 ]
 
 
-@pytest.mark.parametrize("counter, code", enumerate(HOTP_VECTORS))
+@pytest.mark.parametrize("counter, code", list(enumerate(HOTP_VECTORS)))
 def test_hotp_rfc4226_vectors(counter: int, code: str) -> None:
     assert rc_mcp.hotp(b"12345678901234567890", counter, 6) == code
 
