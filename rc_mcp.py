@@ -908,6 +908,13 @@ CLAUDE_TEXTS: tuple[ClaudeText, ...] = (
     ),
     ClaudeText(
         "failure",
+        r"(?:Session|Environment) [^ ]+ is already being served by another `claude remote-control` instance "
+        r"\(pid ([0-9]+)\) in ([^\n]+?)\. Use that",
+        "another `claude remote-control` (pid {0}) already serves that session from {1}: use that one, or stop it "
+        "on the dev server (`kill {0}`) and start again.",
+    ),
+    ClaudeText(
+        "failure",
         r"not yet enabled for your account|environments are not available for your account",
         "Remote Control is not available for this claude.ai account: it needs a Pro, Max, Team or Enterprise plan "
         "(on Team and Enterprise an admin must allow it).",
@@ -1312,7 +1319,10 @@ def build_check_script(base_dir: str, claude_bin: str) -> str:
         # Where a login shell finds claude, to suggest CLAUDE_BIN when the plain PATH does not.
         "printf '@@claude_login_path\\t%s\\n' \"$(bash -lc 'command -v claude' 2>/dev/null </dev/null | tail -n 1)\"",
         'printf \'@@claude_version\\t%s\\n\' "$("$claude" --version 2>/dev/null </dev/null | head -n 1)"',
-        "printf '@@claude_auth\\t%s\\n' \"$(\"$claude\" auth status --json 2>/dev/null </dev/null | tr -d '\\n')\"",
+        # `auth status` prints JSON by default since 2.1.332 (older versions: with --json)
+        'auth_json() { "$claude" auth status "$@" 2>/dev/null </dev/null | tr -d \'\\n\'; }',
+        'auth=$(auth_json); case "$auth" in "{"*) ;; *) auth=$(auth_json --json) ;; esac',
+        "printf '@@claude_auth\\t%s\\n' \"$auth\"",
         f"if [ -d {base} ] && [ -r {base} ] && [ -x {base} ]; then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
     )
 

@@ -884,7 +884,7 @@ FAILURE_FIXES = {
     "another_instance": "that rc_mcp did not start",
     "untrusted": "claude does not trust alpha yet",
     "home": "refuses to run in the home directory",
-    "session_elsewhere": None,  # only after --session-id, which rc_mcp never passes: no known fix
+    "session_elsewhere": "already serves that session from",
 }
 
 
@@ -941,6 +941,11 @@ CLAUDE_TEXT_SAMPLES = [
     ("Error: Workspace not trusted. Run claude in alpha first.", "does not trust alpha yet"),
     ("Quick safety check: Is this a project you created or one you trust?", "does not trust alpha yet"),
     ("Another `claude remote-control` instance (pid 4242) is already running here", "(`kill 4242`)"),
+    (
+        "Error: Environment env_01Ab is already being served by another `claude remote-control` instance "
+        "(pid 77) in /srv/p/alpha. Use that terminal, or stop it first.",
+        "(pid 77) already serves that session from /srv/p/alpha: use that one, or stop it on the dev server (`kill 77`)",
+    ),
     ("Remote Control is not yet enabled for your account", "Pro, Max, Team or Enterprise plan"),
     ("Error: Multi-session Remote Control is not enabled", "too old for server mode"),
     ("error: Unknown argument: --spawn", "does not accept rc_mcp's arguments"),
