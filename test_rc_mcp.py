@@ -944,7 +944,7 @@ CLAUDE_TEXT_SAMPLES = [
     (
         "Error: Environment env_01Ab is already being served by another `claude remote-control` instance "
         "(pid 77) in /srv/p/alpha. Use that terminal, or stop it first.",
-        "(pid 77) already serves that session from /srv/p/alpha: use that one, or stop it on the dev server (`kill 77`)",
+        "(pid 77) already serves that session from /srv/p/alpha: use that one, or stop it on the dev server",
     ),
     ("Remote Control is not yet enabled for your account", "Pro, Max, Team or Enterprise plan"),
     ("Error: Multi-session Remote Control is not enabled", "too old for server mode"),
