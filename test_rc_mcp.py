@@ -1313,6 +1313,39 @@ async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None
         assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
 
 
+@contextlib.contextmanager
+def frozen_sshd(lab: DevServer) -> Iterator[None]:
+    """The lab's sshd and its per-connection processes stopped (SIGSTOP): connections are
+    accepted by the kernel and then nothing answers. Thawed (SIGCONT) on the way out."""
+    lab.signal_sshd(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        lab.signal_sshd(signal.SIGCONT)
+
+
+@pytest.mark.parametrize("connection", ["fresh", "already open"])
+async def test_e2e_frozen_sshd_fails_within_the_connect_timeout(
+    devserver: DevServer, tmp_path: Path, connection: str
+) -> None:
+    """A frozen sshd (accepts, then silence) costs one SSH_CONNECT_TIMEOUT, not a hang, and the
+    error says SSH and the timeout; once sshd runs again the next command works."""
+    timeout = 2.0
+    async with ssh_runner(devserver, tmp_path, SSH_CONNECT_TIMEOUT=f"{timeout:g}") as runner:
+        if connection == "already open":
+            assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        with frozen_sshd(devserver):
+            started = time.monotonic()
+            with pytest.raises(rc_mcp.RemoteError) as failure:
+                await runner.run("echo never", timeout=10)
+            elapsed = time.monotonic() - started
+        message = str(failure.value)
+        assert message.strip() and "SSH" in message and f"within {timeout:g} s" in message, message
+        assert "responsive" in message and devserver.host in message, message
+        assert elapsed < 2 * timeout, (elapsed, message)
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+
+
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 
@@ -1532,6 +1565,45 @@ async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tools: 
         assert rc_sessions(devserver) == {"rc-" + started["id"]}  # left running
         listed = (await call(client, "list_sessions"))["sessions"]
         assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
+
+
+async def test_e2e_sshd_killed_during_start_session(devserver: DevServer, tools: Tools) -> None:
+    """sshd dies (with every connection) while start_session waits for claude's URL: the model
+    is told the connection was lost, that the session may still be starting and to call
+    list_sessions — not the script's control lines or paramiko's exit status -1."""
+    fake_claude_config(devserver, connect_delay=30)
+    launched = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if progress == 1:
+            launched.set()
+
+    try:
+        async with tools() as (client, _):
+            async with anyio.create_task_group() as group:
+
+                async def kill_once_launched() -> None:
+                    with anyio.fail_after(20):
+                        await launched.wait()
+                    await anyio.to_thread.run_sync(devserver.kill_sshd)
+
+                group.start_soon(kill_once_launched)
+                with anyio.fail_after(20):
+                    result = await client.call_tool(
+                        "start_session", {"name": "crash", "path": "alpha"}, progress_callback=on_progress
+                    )
+            text = " ".join(getattr(block, "text", "") for block in result.content)
+            assert result.is_error, result.structured_content
+            assert "Lost the connection to the dev server" in text, text
+            assert "may still be starting" in text and "call list_sessions" in text, text
+            assert "@@" not in text and "exit -1" not in text, text
+            await anyio.to_thread.run_sync(devserver.restart_sshd)
+            # the same server reconnects, and the session it launched is there, still starting
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert [(s["name"], s["status"]) for s in listed] == [("crash", "starting")], listed
+    finally:
+        if devserver._proc is None:
+            devserver.restart_sshd()
 
 
 async def test_e2e_list_sessions_is_one_round_trip(tools: Tools) -> None:
