@@ -3762,3 +3762,113 @@ async def test_local_mode_python_rc_mcp_py(devhome: LocalDevHome, tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
             await proc.wait()
+
+
+async def wait_for_health(url: str, proc: Any, log: Callable[[], str], timeout: float = 30) -> None:
+    """Until `url`/health answers 200; the process must stay alive meanwhile (`log`: its output)."""
+    deadline = time.monotonic() + timeout
+    async with httpx2.AsyncClient() as probe:
+        while True:
+            assert proc.returncode is None, log()
+            assert time.monotonic() < deadline, log()
+            with contextlib.suppress(httpx2.TransportError):
+                if (await probe.get(f"{url}/health")).status_code == 200:
+                    return
+            await anyio.sleep(0.02)
+
+
+async def sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of a streamed SSE response, as they arrive."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:") and line[5:].strip():
+            yield json.loads(line[5:])
+
+
+async def test_sigterm_during_a_slow_start_session_answers_and_keeps_the_session(
+    devhome: LocalDevHome, tmp_path: Path
+) -> None:
+    """`python rc_mcp.py` gets SIGTERM (a deploy) while start_session waits for claude: the call is
+    answered (starting, rc_mcp is restarting, call list_sessions), the process exits within 5 s,
+    the tmux session keeps running, and the grant's last use is written on the way out."""
+    fake_claude_config(devhome, connect_delay=30)
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    store = tmp_path / "store" / "tokens.json"
+    env = devhome.env(
+        {
+            "MCP_SECRET": SECRET,
+            "PROJECTS_BASE_DIR": str(devhome.projects),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SERVER_URL": url,
+            "TOKEN_STORE_PATH": str(store),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("SSH_HOST", None)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        proc = await anyio.open_process(
+            [sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    session_id = None
+    try:
+        await wait_for_health(url, proc, log_path.read_text)
+        claude = ClaudeAi(SECRET)
+        async with connect(url, claude) as client:
+            await client.list_tools()
+        assert claude.storage.tokens is not None
+        headers = {
+            "Authorization": f"Bearer {claude.storage.tokens.access_token}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {
+                "name": "start_session",
+                "arguments": {"name": "deploy", "path": "alpha"},
+                "_meta": {"progressToken": "p7"},
+            },
+        }
+        called = time.time()
+        signalled = 0.0
+        result = None
+        progress = []
+        async with httpx2.AsyncClient(timeout=20) as http:
+            with anyio.fail_after(20):
+                async with http.stream("POST", f"{url}/mcp", json=body, headers=headers) as response:
+                    assert response.status_code == 200
+                    async for message in sse_messages(response):
+                        if message.get("method") == "notifications/progress":
+                            progress.append(message["params"]["message"])
+                            if "launched" in message["params"]["message"] and not signalled:
+                                proc.send_signal(signal.SIGTERM)
+                                signalled = time.monotonic()
+                        elif message.get("id") == 7:
+                            result = message["result"]
+        assert signalled, progress
+        assert result is not None and not result.get("isError"), result
+        started = result["structuredContent"]
+        session_id = started["id"]
+        assert started["status"] == "starting" and started["url"] is None, started
+        message = started["message"]
+        assert "rc_mcp is restarting" in message and "keeps starting" in message and "list_sessions" in message
+        with anyio.fail_after(5):
+            await proc.wait()
+        assert time.monotonic() - signalled < 5
+        # a clean shutdown: uvicorn re-raises the signal it handled, so the exit status says SIGTERM
+        assert proc.returncode in (0, -signal.SIGTERM), log_path.read_text()
+        assert "Application shutdown complete" in log_path.read_text()
+        assert devhome.run(f"tmux has-session -t =rc-{session_id}").returncode == 0  # still starting there
+        [grant] = json.loads(store.read_bytes())["grants"].values()
+        assert grant["last_used"] >= called, (grant, called)  # written at shutdown (not due for 60 s)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        if session_id is not None:
+            devhome.run(f"tmux kill-session -t =rc-{session_id}")
