@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shlex
@@ -287,6 +288,26 @@ def rc_sessions(lab: DevServer) -> set[str]:
     """The lab user's tmux sessions that rc_mcp started."""
     result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
     return {name for name in result.stdout.split() if name.startswith("rc-")}
+
+
+async def wait_for_health(url: str, proc: Any, log: Callable[[], str], timeout: float = 30, poll: float = 0.02) -> None:
+    """Until `url`/health answers 200; the process must stay alive meanwhile (`log`: its output)."""
+    deadline = time.monotonic() + timeout
+    async with httpx2.AsyncClient() as probe:
+        while True:
+            assert proc.returncode is None, log()
+            assert time.monotonic() < deadline, log()
+            with contextlib.suppress(httpx2.TransportError):
+                if (await probe.get(f"{url}/health")).status_code == 200:
+                    return
+            await anyio.sleep(poll)
+
+
+async def sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of a streamed SSE response, as they arrive."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:") and line[5:].strip():
+            yield json.loads(line[5:])
 
 
 Tools = Callable[..., contextlib.AbstractAsyncContextManager[tuple[Client, RunningServer]]]
@@ -2341,6 +2362,146 @@ def test_token_store_with_wrong_shaped_records_starts_empty(
     assert rc_mcp.store_problem(json.loads(config.token_store_path.read_bytes())) is None  # a fresh, valid file
 
 
+class ForkServer:
+    """testbed/fork_server.py: rc_mcp imported once in a parent process that forks a fresh server
+    (`rc_mcp.serve`) per start, so a test can SIGKILL and restart it dozens of times cheaply."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log_path: Path):
+        self.log_path = log_path
+        with log_path.open("w") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "testbed" / "fork_server.py")],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
+        assert self._read() == "ready"
+        self.child: int | None = None
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line, self.log_path.read_text()
+        return line
+
+    def _send(self, command: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def start(self) -> int:
+        self.child = int(self._send("start"))
+        return self.child
+
+    def kill(self) -> None:
+        """SIGKILL the running server (by its pid) and wait until it is gone."""
+        assert self.child is not None
+        os.kill(self.child, signal.SIGKILL)
+        assert self._send(f"wait {self.child}") == f"exited {self.child} -{int(signal.SIGKILL)}"
+        self.child = None
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the parent kills a child still running, then exits
+        self.proc.wait(timeout=10)
+
+
+async def test_every_answered_token_survives_sigkills_during_a_token_storm(tmp_path: Path) -> None:
+    """SIGKILL the server 32 times at random moments while clients run code flows and refreshes as
+    fast as they can, restarting it on the same port and store each time. The store file is always
+    valid (never quarantined), and after a final restart every token whose answer reached a client
+    still works: each chain's newest access token, and its newest refresh token (one whose rotation
+    was written but whose answer was lost gets the same answer again: the retry grace)."""
+    kills, workers = 32, 3
+    rng = random.Random(20260)
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    store_path = tmp_path / "store" / "tokens.json"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "MCP_SECRET": SECRET,
+        "PROJECTS_BASE_DIR": str(tmp_path),
+        "TOKEN_STORE_PATH": str(store_path),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SERVER_URL": url,
+        "LOG_LEVEL": "WARNING",
+    }
+    authorize = {**AUTHORIZE, "resource": f"{url}/mcp"}
+    chains: list[dict[str, str]] = []  # per chain: the newest tokens whose answer arrived
+    lost = 0  # requests whose answer never came (the server was killed under them)
+
+    class Round:
+        up = anyio.Event()
+        recovered: set[int] = set()
+        all_recovered = anyio.Event()
+
+    async def worker(index: int) -> None:
+        nonlocal lost
+        chain: dict[str, str] | None = None
+        async with httpx2.AsyncClient(base_url=url, timeout=10) as http:
+            while True:
+                await Round.up.wait()
+                try:
+                    if chain is None or rng.random() < 0.05:
+                        response = await http.get("/authorize", params=authorize)
+                        assert response.status_code == 302, response.text
+                        code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+                        response = await http.post("/token", data={**token_form(code), "resource": f"{url}/mcp"})
+                        assert response.status_code == 200, response.text
+                        chain = {"access": response.json()["access_token"], "refresh": response.json()["refresh_token"]}
+                        chains.append(chain)
+                    else:
+                        response = await http.post("/token", data=refresh_form(chain["refresh"]))
+                        assert response.status_code == 200, (response.text, chain)
+                        chain.update(access=response.json()["access_token"], refresh=response.json()["refresh_token"])
+                except httpx2.TransportError:
+                    lost += 1  # the server is gone: once it is back, the same request again
+                    continue
+                Round.recovered.add(index)
+                if len(Round.recovered) == workers:
+                    Round.all_recovered.set()
+
+    server = ForkServer(env, tmp_path, tmp_path / "server.log")
+    try:
+        async with anyio.create_task_group() as group:
+            for index in range(workers):
+                group.start_soon(worker, index)
+            for _ in range(kills):
+                server.start()
+                await wait_for_health(url, server.proc, server.log_path.read_text, poll=0.005)
+                Round.recovered, Round.all_recovered = set(), anyio.Event()
+                Round.up.set()
+                # every client has had an answer since the restart (so no chain loses two answers
+                # in a row, which would be a reuse of its refresh token), then a random moment
+                with anyio.fail_after(20):
+                    await Round.all_recovered.wait()
+                await anyio.sleep(rng.uniform(0, 0.05))
+                Round.up = anyio.Event()
+                server.kill()
+                on_disk = json.loads(store_path.read_bytes())
+                assert rc_mcp.store_problem(on_disk) is None
+            group.cancel_scope.cancel()
+        server.start()  # the final restart: nothing is killed any more
+        await wait_for_health(url, server.proc, server.log_path.read_text)
+        assert lost >= 1 and len(chains) >= workers, (lost, len(chains))
+        async with httpx2.AsyncClient(base_url=url, timeout=10) as http:
+            for chain in chains:
+                assert (await mcp_status(http, chain["access"])).status_code == 200, chain
+            for chain in chains:
+                response = await http.post("/token", data=refresh_form(chain["refresh"]))
+                assert response.status_code == 200, (response.text, chain)
+        assert [p.name for p in store_path.parent.iterdir() if "corrupt" in p.name or p.name.endswith(".tmp")] == []
+    finally:
+        server.close()
+
+
 # ── Clients ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -3762,26 +3923,6 @@ async def test_local_mode_python_rc_mcp_py(devhome: LocalDevHome, tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
             await proc.wait()
-
-
-async def wait_for_health(url: str, proc: Any, log: Callable[[], str], timeout: float = 30) -> None:
-    """Until `url`/health answers 200; the process must stay alive meanwhile (`log`: its output)."""
-    deadline = time.monotonic() + timeout
-    async with httpx2.AsyncClient() as probe:
-        while True:
-            assert proc.returncode is None, log()
-            assert time.monotonic() < deadline, log()
-            with contextlib.suppress(httpx2.TransportError):
-                if (await probe.get(f"{url}/health")).status_code == 200:
-                    return
-            await anyio.sleep(0.02)
-
-
-async def sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
-    """The JSON-RPC messages of a streamed SSE response, as they arrive."""
-    async for line in response.aiter_lines():
-        if line.startswith("data:") and line[5:].strip():
-            yield json.loads(line[5:])
 
 
 async def test_sigterm_during_a_slow_start_session_answers_and_keeps_the_session(
