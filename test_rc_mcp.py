@@ -28,6 +28,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,8 @@ import anyio
 import httpx2
 import paramiko
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from mcp.client import Client
 
 import rc_mcp
@@ -1152,6 +1155,225 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
     result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
     assert "@@error no-dir" in result.stdout
     assert not marker.exists()
+
+
+# Property-based: arbitrary names, paths and ids are either refused by validation (with the rule's
+# words) or reach tmux and claude — recording stand-ins run by /bin/sh — as exactly the intended
+# words, with nothing in them executed. Surrogates are left out: no JSON-RPC message carries them.
+PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+SHELL_BITS = ["'", '"', "$(touch pwned)", "`touch pwned`", "#{pane_id}", "#(touch pwned)", ";", "\\", "-", "--"]
+SHELL_BITS += ["\n", "\t", "\r", "\x1b", "\x00", "\x7f", "$HOME", "${x:-y}", "*", "?", "[a]", "~", " ", "!", "&", "|"]
+SHELL_BITS += ["<", ">", "%", "{}", "é", "☃", "\u202e", "\u0085", "\u2028", "\ufeff", "🙂"]
+ANY_CHAR = st.characters(exclude_categories=("Cs",))
+hostile_text = st.lists(st.one_of(st.sampled_from(SHELL_BITS), st.text(ANY_CHAR, max_size=6)), max_size=10).map("".join)
+long_text = st.sampled_from(["a" * 1025, "é" * 600, "-" * 2000, "x" * 41, "x" * 42, "a/" * 300 + "b"])
+
+
+def with_hostile_tail(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(valid, st.builds(lambda v, tail: v + tail, valid, hostile_text), hostile_text, long_text)
+
+
+names = with_hostile_tail(st.from_regex(rc_mcp.SESSION_NAME.pattern, fullmatch=True))
+session_ids = with_hostile_tail(st.from_regex(rc_mcp.SESSION_ID.pattern, fullmatch=True))
+
+
+def file_name(text: str) -> str:
+    """`text` as a name the file system allows: no '/' or NUL, at most 160 bytes, not '.' or '..'."""
+    name = text.replace("/", "").replace("\x00", "")[:40]
+    return name if name not in ("", ".", "..") else "x" + name
+
+
+file_names = hostile_text.map(file_name)
+config_words = file_names.map(lambda t: file_name(rc_mcp.CONTROL_RE.sub("", t)))  # settings, not tool inputs
+paths = st.one_of(
+    hostile_text,
+    long_text,
+    st.lists(file_names, min_size=1, max_size=3).map("/".join),
+    st.lists(config_words, min_size=1, max_size=3).map("/".join),  # no control characters: accepted
+)
+
+
+@contextlib.contextmanager
+def stand_ins() -> Iterator[tuple[Path, Callable[[], list[list[str]]]]]:
+    """A scratch directory with a recording `tmux` in root/bin, and the calls recorded so far."""
+    with tempfile.TemporaryDirectory(prefix="rc-prop-") as scratch:
+        root = Path(os.path.realpath(scratch))
+        record, bin_dir = root / "record", root / "bin"
+        for directory in (record, bin_dir, root / "work", root / "home"):
+            directory.mkdir()
+        make_stand_in(root, bin_dir / "tmux")
+
+        def calls() -> list[list[str]]:
+            files = sorted(p.name for p in record.iterdir())
+            return [[os.fsdecode(a) for a in (record / f).read_bytes().split(b"\0")[:-1]] for f in files]
+
+        yield root, calls
+        assert files_named("pwned", root) == []
+
+
+def make_stand_in(root: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STAND_IN % {"record": shlex.quote(str(root / "record"))})
+    path.chmod(0o755)
+
+
+def run_sh(root: Path, script: str) -> str:
+    env = {"PATH": f"{root / 'bin'}:/usr/bin:/bin", "HOME": str(root / "home")}
+    result = subprocess.run(
+        ["/bin/sh", "-c", script], cwd=root / "work", env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def refused(check: Callable[[str], str], value: str, *words: str) -> bool:
+    """True when validation refuses `value` with a message holding `words`; False when it accepts."""
+    try:
+        check(value)
+    except ValueError as exc:
+        assert all(word in str(exc) for word in words), str(exc)
+        assert len(str(exc)) < 400  # the value is shown shortened
+        return True
+    return False
+
+
+@PROPERTY_SETTINGS
+@given(name=names, path=paths, base_word=config_words, claude_word=config_words)
+def test_start_script_property(name: str, path: str, base_word: str, claude_word: str) -> None:
+    name_refused = refused(rc_mcp.validate_name, name, "invalid name", "e.g. 'my-app'")
+    path_refused = refused(rc_mcp.validate_project_path, path, "invalid path", "list_projects")
+    event(f"name {'refused' if name_refused else 'accepted'}, path {'refused' if path_refused else 'accepted'}")
+    if name_refused and path_refused:
+        return
+    name = "al" if name_refused else name
+    rel = "p" if path_refused else rc_mcp.validate_project_path(path)
+    session_id = rc_mcp.validate_session_id(f"{name}-a1b2c3")
+    with stand_ins() as (root, calls):
+        base, claude = root / ("srv " + base_word), root / ("opt " + claude_word) / "claude"
+        make_stand_in(root, claude)
+        project = base / rel
+        try:
+            project.mkdir(parents=True)
+        except OSError:  # too long for the file system: the script must refuse it, running nothing
+            project = None
+        script = rc_mcp.build_start_script(
+            base_dir=str(base),
+            path=rel,
+            session_id=session_id,
+            name=name,
+            claude_bin=str(claude),
+            spawn="same-dir",
+            timeout=5,
+            nonce="n0nce",
+        )
+        events = rc_mcp.parse_script_output(run_sh(root, script), "n0nce")
+        if project is None:
+            assert events[:1] == [("error", ["no-dir"])] and calls() == []
+            return
+        session, tmux = f"rc-{session_id}", str(root / "bin" / "tmux")
+        log = root / "home" / ".local" / "state" / "rc-mcp" / f"{session}.log"
+        pipe_command = f"/bin/sh -c {shlex.quote(rc_mcp.CAP_LOG_SCRIPT)} rc-log '{log}'"
+        claude_args = ["remote-control", "--name", name, "--spawn", "same-dir"]
+        scrub = [f"-u{var}" for var in rc_mcp.SCRUBBED_ENV]
+        work, here = str(root / "work"), str(project)
+        assert events[:2] == [("state", ["launched"]), ("status", ["gone"])]
+        assert calls() == [
+            [work, tmux, "has-session", "-t", f"={session}"],
+            [here, tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+             "/bin/sh", "-c", rc_mcp.PANE_PRELUDE, f"{session}-go", f"{project}/",
+             "env", *scrub, str(claude), *claude_args,
+             ";", "pipe-pane", "-o", "-t", f"={session}:", pipe_command,
+             ";", "set-option", "-t", f"={session}:", "remain-on-exit", "on"],
+            [here, tmux, "wait-for", f"{session}-go"],
+            [here, str(claude), *claude_args],
+            [here, tmux, "wait-for", "-S", f"{session}-go"],
+            [here, tmux, "display-message", "-p", "-t", f"={session}:",
+             "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"],
+            [here, tmux, "kill-session", "-t", f"={session}"],
+        ]  # fmt: skip
+
+
+@PROPERTY_SETTINGS
+@given(session_id=session_ids)
+def test_stop_script_property(session_id: str) -> None:
+    is_refused = refused(rc_mcp.validate_session_id, session_id, "no session", "list_sessions")
+    event("refused" if is_refused else "accepted")
+    if is_refused:
+        return
+    with stand_ins() as (root, calls):
+        events = rc_mcp.parse_script_output(run_sh(root, rc_mcp.build_stop_script(session_id)))
+        tmux, work, target = str(root / "bin" / "tmux"), str(root / "work"), f"=rc-{session_id}"
+        assert events == [("stopped", [])]
+        assert calls() == [
+            [work, tmux, "display-message", "-p", "-t", f"{target}:", "#{pane_pid}"],
+            [work, tmux, "kill-session", "-t", target],
+        ]
+
+
+@PROPERTY_SETTINGS
+@given(session_ids=st.lists(session_ids, max_size=3), nonce=hostile_text.map(lambda t: t.replace("\x00", "")))
+def test_list_script_property(session_ids: list[str], nonce: str) -> None:
+    """Files of sessions tmux no longer has are removed, each after an exact has-session."""
+    valid = sorted({i for i in session_ids if not refused(rc_mcp.validate_session_id, i, "no session")})
+    with stand_ins() as (root, calls):
+        state = root / "home" / ".local" / "state" / "rc-mcp"
+        state.mkdir(parents=True)
+        for session_id in valid:
+            for suffix in rc_mcp.SESSION_FILES.values():
+                (state / f"rc-{session_id}{suffix}").write_text("name\tx\n")
+        events = rc_mcp.parse_script_output(run_sh(root, rc_mcp.build_list_script(nonce)), nonce)
+        tmux = str(root / "bin" / "tmux")
+        assert events == [("end", [])]
+        listing = [
+            root / "work",
+            tmux,
+            "list-panes",
+            "-a",
+            "-F",
+            "#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}",
+        ]
+        checks = [
+            [str(root / "work"), tmux, "has-session", "-t", f"=rc-{i}"]
+            for i in sorted(valid, key=lambda i: f"rc-{i}.meta")
+        ]
+        assert calls() == [[str(w) for w in listing], *checks]
+        assert list(state.iterdir()) == []
+
+
+@PROPERTY_SETTINGS
+@given(base_word=config_words, entries=st.lists(file_names, max_size=4, unique=True))
+def test_projects_script_property(base_word: str, entries: list[str]) -> None:
+    """Every directory name the file system allows: listed exactly when start_session accepts it
+    as it is; hidden ones never; nothing run."""
+    with stand_ins() as (root, calls):
+        base = root / ("srv " + base_word)
+        base.mkdir()
+        for entry in entries:
+            (base / entry / ".git").mkdir(parents=True)
+        output = run_sh(root, rc_mcp.build_projects_script(str(base)))
+        expected = {e for e in entries if not e.startswith(".") and not refused(rc_mcp.validate_project_path, e)}
+        assert set(rc_mcp.interpret_projects(output, str(base))) == expected
+        assert calls() == []
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(base_word=config_words, claude_word=config_words)
+def test_check_script_property(base_word: str, claude_word: str) -> None:
+    with stand_ins() as (root, calls):
+        base, claude = root / ("srv " + base_word), root / ("opt " + claude_word) / "claude"
+        base.mkdir()
+        make_stand_in(root, claude)
+        output = run_sh(root, rc_mcp.build_check_script(str(base), str(claude)))
+        values = {key: fields for key, fields in rc_mcp.parse_script_output(output)}
+        assert values["claude_path"] == [str(claude)] and values["base"] == ["ok"]
+        work, tmux = str(root / "work"), str(root / "bin" / "tmux")
+        assert calls() == [
+            [work, tmux, "-V"],
+            [work, str(claude), "--version"],
+            [work, str(claude), "auth", "status", "--json"],
+        ]
 
 
 def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
