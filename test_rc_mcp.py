@@ -58,6 +58,8 @@ from testbed.lab import (
 )
 
 ROOT = Path(__file__).resolve().parent
+# Hypothesis keeps caches (not examples: the property tests use no database) outside the checkout.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "rc-mcp-hypothesis"))
 
 SECRET = "test-secret-0123456789"  # weak on purpose (what check and the start-up warning call out)
 STRONG_SECRET = "9c2f4e1ab8d7035f6e2c9a41b7d8e05f3a6c2e9d1b4f7a08c5e3d2b1a9f6e4c7"  # openssl rand -hex 32
