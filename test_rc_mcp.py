@@ -2724,12 +2724,12 @@ class ForkServer:
 
 
 async def test_every_answered_token_survives_sigkills_during_a_token_storm(tmp_path: Path) -> None:
-    """SIGKILL the server 32 times at random moments while clients run code flows and refreshes as
+    """SIGKILL the server 30 times at random moments while clients run code flows and refreshes as
     fast as they can, restarting it on the same port and store each time. The store file is always
     valid (never quarantined), and after a final restart every token whose answer reached a client
     still works: each chain's newest access token, and its newest refresh token (one whose rotation
     was written but whose answer was lost gets the same answer again: the retry grace)."""
-    kills, workers = 32, 3
+    kills, workers = 30, 3
     rng = random.Random(20260)
     with listening_socket() as sock:
         port = sock.getsockname()[1]
