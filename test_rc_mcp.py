@@ -13,10 +13,12 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shlex
@@ -26,9 +28,10 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -37,6 +40,8 @@ import anyio
 import httpx2
 import paramiko
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from mcp.client import Client
 
 import rc_mcp
@@ -53,6 +58,8 @@ from testbed.lab import (
 )
 
 ROOT = Path(__file__).resolve().parent
+# Hypothesis keeps caches (not examples: the property tests use no database) outside the checkout.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "rc-mcp-hypothesis"))
 
 SECRET = "test-secret-0123456789"  # weak on purpose (what check and the start-up warning call out)
 STRONG_SECRET = "9c2f4e1ab8d7035f6e2c9a41b7d8e05f3a6c2e9d1b4f7a08c5e3d2b1a9f6e4c7"  # openssl rand -hex 32
@@ -71,6 +78,80 @@ pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::Deprecation
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# The log audit: every log record of the whole run, at DEBUG, formatted as a handler would write it,
+# must be free of secrets. Checked once, when the session ends (a failure shows as an error at the
+# teardown of the last test).
+OTHER_SECRETS = ("a-brand-new-secret-0123456789", "from-dotenv-file-1234")  # MCP_SECRETs of single tests
+TOKEN_RE = re.compile(r"rc(?:at|rt|ac|sc)_[A-Za-z0-9_.-]{8,}")
+# Left out: HTTP clients' own DEBUG lines, which print raw headers (the tests' clients receive codes
+# in Location and send tokens by design; rc_mcp's metadata fetcher receives public documents).
+CLIENT_LOGGERS = ("httpcore", "httpx", "mcp.client")
+
+
+def leaked_secrets(lines: Iterable[str]) -> list[str]:
+    """Each line holding a secret, with what it holds: an MCP_SECRET, the fixed client's secret, a
+    token or code, the consent TOTP key, the SSH passphrase, a private key."""
+    mcp_secrets = (SECRET, STRONG_SECRET, *OTHER_SECRETS)
+    words = {secret: "an MCP_SECRET" for secret in mcp_secrets}
+    words |= {rc_mcp.derive_client_credentials(secret)[1]: "a client secret" for secret in mcp_secrets}
+    words |= {
+        base64.b32encode(rc_mcp.consent_totp_key(secret)).decode().rstrip("="): "a TOTP key" for secret in mcp_secrets
+    }
+    words |= {PASSPHRASE: "the SSH passphrase", "PRIVATE KEY": "a private key"}
+    found = []
+    for line in lines:
+        what = [name for word, name in words.items() if word in line]
+        what += ["a token or code"] if TOKEN_RE.search(line) else []
+        if what:
+            found.append(f"{', '.join(sorted(set(what)))}: {line[:300]}")
+    return found
+
+
+class LogAudit(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(CLIENT_LOGGERS):
+            return
+        with contextlib.suppress(Exception):
+            self.lines.append(self.format(record))
+
+
+def attach_log_audit(audit: LogAudit) -> None:
+    """(Again:) `configure_logging`, run by tests of main(), replaces the root logger's handlers."""
+    root = logging.getLogger()
+    if audit not in root.handlers:
+        root.addHandler(audit)
+    if root.level != logging.DEBUG and root.level != logging.NOTSET:
+        root.setLevel(logging.DEBUG)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_audit() -> Iterator[LogAudit]:
+    audit = LogAudit()
+    root = logging.getLogger()
+    level = root.level
+    attach_log_audit(audit)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield audit
+    finally:
+        root.removeHandler(audit)
+        root.setLevel(level)
+    leaks = leaked_secrets(audit.lines)
+    assert not leaks, f"{len(leaks)} of {len(audit.lines)} log lines hold secrets:\n" + "\n".join(leaks[:20])
+
+
+@pytest.fixture(autouse=True)
+def log_audit_attached(log_audit: LogAudit) -> Iterator[None]:
+    attach_log_audit(log_audit)
+    yield
+    attach_log_audit(log_audit)
 
 
 # Fixtures and helpers shared by several sections: the configuration, the OAuth endpoints
@@ -286,6 +367,26 @@ def rc_sessions(lab: DevServer) -> set[str]:
     """The lab user's tmux sessions that rc_mcp started."""
     result = lab.run("tmux list-sessions -F '#{session_name}' 2>/dev/null || true")
     return {name for name in result.stdout.split() if name.startswith("rc-")}
+
+
+async def wait_for_health(url: str, proc: Any, log: Callable[[], str], timeout: float = 30, poll: float = 0.02) -> None:
+    """Until `url`/health answers 200; the process must stay alive meanwhile (`log`: its output)."""
+    deadline = time.monotonic() + timeout
+    async with httpx2.AsyncClient() as probe:
+        while True:
+            assert proc.returncode is None, log()
+            assert time.monotonic() < deadline, log()
+            with contextlib.suppress(httpx2.TransportError):
+                if (await probe.get(f"{url}/health")).status_code == 200:
+                    return
+            await anyio.sleep(poll)
+
+
+async def sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of a streamed SSE response, as they arrive."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:") and line[5:].strip():
+            yield json.loads(line[5:])
 
 
 Tools = Callable[..., contextlib.AbstractAsyncContextManager[tuple[Client, RunningServer]]]
@@ -1206,6 +1307,240 @@ def test_start_script_runs_hostile_values_without_executing_them(tmp_path: Path)
     assert not marker.exists()
 
 
+# Property-based: arbitrary names, paths and ids are either refused by validation (with the rule's
+# words) or reach tmux and claude — recording stand-ins run by /bin/sh — as exactly the intended
+# words, with nothing in them executed. Surrogates are left out: no JSON-RPC message carries them.
+PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+SHELL_BITS = ["'", '"', "$(touch pwned)", "`touch pwned`", "#{pane_id}", "#(touch pwned)", ";", "\\", "-", "--"]
+SHELL_BITS += ["\n", "\t", "\r", "\x1b", "\x00", "\x7f", "$HOME", "${x:-y}", "*", "?", "[a]", "~", " ", "!", "&", "|"]
+SHELL_BITS += ["<", ">", "%", "{}", "é", "☃", "\u202e", "\u0085", "\u2028", "\ufeff", "🙂"]
+ANY_CHAR = st.characters(exclude_categories=("Cs",))
+hostile_text = st.lists(st.one_of(st.sampled_from(SHELL_BITS), st.text(ANY_CHAR, max_size=6)), max_size=10).map("".join)
+long_text = st.sampled_from(["a" * 1025, "é" * 600, "-" * 2000, "x" * 41, "x" * 42, "a/" * 300 + "b"])
+
+
+def with_hostile_tail(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(valid, st.builds(lambda v, tail: v + tail, valid, hostile_text), hostile_text, long_text)
+
+
+names = with_hostile_tail(st.from_regex(rc_mcp.SESSION_NAME.pattern, fullmatch=True))
+session_ids = with_hostile_tail(st.from_regex(rc_mcp.SESSION_ID.pattern, fullmatch=True))
+
+
+def file_name(text: str) -> str:
+    """`text` as a name the file system allows: no '/' or NUL, at most 160 bytes, not '.' or '..'."""
+    name = text.replace("/", "").replace("\x00", "")[:40]
+    return name if name not in ("", ".", "..") else "x" + name
+
+
+file_names = hostile_text.map(file_name)
+config_words = file_names.map(lambda t: file_name(rc_mcp.CONTROL_RE.sub("", t)))  # settings, not tool inputs
+paths = st.one_of(
+    hostile_text,
+    long_text,
+    st.lists(file_names, min_size=1, max_size=3).map("/".join),
+    st.lists(config_words, min_size=1, max_size=3).map("/".join),  # no control characters: accepted
+)
+
+
+@contextlib.contextmanager
+def stand_ins() -> Iterator[tuple[Path, Callable[[], list[list[str]]]]]:
+    """A scratch directory with a recording `tmux` in root/bin, and the calls recorded so far."""
+    with tempfile.TemporaryDirectory(prefix="rc-prop-") as scratch:
+        root = Path(os.path.realpath(scratch))
+        record, bin_dir = root / "record", root / "bin"
+        for directory in (record, bin_dir, root / "work", root / "home"):
+            directory.mkdir()
+        make_stand_in(root, bin_dir / "tmux")
+
+        def calls() -> list[list[str]]:
+            files = sorted(p.name for p in record.iterdir())
+            return [[os.fsdecode(a) for a in (record / f).read_bytes().split(b"\0")[:-1]] for f in files]
+
+        yield root, calls
+        assert files_named("pwned", root) == []
+
+
+def make_stand_in(root: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STAND_IN % {"record": shlex.quote(str(root / "record"))})
+    path.chmod(0o755)
+
+
+def run_sh(root: Path, script: str) -> str:
+    env = {"PATH": f"{root / 'bin'}:/usr/bin:/bin", "HOME": str(root / "home")}
+    result = subprocess.run(
+        ["/bin/sh", "-c", script], cwd=root / "work", env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def refused(check: Callable[[str], str], value: str, *words: str) -> bool:
+    """True when validation refuses `value` with a message holding `words`; False when it accepts."""
+    try:
+        check(value)
+    except ValueError as exc:
+        assert all(word in str(exc) for word in words), str(exc)
+        assert len(str(exc)) < 400  # the value is shown shortened
+        return True
+    return False
+
+
+@PROPERTY_SETTINGS
+@given(name=names, path=paths, base_word=config_words, claude_word=config_words.map(lambda t: t.replace("=", "")))
+def test_start_script_property(name: str, path: str, base_word: str, claude_word: str) -> None:
+    name_refused = refused(rc_mcp.validate_name, name, "invalid name", "e.g. 'my-app'")
+    path_refused = refused(rc_mcp.validate_project_path, path, "invalid path", "list_projects")
+    event(f"name {'refused' if name_refused else 'accepted'}, path {'refused' if path_refused else 'accepted'}")
+    if name_refused and path_refused:
+        return
+    name = "al" if name_refused else name
+    rel = "p" if path_refused else rc_mcp.validate_project_path(path)
+    check_start_script(name, rel, base_word, claude_word)
+
+
+def check_start_script(name: str, rel: str, base_word: str, claude_word: str) -> None:
+    """The start script for these (valid) values, run with stand-ins: the exact calls, nothing run."""
+    session_id = rc_mcp.validate_session_id(f"{name}-a1b2c3")
+    with stand_ins() as (root, calls):
+        base, claude = root / ("srv " + base_word), root / ("opt " + claude_word) / "claude"
+        make_stand_in(root, claude)
+        project = base / rel
+        try:
+            project.mkdir(parents=True)
+        except OSError:  # too long for the file system: the script must refuse it, running nothing
+            project = None
+        script = rc_mcp.build_start_script(
+            base_dir=str(base),
+            path=rel,
+            session_id=session_id,
+            name=name,
+            claude_bin=str(claude),
+            spawn="same-dir",
+            timeout=5,
+            nonce="n0nce",
+        )
+        events = rc_mcp.parse_script_output(run_sh(root, script), "n0nce")
+        if project is None:
+            assert events[:1] == [("error", ["no-dir"])] and calls() == []
+            return
+        session, tmux = f"rc-{session_id}", str(root / "bin" / "tmux")
+        log = root / "home" / ".local" / "state" / "rc-mcp" / f"{session}.log"
+        pipe_command = f"/bin/sh -c {shlex.quote(rc_mcp.CAP_LOG_SCRIPT)} rc-log '{log}'"
+        claude_args = ["remote-control", "--name", name, "--spawn", "same-dir"]
+        scrub = [f"-u{var}" for var in rc_mcp.SCRUBBED_ENV]
+        work, here = str(root / "work"), str(project)
+        assert events[:2] == [("state", ["launched"]), ("status", ["gone"])]
+        assert calls() == [
+            [work, tmux, "has-session", "-t", f"={session}"],
+            [here, tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+             "/bin/sh", "-c", rc_mcp.PANE_PRELUDE, f"{session}-go", f"{project}/",
+             "env", *scrub, str(claude), *claude_args,
+             ";", "pipe-pane", "-o", "-t", f"={session}:", pipe_command,
+             ";", "set-option", "-t", f"={session}:", "remain-on-exit", "on"],
+            [here, tmux, "wait-for", f"{session}-go"],
+            [here, str(claude), *claude_args],
+            [here, tmux, "wait-for", "-S", f"{session}-go"],
+            [here, tmux, "display-message", "-p", "-t", f"={session}:",
+             "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"],
+            [here, tmux, "kill-session", "-t", f"={session}"],
+        ]  # fmt: skip
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="build_start_script runs `env -u… \"$claude\" …`: env takes a CLAUDE_BIN holding '=' for a variable "
+    "assignment and runs `remote-control` instead of claude",
+)
+def test_start_script_runs_a_claude_bin_with_an_equals_sign() -> None:
+    """CLAUDE_BIN=/opt/tools=2/claude passes the configuration and `check`; start_session must run it too."""
+    check_start_script("al", "p", "x", "tools=2")
+
+
+@PROPERTY_SETTINGS
+@given(session_id=session_ids)
+def test_stop_script_property(session_id: str) -> None:
+    is_refused = refused(rc_mcp.validate_session_id, session_id, "no session", "list_sessions")
+    event("refused" if is_refused else "accepted")
+    if is_refused:
+        return
+    with stand_ins() as (root, calls):
+        events = rc_mcp.parse_script_output(run_sh(root, rc_mcp.build_stop_script(session_id)))
+        tmux, work, target = str(root / "bin" / "tmux"), str(root / "work"), f"=rc-{session_id}"
+        assert events == [("stopped", [])]
+        assert calls() == [
+            [work, tmux, "display-message", "-p", "-t", f"{target}:", "#{pane_pid}"],
+            [work, tmux, "kill-session", "-t", target],
+        ]
+
+
+@PROPERTY_SETTINGS
+@given(session_ids=st.lists(session_ids, max_size=3), nonce=hostile_text.map(lambda t: t.replace("\x00", "")))
+def test_list_script_property(session_ids: list[str], nonce: str) -> None:
+    """Files of sessions tmux no longer has are removed, each after an exact has-session."""
+    valid = sorted({i for i in session_ids if not refused(rc_mcp.validate_session_id, i, "no session")})
+    with stand_ins() as (root, calls):
+        state = root / "home" / ".local" / "state" / "rc-mcp"
+        state.mkdir(parents=True)
+        for session_id in valid:
+            for suffix in rc_mcp.SESSION_FILES.values():
+                (state / f"rc-{session_id}{suffix}").write_text("name\tx\n")
+        events = rc_mcp.parse_script_output(run_sh(root, rc_mcp.build_list_script(nonce)), nonce)
+        tmux = str(root / "bin" / "tmux")
+        assert events == [("end", [])]
+        listing = [
+            root / "work",
+            tmux,
+            "list-panes",
+            "-a",
+            "-F",
+            "#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}",
+        ]
+        checks = [
+            [str(root / "work"), tmux, "has-session", "-t", f"=rc-{i}"]
+            for i in sorted(valid, key=lambda i: f"rc-{i}.meta")
+        ]
+        assert calls() == [[str(w) for w in listing], *checks]
+        assert list(state.iterdir()) == []
+
+
+@PROPERTY_SETTINGS
+@given(base_word=config_words, entries=st.lists(file_names, max_size=4, unique=True))
+def test_projects_script_property(base_word: str, entries: list[str]) -> None:
+    """Every directory name the file system allows: listed exactly when start_session accepts it
+    as it is; hidden ones never; nothing run."""
+    with stand_ins() as (root, calls):
+        base = root / ("srv " + base_word)
+        base.mkdir()
+        for entry in entries:
+            (base / entry / ".git").mkdir(parents=True)
+        output = run_sh(root, rc_mcp.build_projects_script(str(base)))
+        expected = {e for e in entries if not e.startswith(".") and not refused(rc_mcp.validate_project_path, e)}
+        assert set(rc_mcp.interpret_projects(output, str(base))) == expected
+        assert calls() == []
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(base_word=config_words, claude_word=config_words)
+def test_check_script_property(base_word: str, claude_word: str) -> None:
+    with stand_ins() as (root, calls):
+        base, claude = root / ("srv " + base_word), root / ("opt " + claude_word) / "claude"
+        base.mkdir()
+        make_stand_in(root, claude)
+        output = run_sh(root, rc_mcp.build_check_script(str(base), str(claude)))
+        values = {key: fields for key, fields in rc_mcp.parse_script_output(output)}
+        assert values["claude_path"] == [str(claude)] and values["base"] == ["ok"]
+        work, tmux = str(root / "work"), str(root / "bin" / "tmux")
+        assert calls() == [
+            [work, tmux, "-V"],
+            [work, str(claude), "--version"],
+            [work, str(claude), "auth", "status", "--json"],
+        ]
+
+
 def test_projects_script_lists_what_start_accepts(tmp_path: Path) -> None:
     base = tmp_path / "projects"
     outside = tmp_path / "outside"
@@ -1444,6 +1779,39 @@ async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None
         assert (await runner.run("echo still usable", timeout=10)).stdout == "still usable\n"
 
 
+@contextlib.contextmanager
+def frozen_sshd(lab: DevServer) -> Iterator[None]:
+    """The lab's sshd and its per-connection processes stopped (SIGSTOP): connections are
+    accepted by the kernel and then nothing answers. Thawed (SIGCONT) on the way out."""
+    lab.signal_sshd(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        lab.signal_sshd(signal.SIGCONT)
+
+
+@pytest.mark.parametrize("connection", ["fresh", "already open"])
+async def test_e2e_frozen_sshd_fails_within_the_connect_timeout(
+    devserver: DevServer, tmp_path: Path, connection: str
+) -> None:
+    """A frozen sshd (accepts, then silence) costs one SSH_CONNECT_TIMEOUT, not a hang, and the
+    error says SSH and the timeout; once sshd runs again the next command works."""
+    timeout = 2.0
+    async with ssh_runner(devserver, tmp_path, SSH_CONNECT_TIMEOUT=f"{timeout:g}") as runner:
+        if connection == "already open":
+            assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        with frozen_sshd(devserver):
+            started = time.monotonic()
+            with pytest.raises(rc_mcp.RemoteError) as failure:
+                await runner.run("echo never", timeout=10)
+            elapsed = time.monotonic() - started
+        message = str(failure.value)
+        assert message.strip() and "SSH" in message and f"within {timeout:g} s" in message, message
+        assert "responsive" in message and devserver.host in message, message
+        assert elapsed < 2 * timeout, (elapsed, message)
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+
+
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 
@@ -1663,6 +2031,45 @@ async def test_e2e_no_url_in_time_reports_starting(devserver: DevServer, tools: 
         assert rc_sessions(devserver) == {"rc-" + started["id"]}  # left running
         listed = (await call(client, "list_sessions"))["sessions"]
         assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "starting", None)]
+
+
+async def test_e2e_sshd_killed_during_start_session(devserver: DevServer, tools: Tools) -> None:
+    """sshd dies (with every connection) while start_session waits for claude's URL: the model
+    is told the connection was lost, that the session may still be starting and to call
+    list_sessions — not the script's control lines or paramiko's exit status -1."""
+    fake_claude_config(devserver, connect_delay=30)
+    launched = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if progress == 1:
+            launched.set()
+
+    try:
+        async with tools() as (client, _):
+            async with anyio.create_task_group() as group:
+
+                async def kill_once_launched() -> None:
+                    with anyio.fail_after(20):
+                        await launched.wait()
+                    await anyio.to_thread.run_sync(devserver.kill_sshd)
+
+                group.start_soon(kill_once_launched)
+                with anyio.fail_after(20):
+                    result = await client.call_tool(
+                        "start_session", {"name": "crash", "path": "alpha"}, progress_callback=on_progress
+                    )
+            text = " ".join(getattr(block, "text", "") for block in result.content)
+            assert result.is_error, result.structured_content
+            assert "Lost the connection to the dev server" in text, text
+            assert "may still be starting" in text and "call list_sessions" in text, text
+            assert "@@" not in text and "exit -1" not in text, text
+            await anyio.to_thread.run_sync(devserver.restart_sshd)
+            # the same server reconnects, and the session it launched is there, still starting
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert [(s["name"], s["status"]) for s in listed] == [("crash", "starting")], listed
+    finally:
+        if devserver._proc is None:
+            devserver.restart_sshd()
 
 
 async def test_e2e_list_sessions_is_one_round_trip(tools: Tools) -> None:
@@ -2280,6 +2687,281 @@ def test_a_store_changed_by_another_process_is_taken_before_answering_or_writing
     server.transact(lambda data, now: add_access(data, "a3", now, grant="g3"))  # the server's next write
     written = json.loads(path.read_text())
     assert set(written["access"]) == {"a2", "a3"} and set(written["grants"]) == {"g2", "g3"}
+
+
+@contextlib.contextmanager
+def unwritable_store(directory: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Writes into the token store's directory fail — really, even as root: `immutable` sets the
+    directory's immutable flag (chattr +i: no file can be created or renamed there, reads work);
+    `read-only` makes every durable write fail as a read-only file system does (EROFS)."""
+    if how == "immutable":
+        result = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {result.stderr.strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+
+        def read_only(path: Path, data: bytes, how: str) -> None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        monkeypatch.setattr(rc_mcp, "write_private_file", read_only)
+        yield
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("how", ["immutable", "read-only"])
+async def test_refresh_while_the_token_store_cannot_be_written(
+    app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A store that cannot be written refuses refreshes with a JSON 500 and changes nothing: the
+    access token in hand keeps working, refused refreshes neither rotate nor revoke, and once the
+    store is writable again the very same refresh token works."""
+    tokens = await get_tokens(http)
+    store = app.store
+    before = store.path.read_bytes()
+    [grant_id] = store.grants()
+    with unwritable_store(store.path.parent, how, monkeypatch):
+        for _ in range(3):
+            response = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+            assert response.status_code == 500, response.text
+            assert response.headers["content-type"] == "application/json"
+            assert response.json() == {
+                "error": "server_error",
+                "error_description": "internal error; see the server log",
+            }
+            clock.now += rc_mcp.TOUCH_INTERVAL + 1  # the use of the grant is due to be written: that fails too
+            assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+            flush = app.oauth._flush
+            assert flush is not None
+            await flush
+        assert store.path.read_bytes() == before
+        assert list(store.grants()) == [grant_id]
+    response = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert response.status_code == 200, response.text
+    assert (await mcp_status(http, response.json()["access_token"])).status_code == 200
+    assert (await mcp_status(http, tokens["access_token"])).status_code == 200
+    on_disk = json.loads(store.path.read_bytes())
+    assert list(on_disk["grants"]) == [grant_id] and on_disk["grants"][grant_id]["last_used"] == clock.now
+    assert [p.name for p in store.path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tokens.json",
+        pytest.param(
+            "tok[en]s.json",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="TokenStore._remove_orphans globs with the unescaped store name: '[en]' is a pattern",
+            ),
+        ),
+    ],
+)
+def test_orphaned_temp_files_are_removed_at_start_up(tmp_path: Path, name: str) -> None:
+    """Temp files of writes killed before their rename (`.<store name>.<random>.tmp`, as
+    write_private_file names them) are removed when the store opens; nothing else is."""
+    path = tmp_path / name
+    rc_mcp.TokenStore(path).transact(lambda data, now: add_access(data, "kept", now))
+    orphans = [f".{name}.{suffix}.tmp" for suffix in ("a1b2c3d4", "x", "with.dots")]
+    # unrelated: another store's, not ending in .tmp, not hidden, a glob's false friend
+    unrelated = [f".other-{name}.abc.tmp", f".{name}.abc.tmp.keep", f"{name}.abc.tmp", f".{name}.lock", "notes.txt"]
+    if "[en]" in name:
+        unrelated.append(f".{name.replace('[en]', 'e')}.abc.tmp")  # what the name read as a glob matches
+    for file in orphans + unrelated:
+        (tmp_path / file).write_bytes(b"{partial")
+    store = rc_mcp.TokenStore(path)
+    assert store.count("access") == 1
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {name, f"{name}.lock", *unrelated}
+
+
+WRONG_SHAPES = {
+    "record not an object": ({"access": {"k": "x"}}, "access record k… is not an object"),
+    "expiry not a number": ({"access": {"k": {"expires_at": "soon"}}}, "access record k… has no valid 'client_id'"),
+    "expiry a word": (
+        {"access": {"k": {"client_id": "c", "grant_id": "g", "scope": "mcp", "resource": "r", "expires_at": "soon"}}},
+        "access record k… has no valid 'expires_at'",
+    ),
+    "expiry a boolean": (
+        {"refresh": {"k": {"client_id": "c", "grant_id": "g", "scope": "mcp", "resource": "r", "expires_at": True}}},
+        "refresh record k… has no valid 'expires_at'",
+    ),
+    "no grant_id": (
+        {"access": {"k": {"client_id": "c", "scope": "mcp", "resource": "r", "expires_at": 9e9}}},
+        "access record k… has no valid 'grant_id'",
+    ),
+    "grants a list": ({"grants": []}, "'grants' is not an object"),
+    "secret a number": ({"secret": 5}, "'secret' is not a string"),
+    "not version 1": ({"version": 2}, "not an rc_mcp token store"),
+}
+
+
+@pytest.mark.parametrize("shape", list(WRONG_SHAPES))
+def test_token_store_with_wrong_shaped_records_starts_empty(
+    tmp_path: Path, shape: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid JSON file of the wrong shape is moved aside byte for byte, one ERROR line names the
+    problem, and the server starts (its store empty) instead of crashing on the first request."""
+    content, problem = WRONG_SHAPES[shape]
+    raw = json.dumps({"version": 1, **content}, indent=1).encode()
+    env = base_env(tmp_path, SERVER_URL=TEST_URL)
+    config = rc_mcp.load_config(env)
+    config.token_store_path.parent.mkdir(mode=0o700)
+    config.token_store_path.write_bytes(raw)
+    with caplog.at_level(logging.INFO, logger="rc_mcp"):
+        app = rc_mcp.create_app(config)
+        app.store.ensure_writable()  # what serve() does before it listens
+    [aside] = config.token_store_path.parent.glob("tokens.json.corrupt-*")
+    assert aside.read_bytes() == raw
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "TOKEN STORE UNREADABLE" in errors[0] and problem in errors[0], errors
+    assert str(aside) in errors[0]
+    assert all(app.store.count(kind) == 0 for kind in rc_mcp.STORE_KINDS)
+    assert rc_mcp.store_problem(json.loads(config.token_store_path.read_bytes())) is None  # a fresh, valid file
+
+
+class ForkServer:
+    """testbed/fork_server.py: rc_mcp imported once in a parent process that forks a fresh server
+    (`rc_mcp.serve`) per start, so a test can SIGKILL and restart it dozens of times cheaply."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log_path: Path):
+        self.log_path = log_path
+        with log_path.open("w") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "testbed" / "fork_server.py")],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
+        assert self._read() == "ready"
+        self.child: int | None = None
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line, self.log_path.read_text()
+        return line
+
+    def _send(self, command: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def start(self) -> int:
+        self.child = int(self._send("start"))
+        return self.child
+
+    def kill(self) -> None:
+        """SIGKILL the running server (by its pid) and wait until it is gone."""
+        assert self.child is not None
+        os.kill(self.child, signal.SIGKILL)
+        assert self._send(f"wait {self.child}") == f"exited {self.child} -{int(signal.SIGKILL)}"
+        self.child = None
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the parent kills a child still running, then exits
+        self.proc.wait(timeout=10)
+
+
+async def test_every_answered_token_survives_sigkills_during_a_token_storm(tmp_path: Path) -> None:
+    """SIGKILL the server 30 times at random moments while clients run code flows and refreshes as
+    fast as they can, restarting it on the same port and store each time. The store file is always
+    valid (never quarantined), and after a final restart every token whose answer reached a client
+    still works: each chain's newest access token, and its newest refresh token (one whose rotation
+    was written but whose answer was lost gets the same answer again: the retry grace)."""
+    kills, workers = 30, 3
+    rng = random.Random(20260)
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    store_path = tmp_path / "store" / "tokens.json"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "MCP_SECRET": SECRET,
+        "PROJECTS_BASE_DIR": str(tmp_path),
+        "TOKEN_STORE_PATH": str(store_path),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SERVER_URL": url,
+        "LOG_LEVEL": "WARNING",
+    }
+    authorize = {**AUTHORIZE, "resource": f"{url}/mcp"}
+    chains: list[dict[str, str]] = []  # per chain: the newest tokens whose answer arrived
+    lost = 0  # requests whose answer never came (the server was killed under them)
+
+    class Round:
+        up = anyio.Event()
+        recovered: set[int] = set()
+        all_recovered = anyio.Event()
+
+    async def worker(index: int) -> None:
+        nonlocal lost
+        chain: dict[str, str] | None = None
+        async with httpx2.AsyncClient(base_url=url, timeout=10) as http:
+            while True:
+                await Round.up.wait()
+                try:
+                    if chain is None or rng.random() < 0.05:
+                        response = await http.get("/authorize", params=authorize)
+                        assert response.status_code == 302, response.text
+                        code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+                        response = await http.post("/token", data={**token_form(code), "resource": f"{url}/mcp"})
+                        assert response.status_code == 200, response.text
+                        chain = {"access": response.json()["access_token"], "refresh": response.json()["refresh_token"]}
+                        chains.append(chain)
+                    else:
+                        response = await http.post("/token", data=refresh_form(chain["refresh"]))
+                        assert response.status_code == 200, (response.text, chain)
+                        chain.update(access=response.json()["access_token"], refresh=response.json()["refresh_token"])
+                except httpx2.TransportError:
+                    lost += 1  # the server is gone: once it is back, the same request again
+                    continue
+                Round.recovered.add(index)
+                if len(Round.recovered) == workers:
+                    Round.all_recovered.set()
+
+    server = ForkServer(env, tmp_path, tmp_path / "server.log")
+    try:
+        async with anyio.create_task_group() as group:
+            for index in range(workers):
+                group.start_soon(worker, index)
+            for _ in range(kills):
+                server.start()
+                await wait_for_health(url, server.proc, server.log_path.read_text, poll=0.005)
+                Round.recovered, Round.all_recovered = set(), anyio.Event()
+                Round.up.set()
+                # every client has had an answer since the restart (so no chain loses two answers
+                # in a row, which would be a reuse of its refresh token), then a random moment
+                with anyio.fail_after(20):
+                    await Round.all_recovered.wait()
+                await anyio.sleep(rng.uniform(0, 0.05))
+                Round.up = anyio.Event()
+                server.kill()
+                on_disk = json.loads(store_path.read_bytes())
+                assert rc_mcp.store_problem(on_disk) is None
+            group.cancel_scope.cancel()
+        server.start()  # the final restart: nothing is killed any more
+        await wait_for_health(url, server.proc, server.log_path.read_text)
+        assert lost >= 1 and len(chains) >= workers, (lost, len(chains))
+        async with httpx2.AsyncClient(base_url=url, timeout=10) as http:
+            for chain in chains:
+                assert (await mcp_status(http, chain["access"])).status_code == 200, chain
+            for chain in chains:
+                response = await http.post("/token", data=refresh_form(chain["refresh"]))
+                assert response.status_code == 200, (response.text, chain)
+        assert [p.name for p in store_path.parent.iterdir() if "corrupt" in p.name or p.name.endswith(".tmp")] == []
+    finally:
+        server.close()
 
 
 # ── Clients ───────────────────────────────────────────────────────────────────────────────────
@@ -3917,6 +4599,32 @@ async def test_a_revoked_link_ends_its_open_requests(devserver: DevServer, tools
                 assert not any('"result"' in line for line in rest)
 
 
+@pytest.mark.parametrize(
+    "line, leaked",
+    [
+        ("rc_mcp: token: authorization_code grant for Claude (connector credentials)", None),
+        ("rc_mcp: OAuth client_id: 9f7bd22e3e82dc889c30a316fe17dee118b4", None),
+        ("rc_mcp: authorize refused for client rcat_short: x", None),  # too short to be a token
+        (f"config: MCP_SECRET={SECRET}", "an MCP_SECRET"),
+        (f"form client_secret={CLIENT_SECRET}", "a client secret"),
+        ("Bearer rcat_" + "A" * 43, "a token or code"),
+        ("refresh_token=rcrt_abcDEF-123_xyz", "a token or code"),
+        ("code=rcsc_eyJjbGllbnRfaWQiOi.sig", "a token or code"),
+        ("code=rcac_" + "b" * 43, "a token or code"),
+        (
+            "otpauth secret " + base64.b32encode(rc_mcp.consent_totp_key(STRONG_SECRET)).decode().rstrip("="),
+            "a TOTP key",
+        ),
+        (f"load key with passphrase {PASSPHRASE!r}", "the SSH passphrase"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "a private key"),
+    ],
+)
+def test_log_audit_finds_each_kind_of_secret(line: str, leaked: str | None) -> None:
+    """The suite-wide log audit (fixture log_audit) can fail: each kind of secret is found."""
+    found = leaked_secrets(["harmless", line])
+    assert found == ([] if leaked is None else [f"{leaked}: {line}"])
+
+
 # ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -4094,3 +4802,93 @@ async def test_a_new_mcp_secret_ends_every_link(tmp_path: Path, clock: Clock) ->
             assert (await mcp_status(http, token)).status_code == 401
         refused = await http.post("/token", data={**refresh_form(public["refresh_token"]), "client_id": client_id})
         assert refused.status_code == 401  # the registration is gone too: register again
+
+
+async def test_sigterm_during_a_slow_start_session_answers_and_keeps_the_session(
+    devhome: LocalDevHome, tmp_path: Path
+) -> None:
+    """`python rc_mcp.py` gets SIGTERM (a deploy) while start_session waits for claude: the call is
+    answered (starting, rc_mcp is restarting, call list_sessions), the process exits within 5 s,
+    the tmux session keeps running, and the grant's last use is written on the way out."""
+    fake_claude_config(devhome, connect_delay=30)
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    store = tmp_path / "store" / "tokens.json"
+    env = devhome.env(
+        {
+            "MCP_SECRET": SECRET,
+            "PROJECTS_BASE_DIR": str(devhome.projects),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SERVER_URL": url,
+            "TOKEN_STORE_PATH": str(store),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("SSH_HOST", None)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        proc = await anyio.open_process(
+            [sys.executable, str(ROOT / "rc_mcp.py")], cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    session_id = None
+    try:
+        await wait_for_health(url, proc, log_path.read_text)
+        claude = ClaudeAi(SECRET)
+        async with connect(url, claude) as client:
+            await client.list_tools()
+        assert claude.storage.tokens is not None
+        headers = {
+            "Authorization": f"Bearer {claude.storage.tokens.access_token}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {
+                "name": "start_session",
+                "arguments": {"name": "deploy", "path": "alpha"},
+                "_meta": {"progressToken": "p7"},
+            },
+        }
+        called = time.time()
+        signalled = 0.0
+        result = None
+        progress = []
+        async with httpx2.AsyncClient(timeout=20) as http:
+            with anyio.fail_after(20):
+                async with http.stream("POST", f"{url}/mcp", json=body, headers=headers) as response:
+                    assert response.status_code == 200
+                    async for message in sse_messages(response):
+                        if message.get("method") == "notifications/progress":
+                            progress.append(message["params"]["message"])
+                            if "launched" in message["params"]["message"] and not signalled:
+                                proc.send_signal(signal.SIGTERM)
+                                signalled = time.monotonic()
+                        elif message.get("id") == 7:
+                            result = message["result"]
+        assert signalled, progress
+        assert result is not None and not result.get("isError"), result
+        started = result["structuredContent"]
+        session_id = started["id"]
+        assert started["status"] == "starting" and started["url"] is None, started
+        message = started["message"]
+        assert "rc_mcp is restarting" in message and "keeps starting" in message and "list_sessions" in message
+        with anyio.fail_after(5):
+            await proc.wait()
+        assert time.monotonic() - signalled < 5
+        # a clean shutdown: uvicorn re-raises the signal it handled, so the exit status says SIGTERM
+        assert proc.returncode in (0, -signal.SIGTERM), log_path.read_text()
+        assert "Application shutdown complete" in log_path.read_text()
+        assert devhome.run(f"tmux has-session -t =rc-{session_id}").returncode == 0  # still starting there
+        [grant] = json.loads(store.read_bytes())["grants"].values()
+        assert grant["last_used"] >= called, (grant, called)  # written at shutdown (not due for 60 s)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        if session_id is not None:
+            devhome.run(f"tmux kill-session -t =rc-{session_id}")

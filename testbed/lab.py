@@ -743,6 +743,72 @@ class DevServer(_DevHome):
             self._proc.wait(timeout=5)
         self._proc = None
 
+    # faults: the sshd (and the per-connection sshd processes under it) killed, frozen, restarted
+    def sshd_pids(self) -> list[int]:
+        """The lab's sshd and every sshd process below it (one or two per open connection), by
+        walking /proc from the sshd this lab started: never any other sshd on the machine."""
+        if self._proc is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except (OSError, ValueError):
+                continue
+            # "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ")"
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [self._proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("sshd") and pid_running(pid):
+                found.append(pid)
+                todo += children.get(pid, [])
+        return found
+
+    def signal_sshd(self, sig: int) -> list[int]:
+        """Send `sig` to sshd_pids() (e.g. SIGSTOP, then SIGCONT); the pids signalled."""
+        pids = self.sshd_pids()
+        kill_pids(pids, sig)
+        return pids
+
+    def kill_sshd(self) -> None:
+        """SIGKILL the lab's sshd and its per-connection processes, as a crash of the machine's sshd
+        would end them: every open connection drops. restart_sshd() brings it back."""
+        pids = self.signal_sshd(signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout=5)
+            self._proc = None
+        wait_pids_gone(pids, 5.0)
+
+    def restart_sshd(self) -> None:
+        """Start sshd again on the same port with the same host key (known_hosts stays valid);
+        a running one is stopped first."""
+        self._stop_sshd()
+        sshd = self.lab / "sshd"
+        log = sshd / "sshd.log"
+        (sshd / "sshd.pid").unlink(missing_ok=True)
+        with log.open("a") as handle:
+            handle.write("--- restarted ---\n")
+        self._proc = subprocess.Popen(
+            [SSHD, "-D", "-f", str(sshd / "sshd_config"), "-E", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        error = self._wait_sshd_ready()
+        if error:
+            raise RuntimeError(f"sshd did not restart: {error}")
+        if self.root_mode:
+            self._write_marker()
+
     def _write_client_files(self) -> None:
         client = self.lab / "client"
         self.known_hosts = client / "known_hosts"
