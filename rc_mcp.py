@@ -40,6 +40,7 @@ import copy
 import dataclasses
 import datetime
 import fcntl
+import glob
 import hashlib
 import hmac
 import html
@@ -1051,9 +1052,11 @@ CAP_LOG_SCRIPT = (
 # that the directory is the one checked — a symlink swapped in meanwhile could lead outside the
 # base. ($0: the signal, $1: the physical directory with a '/' appended — tmux would take a final
 # ';' of an argument for its command separator — then claude's command.)
+# Variables that make Remote Control refuse to start are removed here, by the shell (env(1) would
+# take a CLAUDE_BIN holding '=' for an assignment).
 PANE_PRELUDE = (
     'tmux wait-for "$0" || exit 1; d=${1%/}; cd -P -- "$d" 2>/dev/null && [ "$(pwd -P)" = "$d" ] || '
-    f'{{ echo "{DIRECTORY_CHANGED}"; exit 1; }}; shift; exec "$@"'
+    f'{{ echo "{DIRECTORY_CHANGED}"; exit 1; }}; shift; unset {" ".join(SCRUBBED_ENV)}; exec "$@"'
 )
 
 
@@ -1151,7 +1154,6 @@ def build_start_script(
     claude_args = ["remote-control", "--name", name, "--spawn", spawn]
     if permission_mode:
         claude_args += ["--permission-mode", permission_mode]
-    scrub = " ".join(f"-u{var}" for var in SCRUBBED_ENV)
     return _remote_script(
         f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; name={q(name)}; timeout={int(timeout)}",
         f"claude={shell_path(claude_bin)}",
@@ -1198,7 +1200,7 @@ def build_start_script(
         # Variables that make Remote Control refuse to start are removed from claude's environment.
         'tmux new-session -d -s "$session" -x 200 -y 50 '
         f'/bin/sh -c {q(PANE_PRELUDE)} "$session-go" "$dir/" '
-        f'env {scrub} "$claude" {" ".join(q(a) for a in claude_args)} \\; '
+        f'"$claude" {" ".join(q(a) for a in claude_args)} \\; '
         f'pipe-pane -o -t "=$session:" "/bin/sh -c {double_quoted(q(CAP_LOG_SCRIPT))} rc-log \'$qlog\'" \\; '
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
@@ -2315,7 +2317,7 @@ class TokenStore:
 
     def _remove_orphans(self) -> None:
         """Temp files of writes that were killed before their rename."""
-        for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        for orphan in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
             with contextlib.suppress(OSError):
                 orphan.unlink()
                 log.info("removed %s, left by an interrupted write", orphan)
