@@ -2081,7 +2081,8 @@ class Tui(Session):
         return f"Resume this session with:\nclaude {flag}--resume {self.session_id}\n"
 
     def slash(self, text: str) -> None:
-        word, _, args = text[1:].partition(" ")
+        text = text.strip()
+        word, args = (text[1:].split(None, 1) + [""])[:2]
         name = word
         if word not in SLASH_COMMANDS and not any(ch.isspace() for ch in text):
             matches = [n for n in SLASH_COMMANDS if n.startswith(word)]
