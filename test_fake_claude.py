@@ -89,7 +89,9 @@ class Lab:
         )
         return result.stdout
 
-    def start(self, name: str, *args: str, cwd: Path | None = None, exit_status: bool = False) -> None:
+    def start(
+        self, name: str, *args: str, cwd: Path | None = None, exit_status: bool = False, log: Path | None = None
+    ) -> None:
         """The pane runs `exec claude ARGS` (so the pane's pid is claude's). With exit_status it runs
         `claude ARGS 2>NAME.err; echo $? >NAME.rc` instead: tmux 3.3a may lose the exit status (and the
         last output) of a pane whose process exits quickly."""
@@ -100,6 +102,7 @@ class Lab:
         self.tmux(
             "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd or self.proj), command,
             ";", "set-option", "-t", f"={name}:", "remain-on-exit", "on",
+            *([";", "pipe-pane", "-o", "-t", f"={name}:", f"cat >> {shlex.quote(str(log))}"] if log else []),
         )  # fmt: skip
 
     def paste(self, name: str, text: str, bracketed: bool = True, enter: bool = True) -> None:
@@ -264,18 +267,19 @@ def test_name_flag_sets_registry_name_and_trace(lab: Lab) -> None:
     assert trace[-1]["name"] == "my-task" and trace[-1]["stdout_isatty"] is True
 
 
-def test_bracketed_paste_is_enabled(lab: Lab, tmp_path: Path) -> None:
+def test_terminal_modes_in_the_pane_log(lab: Lab, tmp_path: Path) -> None:
     log = tmp_path / "pane.log"
     sid = new_sid()
-    lab.start("rc-b", "--rc", "x", "--session-id", sid)
-    lab.tmux("pipe-pane", "-t", "=rc-b:", f"cat >> {shlex.quote(str(log))}")
-    lab.wait_status("idle")
-    lab.paste("rc-b", "hi")
+    lab.start("rc-b", "--rc", "x", "hi", "--session-id", sid, log=log, exit_status=True)
     lab.wait_answers(sid, 1)
-    lab.keys("rc-b", "Enter")  # repaint after pipe-pane started is enough; the modes came first
-    assert lab.tmux("display-message", "-p", "-t", "=rc-b:", "#{bracket_paste_flag}").strip() in ("1", "")
-    raw = log.read_bytes()
-    assert "⏺ turn 1: hi".encode() in raw
+    lab.wait_status("idle")
+    lab.paste("rc-b", "/exit")
+    assert lab.wait_exit("rc-b") == (0, "")
+    raw = wait_for("the log", lambda: b"--resume" in (data := log.read_bytes()) and data)
+    assert isinstance(raw, bytes)
+    on, off = raw.index(b"\x1b[?2004h"), raw.index(b"\x1b[?2004l")
+    assert b"\x1b[?1004h" in raw and b"\x1b[?2031h" in raw and on < raw.index("⏺ turn 1: hi".encode()) < off
+    assert raw.count(b"\r\n") > 5  # output keeps ONLCR in raw mode
 
 
 def test_paste_without_p_submits_each_line(lab: Lab) -> None:

@@ -2326,7 +2326,7 @@ class Tui(Session):
         out(f"{ESC}[38;5;174m ✻{RESET} Welcome to {ESC}[1mClaude Code{ESC}[22m v{self.version}\n")
         if not load_json(os.path.join(home_dir(), ".claude.json")).get("hasCompletedOnboarding"):
             time.sleep(0.1)  # the splash, then the connectivity check fails (offline)
-            out("\n" + OFFLINE_ERROR.replace("\n", "\r\n") + "\n")
+            out("\n" + OFFLINE_ERROR + "\n")
             return 1
         out(f"   {ESC}[2mcwd: {self.cwd}{ESC}[22m\n")
         time.sleep(float(self.config["startup_delay"]))  # keys typed meanwhile wait in the pty
