@@ -769,3 +769,25 @@ def test_older_profiles_keep_their_behaviour(lab: Lab) -> None:
     result = lab.run("remote-control", "--permission-mode", "manual")
     assert "acceptEdits, auto, bypassPermissions, default, dontAsk, plan (got: manual)" in result.stderr
     assert lab.run("remote-control", "--no-sandbox").stderr == fake_claude.SANDBOX_ERROR + "\n"
+
+
+def test_prompt_grammar() -> None:
+    parse = fake_claude.parse_directives
+    assert parse("think 1:\nbash: make\nask: make install\ndone?") == (
+        [("think", "1"), ("bash", "make"), ("ask", "make install")],
+        "done?",
+    )
+    assert parse("run the tests") == ([], "run the tests")
+    assert parse("think about it: yes") == ([], "think about it: yes")
+    assert parse("hang on: x") == ([], "hang on: x")
+    assert parse("fail 529") == ([("fail", "529")], "")
+
+
+def test_directives_combine(lab: Lab) -> None:
+    sid = new_sid()
+    lab.start("rc-combo", "--rc", "x", "--session-id", sid)
+    lab.wait_status("idle")
+    lab.paste("rc-combo", "think 0.1:\nbash: make\nask: make install\ndone?")
+    lab.wait_status("waiting")
+    lab.keys("rc-combo", "1")
+    assert lab.wait_answers(sid, 1) == ["turn 1: ran `make`; ran `make install`; done?"]

@@ -1392,10 +1392,15 @@ def parse_directives(prompt: str) -> tuple[list[tuple[str, str]], str]:
     directives: list[tuple[str, str]] = []
     rest = prompt
     while True:
+        rest = rest.lstrip()
         match = DIRECTIVE_RE.match(rest)
         if not match:
             break
         word, arg = match.group(1).lower(), match.group(2)
+        if word in ("think", "fail", "long", "hang") and not re.fullmatch(r"(\d+(\.\d+)?)?", arg):
+            break  # "think about it: …" is a prompt, not a directive
+        if word == "hang" and arg:
+            break
         if word in ("bash", "edit", "ask", "agent") and not arg:  # `bash: CMD`: the argument follows the colon
             line_end = rest.find("\n", match.end())
             arg = rest[match.end() : line_end if line_end >= 0 else len(rest)].strip()
