@@ -110,7 +110,7 @@ CONTINUE_CONFLICT_ERROR = "--continue and --session-id cannot be used together."
 RESUME_SPAWN_CONFLICT_ERROR = "{flag} cannot be combined with --spawn or --capacity."
 SESSION_ID_VALUE_ERROR = "--session-id requires a session ID like session_... (got: {value})"
 PREVIEW_PORT_ERROR = "--preview-port is not available in this build."
-# Parser errors new or changed in 2.1.332 (claude-conversation.md §9 items 5 and 6).
+# Parser errors new or changed in 2.1.332.
 NO_SANDBOX_ERROR_332 = (
     "--no-sandbox is not supported by claude remote-control. The flag had no effect and was removed. "
     "Remove it from the command."
@@ -229,7 +229,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "elsewhere_fix": "Use that one, or stop it first.",
         "auth_json_default": False,
     },
-    "2.1.332": {  # claude-conversation.md §9
+    "2.1.332": {
         "env_url": "https://claude.ai/code?environment={env}",
         "session_url": "https://claude.ai/code/{session}?from=cli",
         "idle_text": "Code anywhere with the Claude mobile app or",
@@ -552,7 +552,7 @@ def auth_state(config: dict) -> dict[str, object]:
 
 
 def auth_state_332(config: dict) -> dict[str, object]:
-    """2.1.332's `auth status` JSON: the signed-out keys of claude-conversation.md §9 item 7 (in that order),
+    """2.1.332's `auth status` JSON: the signed-out keys 2.1.332 prints (in that order),
     plus the account fields when signed in and apiKeySource when a key is used."""
     old = auth_state(config)
     config_dir = str(old["configDirectory"])
@@ -1031,7 +1031,7 @@ def cmd_remote_control(argv: list[str], config: dict, version: str) -> int:
     return serve(opts, config, profile, version, cwd)
 
 
-# ══ Conversational mode: `claude [--rc NAME] ["prompt"]` (claude-conversation.md) ══
+# ══ Conversational mode: `claude [--rc NAME] ["prompt"]` ══
 # The interactive TUI (a pty on stdout) or print mode (no pty, or -p). A scripted model answers.
 CONV_MODEL = "claude-opus-5-5"
 SIGNED_OUT_ANSWER = "Not logged in · Please run /login"
