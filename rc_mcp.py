@@ -2208,6 +2208,23 @@ def secret_equal(given: str | None, expected: str) -> bool:
     return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
+def parse_store(raw: bytes) -> Any:
+    """JSON without NaN or Infinity (an endless expiry is no expiry)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a number this store uses")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+# Fields some records have, with the type they must have when present.
+OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "codes": {"used_at": NUMBER, "redirect_uri": str, "code_challenge": str, "resource": str, "scope": str},
+    "refresh": {"rotated_at": NUMBER, "successor": str, "grace_used": bool},
+    "clients": {"approved": bool},
+}
+
+
 def store_problem(data: Any) -> str | None:
     """What is wrong with a parsed store file, or None."""
     if not isinstance(data, dict) or data.get("version") != STORE_VERSION:
@@ -2223,8 +2240,28 @@ def store_problem(data: Any) -> str | None:
                 value = record.get(field)
                 if not isinstance(value, kind_of) or isinstance(value, bool):
                     return f"{kind} record {key[:12]}… has no valid {field!r}"
+            for field, kind_of in OPTIONAL_FIELDS.get(kind, {}).items():
+                value = record.get(field)
+                if field in record and (
+                    not isinstance(value, kind_of) or (kind_of is not bool and isinstance(value, bool))
+                ):
+                    return f"{kind} record {key[:12]}… has an invalid {field!r}"
+            if (
+                kind == "codes"
+                and "used_at" not in record
+                and not all(f in record for f in OPTIONAL_FIELDS["codes"] if f != "used_at")
+            ):
+                return f"codes record {key[:12]}… is incomplete"
+            if kind == "clients" and not all(isinstance(u, str) for u in record["redirect_uris"]):
+                return f"clients record {key[:12]}… has an invalid 'redirect_uris'"
     if not isinstance(data.get("secret", ""), str):
         return "'secret' is not a string"
+    owner = data.get("owner", {})
+    if not isinstance(owner, dict) or not all(
+        isinstance(owner.get(k, 0), int) and not isinstance(owner.get(k, 0), bool)
+        for k in ("code_failures", "last_step")
+    ):
+        return "'owner' is not an object of counters"
     return None
 
 
@@ -2329,13 +2366,24 @@ class TokenStore:
             return None
         return info.st_ino, info.st_size, info.st_mtime_ns
 
-    def _load(self, import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None) -> None:
+    def _read(self) -> tuple[bytes, tuple[int, int, int]] | None:
+        """The file's bytes and the (inode, size, mtime) of that very file: stat and read one handle,
+        so a write in between cannot pass for having been read."""
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            return handle.read(), (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _load(self, import_legacy: Callable[[Mapping[str, Any], float], dict[str, Any]] | None) -> None:
+        read = self._read()
+        if read is None:
             return
+        raw, seen = read
         try:
-            data = json.loads(raw)
+            data = parse_store(raw)
             if is_legacy_store(data) and import_legacy is not None:
                 self._import(raw, import_legacy(data, self.clock()))
                 return
@@ -2345,9 +2393,9 @@ class TokenStore:
         except (ValueError, RecursionError) as exc:
             self._quarantine(str(exc))
             return
-        self._adopt(data)
+        self._adopt(data, seen)
 
-    def _adopt(self, data: dict[str, Any]) -> None:
+    def _adopt(self, data: dict[str, Any], seen: tuple[int, int, int] | None) -> None:
         """Take a valid file's data as the current state (tokens of older files get their grant)."""
         data = {**self._empty(), **data}
         now = self.clock()
@@ -2357,12 +2405,12 @@ class TokenStore:
                     data["grants"][record["grant_id"]] = new_grant(record["client_id"], "", now, self.idle_ttl)
         with self._lock:
             self._data = data
-            self._seen = self._stat()
+            self._seen = seen
 
     def _import(self, original: bytes, data: dict[str, Any]) -> None:
         backup = self.path.with_name(f"{self.path.name}.nodejs-backup-{utc_stamp()}")
         write_private_file(backup, original, "new")  # the original held plaintext tokens
-        self._adopt(data)
+        self._adopt(data, None)
         self._save()
         log.warning(
             "imported the Node.js server's token file %s: %d access and %d refresh tokens, now stored as hashes "
@@ -2386,21 +2434,29 @@ class TokenStore:
             aside,
         )
 
-    def _reload_if_changed(self) -> None:
-        """Another process (`grants revoke`) wrote the file: take its data."""
-        seen = self._stat()
-        if seen is None or seen == self._seen:
+    def _reload_if_changed(self, always: bool = False) -> None:
+        """Another process (`grants revoke`) wrote the file: take its data. (`always` under the file
+        lock, before a write: the file is the truth, whatever a stat said.)"""
+        if not always and self._stat() == self._seen:
+            return
+        read = self._read()
+        if read is None:
+            return
+        raw, seen = read
+        if seen == self._seen and not always:
             return
         try:
-            data = json.loads(self.path.read_bytes())
+            data = parse_store(raw)
             problem = store_problem(data)
-        except (OSError, ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:
             problem = str(exc)
         if problem:
-            log.error("the token store %s was changed by another process and cannot be read (%s)", self.path, problem)
-            self._seen = seen
+            # Moved aside, like a damaged file at start-up: this process's next write does not
+            # silently undo whatever the other one meant.
+            self._quarantine(f"changed by another process: {problem}")
+            self._seen = None
             return
-        self._adopt(data)
+        self._adopt(data, seen)
         self._written = None
 
     def _recheck(self) -> None:
@@ -2434,7 +2490,7 @@ class TokenStore:
             return  # nothing changed: no disk write for requests that changed nothing
         write_private_file(self.path, snapshot.encode(), "replace")
         self._written = snapshot
-        self._seen = self._stat()
+        self._seen = self._stat()  # under the file lock: nobody else wrote in between
 
     def _ensure_directory(self) -> None:
         directory = self.path.parent
@@ -2453,7 +2509,7 @@ class TokenStore:
         """Create the directory and file now, so a bad TOKEN_STORE_PATH fails at start-up."""
         self._ensure_directory()
         with self._write_lock, self._file_lock():
-            self._reload_if_changed()
+            self._reload_if_changed(always=True)
             self._written = None
             self._save()
 
@@ -2502,7 +2558,7 @@ class TokenStore:
         """
         self._ensure_directory()
         with self._write_lock, self._file_lock():
-            self._reload_if_changed()
+            self._reload_if_changed(always=True)
             with self._lock:
                 before = copy.deepcopy(self._data)
                 kept: BaseException | None = None
@@ -2909,17 +2965,22 @@ class ClientRegistry:
             client_id, client_secret = form.get("client_id"), form.get("client_secret")
         if not client_id:
             raise OAuthError(401, "invalid_client", "client authentication is required", challenge)
-        client = await self.resolve(client_id, "token")
         # One answer for an unknown client and for a wrong secret: neither may tell which it was.
         # (Claude.ai registers again when it sees it.)
         refused = OAuthError(401, "invalid_client", "unknown client or wrong client secret", challenge)
+        if not is_metadata_document_url(client_id) and self.store.registered_client(client_id) is None:
+            # The fixed client, or a guess. Id and secret are checked together, both in constant
+            # time: a right id with a wrong secret tells nothing, so only failures need the guess
+            # throttle — and the owner's connector never waits behind guessers.
+            if secret_equal(client_id, self.fixed.client_id) & secret_equal(client_secret, self._fixed_secret):
+                return self.fixed
+            await self.guesses.admit()
+            self.guesses.fail()
+            raise refused
+        client = await self.resolve(client_id, "token")
         if client is None:
             raise refused
-        if not client.public:
-            if not secret_equal(client_secret, self._fixed_secret):
-                self.guesses.fail()
-                raise refused
-        elif client_secret is not None:
+        if client_secret is not None:
             raise OAuthError(401, "invalid_client", "this is a public client: send only its client_id", challenge)
         return client
 
@@ -3447,6 +3508,8 @@ TOTP_STEP = 30
 TOTP_DIGITS = 6
 TOTP_MAX_FAILURES = 10  # wrong codes from everyone…
 TOTP_FAILURE_WINDOW = 3600  # …in this many seconds pause codes (MCP_SECRET still works)
+TOTP_BUDGET = 100  # wrong codes in all before codes pause until the next approval with MCP_SECRET
+CONSENT_TABLE_SIZE = 10_000  # addresses with recent failures kept
 AUTHORIZE_PARAMETERS = (
     "response_type",
     "client_id",
@@ -3459,21 +3522,24 @@ AUTHORIZE_PARAMETERS = (
 )
 
 
-def throttle_key(address: str) -> str:
-    """The unit a throttle counts: one IPv4 address, or one IPv6 /64 (what one host is given)."""
+def throttle_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The unit a throttle counts: one IPv4 address, or one IPv6 /64 (what one host is given; a
+    /48, what one site or tunnel account is given, when strangers fail from everywhere)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
     return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
 
 
 class ConsentThrottle:
-    """Wrong consent passwords per address (IPv6: per /64): after CONSENT_MAX_FAILURES in the
+    """Wrong consent answers per address (IPv6: per /64): after CONSENT_MAX_FAILURES in the
     window, that address is answered 429 for a while — a stranger can only lock out their own
-    address. Once many addresses fail (a distributed attack), each is allowed one failure."""
+    address. Once many addresses fail (a distributed attack), each IPv6 /48 counts as one address
+    and is allowed one failure. An address with recent failures is never forgotten early: when
+    the table is full of them, new addresses count as locked until room comes free."""
 
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
@@ -3483,21 +3549,41 @@ class ConsentThrottle:
     def _recent(self, key: str, now: float) -> list[float]:
         return [t for t in self._failures.get(key, []) if t > now - CONSENT_FAILURE_WINDOW]
 
-    def retry_after(self, address: str) -> int:
-        now = self._clock()
+    def _distributed(self, now: float) -> bool:
         while self._all and self._all[0] <= now - CONSENT_FAILURE_WINDOW:
             self._all.popleft()
-        allowed = 1 if len(self._all) >= CONSENT_GLOBAL_FAILURES else CONSENT_MAX_FAILURES
-        recent = self._recent(throttle_key(address), now)
-        if len(recent) < allowed:
-            return 0
-        return int(recent[-allowed] + CONSENT_FAILURE_WINDOW - now) + 1
+        return len(self._all) >= CONSENT_GLOBAL_FAILURES
+
+    def _keys(self, address: str, now: float) -> list[str]:
+        keys = [throttle_key(address)]
+        if self._distributed(now):
+            keys.append(throttle_key(address, 48))
+        return keys
+
+    def retry_after(self, address: str) -> int:
+        now = self._clock()
+        allowed = 1 if self._distributed(now) else CONSENT_MAX_FAILURES
+        waits = [0]
+        for key in self._keys(address, now):
+            if key not in self._failures and len(self._failures) >= CONSENT_TABLE_SIZE and not self._make_room(now):
+                waits.append(CONSENT_FAILURE_WINDOW)
+                continue
+            recent = self._recent(key, now)
+            if len(recent) >= allowed:
+                waits.append(int(recent[-allowed] + CONSENT_FAILURE_WINDOW - now) + 1)
+        return max(waits)
+
+    def _make_room(self, now: float) -> bool:
+        """Forget the addresses whose failures are all old; False if none is."""
+        for key in [k for k in self._failures if not self._recent(k, now)]:
+            del self._failures[key]
+        return len(self._failures) < CONSENT_TABLE_SIZE
 
     def fail(self, address: str) -> None:
-        key, now = throttle_key(address), self._clock()
-        if key not in self._failures and len(self._failures) >= 10_000:
-            self._failures.pop(next(iter(self._failures)))
-        self._failures[key] = [*self._recent(key, now), now]
+        now = self._clock()
+        for key in self._keys(address, now):
+            if key in self._failures or len(self._failures) < CONSENT_TABLE_SIZE or self._make_room(now):
+                self._failures[key] = [*self._recent(key, now), now]
         self._all.append(now)
 
 
@@ -3532,37 +3618,56 @@ class OwnerCheck:
     of the authenticator app set up with `python rc_mcp.py credentials` (easy on a phone).
 
     Both count against the address's ConsentThrottle. A six-digit code can be guessed, so wrong
-    codes from everyone also share a budget (TOTP_MAX_FAILURES an hour); when it is spent, codes
-    are paused and only MCP_SECRET is accepted — which cannot be guessed, so the owner is never
-    locked out. A code is accepted once (no replay), within one step of the server's clock."""
+    codes from everyone also share budgets: TOTP_MAX_FAILURES an hour, and TOTP_BUDGET in all
+    until the next approval with MCP_SECRET (kept in the token store, so a restart refills
+    nothing). When one is spent, codes pause and only MCP_SECRET is accepted — which cannot be
+    guessed, so the owner is never locked out. A code is accepted once (the last step used is
+    stored too), within one step of the server's clock."""
 
-    def __init__(self, mcp_secret: str, clock: Callable[[], float] = time.time):
+    def __init__(self, mcp_secret: str, store: TokenStore):
         self._secret = mcp_secret
         self._key = consent_totp_key(mcp_secret)
-        self._clock = clock
-        self.throttle = ConsentThrottle(clock)
+        self._store = store
+        self._clock = store.clock
+        self.throttle = ConsentThrottle(store.clock)
         self._code_failures: collections.deque[float] = collections.deque(maxlen=1000)
-        self._last_step = 0
+
+    def _owner_state(self) -> dict[str, Any]:
+        return dict(self._store.snapshot().get("owner") or {})
 
     def codes_paused(self) -> bool:
         now = self._clock()
         while self._code_failures and self._code_failures[0] <= now - TOTP_FAILURE_WINDOW:
             self._code_failures.popleft()
-        return len(self._code_failures) >= TOTP_MAX_FAILURES
+        if len(self._code_failures) >= TOTP_MAX_FAILURES:
+            return True
+        return int(self._owner_state().get("code_failures", 0)) >= TOTP_BUDGET
+
+    def _record(self, **changes: Any) -> None:
+        def update(data: dict[str, Any], now: float) -> None:
+            owner = data.setdefault("owner", {})
+            for key, value in changes.items():
+                owner[key] = owner.get(key, 0) + 1 if value == "+1" else value
+
+        self._store.transact(update)
 
     def verify(self, given: str, address: str) -> Literal["approved", "wrong", "codes paused"]:
+        """Runs store writes: call it off the event loop."""
         given = given.strip()
-        if re.fullmatch(r"[0-9]{6}", given.replace(" ", "")):
+        code = given.replace(" ", "")
+        if re.fullmatch(r"[0-9]{6}", code):
             if self.codes_paused():
                 return "codes paused"
             now = self._clock()
-            code = given.replace(" ", "")
+            last_step = int(self._owner_state().get("last_step", 0))
             for step in (int(now // TOTP_STEP) + d for d in (0, -1, 1)):
-                if step > self._last_step and hmac.compare_digest(hotp(self._key, step), code):
-                    self._last_step = step
+                if step > last_step and hmac.compare_digest(hotp(self._key, step), code):
+                    self._record(last_step=step)
                     return "approved"
             self._code_failures.append(now)
+            self._record(code_failures="+1")
         elif secret_equal(given, self._secret):
+            self._record(code_failures=0)  # the owner is here: codes get their budget back
             return "approved"
         self.throttle.fail(address)
         return "wrong"
@@ -3682,6 +3787,9 @@ def render_error_page(error: OAuthError) -> Response:
 # a Response or raise an OAuthError (rendered by the router).
 
 
+AWAITING_CONSENT_KEPT = 8  # registered clients with an open consent page that a flood cannot evict
+
+
 class OAuthEndpoints:
     """/authorize, /token, /revoke, /register, the two metadata documents, and the bearer check of /mcp."""
 
@@ -3693,7 +3801,7 @@ class OAuthEndpoints:
         self.store = store
         self.clients = ClientRegistry(config, store, fetcher)
         self.grants = Grants(config, store, self.clients)
-        self.owner = OwnerCheck(config.mcp_secret, store.clock)
+        self.owner = OwnerCheck(config.mcp_secret, store)
         # Clients whose consent page is open: a registration flood must not evict them.
         self._awaiting_consent: dict[str, float] = {}
         self._flush: asyncio.Task[None] | None = None
@@ -3718,6 +3826,14 @@ class OAuthEndpoints:
         if ended:
             log.warning("MCP_SECRET changed: ended all %d links made with the old one; add the connector again", ended)
         return ended
+
+    def _note_awaiting_consent(self, client_id: str) -> None:
+        """Protect the newest few registered clients whose consent page is open from eviction
+        (a stranger reopening pages can hold at most these few)."""
+        now = self.store.clock()
+        awaiting = {c: t for c, t in self._awaiting_consent.items() if t > now - CODE_TTL and c != client_id}
+        awaiting[client_id] = now
+        self._awaiting_consent = dict(sorted(awaiting.items(), key=lambda item: item[1])[-AWAITING_CONSENT_KEPT:])
 
     # Metadata -----------------------------------------------------------------------------
 
@@ -3759,9 +3875,7 @@ class OAuthEndpoints:
             metadata = json.loads(request.body)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise OAuthError(400, "invalid_client_metadata", "the body is not JSON (or nested too deeply)") from None
-        now = self.store.clock()
-        keep = {cid for cid, shown in self._awaiting_consent.items() if shown > now - CODE_TTL}
-        self._awaiting_consent = {cid: self._awaiting_consent[cid] for cid in keep}
+        keep = set(self._awaiting_consent)
         return json_response(201, await anyio.to_thread.run_sync(self.clients.register, metadata, keep))
 
     # Authorization ------------------------------------------------------------------------
@@ -3813,13 +3927,14 @@ class OAuthEndpoints:
                 # A stranger's client is not sent anywhere: that would make this an open redirect.
                 return render_denied_page()
             if action != "approve":
-                self._awaiting_consent[client.client_id] = self.store.clock()
+                if client.kind == "registered":
+                    self._note_awaiting_consent(client.client_id)
                 return render_consent_page(client, redirect_uri, params, self.dev_server)
             address = request.client_address
             wait = self.owner.throttle.retry_after(address)
             if wait:
                 return render_consent_page(client, redirect_uri, params, self.dev_server, 429, wait)
-            verdict = self.owner.verify(params.get("password", ""), address)
+            verdict = await anyio.to_thread.run_sync(self.owner.verify, params.get("password", ""), address)
             if verdict != "approved":
                 log.warning("authorize: %s consent answer from %s for %s", verdict, address, client.name)
                 status = 409 if verdict == "codes paused" else 403
@@ -4071,6 +4186,25 @@ def allowed_hosts(server_url: str) -> list[str]:
     return sorted(hosts)
 
 
+# Where a platform's own proxy connects from: private networks (Fly.io: 172.16.0.0/12 and its
+# fdaa::/16 6PN) and loopback. Not "any address that is not public": 6to4, Teredo or NAT64
+# sources are no proxies of ours.
+PROXY_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "127.0.0.0/8", "::1/128")
+)
+
+
+def is_proxy_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in PROXY_NETWORKS if network.version == ip.version)
+
+
 def client_address(scope: ASGIScope, headers: Mapping[str, str], platform_header: str | None) -> str:
     """The client's address, for throttles and logs. It is the connecting peer — which uvicorn
     has already replaced by X-Forwarded-For's when the peer is one of FORWARDED_ALLOW_IPS — or
@@ -4079,7 +4213,7 @@ def client_address(scope: ASGIScope, headers: Mapping[str, str], platform_header
     no made-up value buys a fresh throttle."""
     peer = str((scope.get("client") or ("",))[0])
     claimed = headers.get(platform_header.lower(), "").strip() if platform_header else ""
-    for candidate in ([claimed] if claimed and not is_public_address(peer) else []) + [peer]:
+    for candidate in ([claimed] if claimed and is_proxy_address(peer) else []) + [peer]:
         with contextlib.suppress(ValueError):
             return str(ipaddress.ip_address(candidate))
     return "unknown"
@@ -4112,42 +4246,58 @@ async def read_request(scope: ASGIScope, receive: Receive, platform_header: str 
 
 
 MAX_CONNECTIONS = 1000  # open at once; the server raises its file limit to hold them
-MAX_CONNECTIONS_PER_ADDRESS = 64  # from one public address (proxies and loopback are not capped)
+MAX_CONNECTIONS_PER_ADDRESS = 64  # from one address, IPv6 /64 (proxies and loopback are not capped)
+ADDRESS_CAPS = (MAX_CONNECTIONS_PER_ADDRESS, 4 * MAX_CONNECTIONS_PER_ADDRESS)  # per address, per IPv6 /48
 
 
 def guarded_http_protocol(request_timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol, guarded against slow clients: a request that has not fully arrived
     within request_timeout (a connection that sends nothing, half a header or half a body) is
-    closed, and one address cannot hold more than its share of connections. Responses (SSE
-    streams) are not limited: the clock stops once the request is in."""
+    closed; one address (IPv6: /64, and /48 together) cannot hold more than its share of
+    connections; and when MAX_CONNECTIONS are open, the oldest one still sending its request makes
+    room, so a flood of slow connections cannot keep a real client out. Responses (SSE streams)
+    are not limited: the clock stops once the request is in."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     per_address: collections.Counter[str] = collections.Counter()
+    waiting: dict[asyncio.Protocol, None] = {}  # connections whose request is still arriving, oldest first
 
     class GuardedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
-        _address: str | None = None
+        _addresses: tuple[str, ...] = ()
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
             peer = self.client[0] if self.client else ""
-            if is_public_address(peer):
-                self._address = throttle_key(peer)
-                per_address[self._address] += 1
-            if (
-                len(self.connections) > MAX_CONNECTIONS
-                or per_address[self._address or ""] > MAX_CONNECTIONS_PER_ADDRESS
-            ):
-                log.warning("refused a connection from %s: too many open connections", peer)
+            if not is_proxy_address(peer):  # proxies and loopback carry many clients
+                self._addresses = (throttle_key(peer), throttle_key(peer, 48))
+                per_address.update(self._addresses)
+            if any(per_address[a] > cap for a, cap in zip(self._addresses, ADDRESS_CAPS, strict=False)):
+                log.warning("refused a connection from %s: too many open connections from there", peer)
                 self.transport.close()
                 return
+            if len(self.connections) > MAX_CONNECTIONS:
+                oldest = next(iter(waiting), None)
+                if oldest is None:
+                    log.warning("refused a connection from %s: %d connections are open", peer, MAX_CONNECTIONS)
+                    self.transport.close()
+                    return
+                typing.cast(GuardedH11Protocol, oldest)._too_slow()
             self._start_clock()
 
         def _start_clock(self) -> None:
             self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+            waiting[self] = None
+
+        def _stop_clock(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            waiting.pop(self, None)
 
         def _too_slow(self) -> None:
+            self._stop_clock()
             peer = self.client[0] if self.client else "?"
             log.debug("closed a connection from %s: no whole request within %g s", peer, request_timeout)
             self.transport.close()
@@ -4157,28 +4307,34 @@ def guarded_http_protocol(request_timeout: float) -> type[asyncio.Protocol]:
                 self._start_clock()  # the next request on a kept-alive connection
             super().data_received(data)
             if self._deadline is not None and self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-                self._deadline.cancel()
-                self._deadline = None
+                self._stop_clock()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            if self._address is not None:
-                per_address[self._address] -= 1
-                if per_address[self._address] <= 0:
-                    del per_address[self._address]
-                self._address = None
+            self._stop_clock()
+            for address in self._addresses:
+                per_address[address] -= 1
+                if per_address[address] <= 0:
+                    del per_address[address]
+            self._addresses = ()
             super().connection_lost(exc)
 
     return GuardedH11Protocol
 
 
+NON_PRINTABLE_RE = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 class OneLineFormatter(logging.Formatter):
-    """Log lines that no logged value can break: control characters in a message (CR and LF of a
-    client name, a header, claude's output) are written escaped, so they cannot forge a line."""
+    """Log lines that no logged value can break: control, line-separator and other invisible
+    characters in a message (a client name, a header, claude's output) are written escaped, and
+    each line of a traceback is marked, so none can pass for a log line of its own."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode(), super().formatMessage(record))
+        text = super().formatMessage(record)
+        return NON_PRINTABLE_RE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join("  | " + line for line in super().formatException(ei).splitlines())
 
 
 class HideQueryStrings(logging.Filter):
@@ -4301,6 +4457,12 @@ class App:
             response = await route.handler(await read_request(scope, receive, self.config.client_ip_header))
         except OAuthError as exc:
             response = error_response(exc)
+        except OSError as exc:  # the token store cannot be written (full disk, read-only volume)
+            log.error(
+                "cannot save OAuth state (%s %s): %s — every token keeps working; fix the disk", method, path, exc
+            )
+            unavailable = "this server cannot save its state right now; try again in a minute"
+            response = error_response(OAuthError(503, "temporarily_unavailable", unavailable, {"Retry-After": "60"}))
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
             response = error_response(OAuthError(500, "server_error", "internal error; see the server log"))
