@@ -2423,15 +2423,17 @@ class TokenStore:
             backup,
         )
 
-    def _quarantine(self, reason: str) -> None:
+    def _quarantine(self, reason: str, *, running: bool = False) -> None:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{utc_stamp()}")
         os.replace(self.path, aside)
         log.error(
-            "TOKEN STORE UNREADABLE (%s): moved %s to %s and started empty — connectors must "
-            "authorize again. Inspect the moved file; nothing was overwritten.",
+            "TOKEN STORE UNREADABLE (%s): moved %s to %s and %s. Inspect the moved file; nothing was overwritten.",
             reason,
             self.path,
             aside,
+            "went on with what this server held before"
+            if running
+            else "started empty — connectors must authorize again",
         )
 
     def _reload_if_changed(self, always: bool = False) -> None:
@@ -2453,7 +2455,7 @@ class TokenStore:
         if problem:
             # Moved aside, like a damaged file at start-up: this process's next write does not
             # silently undo whatever the other one meant.
-            self._quarantine(f"changed by another process: {problem}")
+            self._quarantine(f"changed by another process: {problem}", running=True)
             self._seen = None
             return
         self._adopt(data, seen)

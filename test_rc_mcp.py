@@ -2955,6 +2955,57 @@ async def test_every_answered_token_survives_sigkills_during_a_token_storm(tmp_p
         server.close()
 
 
+def test_a_write_starts_from_the_file_even_right_after_another_process_wrote(tmp_path: Path) -> None:
+    """No waiting for a recheck: under the file lock, every write reads the file first."""
+    path = tmp_path / "tokens.json"
+    server = rc_mcp.TokenStore(path)
+    server.transact(
+        lambda data, now: (add_access(data, "a1", now, grant="g1"), add_access(data, "a2", now, grant="g2"))
+    )
+    rc_mcp.TokenStore(path).transact(lambda data, now: rc_mcp.revoke_grant(data, "g1"))
+    server.transact(lambda data, now: add_access(data, "a3", now, grant="g3"))  # at once
+    assert set(json.loads(path.read_text())["grants"]) == {"g2", "g3"}
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b'{"version": 1, "access": {"k": {"client_id": "c", "grant_id": "g", "scope": "s", "resource": "r", '
+         b'"expires_at": Infinity}}}', "Infinity"),
+        (b'{"version": 1, "refresh": {"k": {"client_id": "c", "grant_id": "g", "scope": "s", "resource": "r", '
+         b'"expires_at": 9e9, "rotated_at": "yesterday"}}}', "invalid 'rotated_at'"),
+        (b'{"version": 1, "clients": {"c": {"client_name": "x", "redirect_uris": [1], "created_at": 1, '
+         b'"expires_at": 9e9}}}', "invalid 'redirect_uris'"),
+        (b'{"version": 1, "codes": {"k": {"client_id": "c", "grant_id": "g", "expires_at": 9e9}}}', "incomplete"),
+        (b'{"version": 1, "owner": {"code_failures": "many"}}', "'owner'"),
+    ],
+)  # fmt: skip
+def test_records_that_would_fail_later_are_refused_at_once(
+    tmp_path: Path, content: bytes, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(content)
+    store = rc_mcp.TokenStore(path)
+    assert store.count("access") == store.count("refresh") == store.count("clients") == 0
+    [aside] = tmp_path.glob("tokens.json.corrupt-*")
+    assert aside.read_bytes() == content and problem in caplog.text
+
+
+def test_a_damaged_file_from_another_process_is_moved_aside_not_overwritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.json"
+    server = rc_mcp.TokenStore(path)
+    server.transact(lambda data, now: add_access(data, "a1", now))
+    damaged = b'{"version": 1, "access": {"k": {"client_id": 5}}}'
+    path.write_bytes(damaged)  # another process, gone wrong
+    server.transact(lambda data, now: add_access(data, "a2", now, grant="g2"))
+    [aside] = tmp_path.glob("tokens.json.corrupt-*")
+    assert aside.read_bytes() == damaged and "changed by another process" in caplog.text
+    assert "went on with what this server held before" in caplog.text
+    assert set(json.loads(path.read_text())["access"]) == {"a1", "a2"}  # the server's last good state, and on
+
+
 # ── Clients ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -3414,6 +3465,25 @@ async def test_a_registration_flood_cannot_evict_a_client_awaiting_consent(
     assert app.store.registered_client(owner) is not None
     approved = await consent(http, params, action="approve", password=SECRET)
     assert approved.status_code == 302 and "code=" in approved.headers["location"]
+
+
+async def test_the_owner_is_never_queued_behind_guessers(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    tokens = await get_tokens(http)
+    guesses = app.oauth.clients.guesses
+    for _ in range(20):
+        guesses.fail()
+    guesses._waiting = rc_mcp.GUESS_MAX_WAITING  # strangers fill the queue
+    refreshed = await http.post("/token", data=refresh_form(tokens["refresh_token"]))
+    assert refreshed.status_code == 200, refreshed.text  # id and secret right: no throttle at all
+    guessed = await http.post("/token", data=token_form("x", client_secret="wrong"))
+    assert (guessed.status_code, guessed.json()["error"]) == (429, "temporarily_unavailable")
+
+
+async def test_only_a_few_open_consent_pages_are_kept_from_eviction(app: rc_mcp.App, http: httpx2.AsyncClient) -> None:
+    clients = [await register(http, name=f"c{i}") for i in range(rc_mcp.AWAITING_CONSENT_KEPT + 4)]
+    for client_id in clients:
+        assert (await http.get("/authorize", params=public_authorize(client_id, INSPECTOR_CALLBACK))).status_code == 200
+    assert list(app.oauth._awaiting_consent) == clients[-rc_mcp.AWAITING_CONSENT_KEPT :]
 
 
 # ── Grants ────────────────────────────────────────────────────────────────────────────────────
@@ -3957,6 +4027,44 @@ def test_a_distributed_attack_leaves_each_address_one_try(clock: Clock) -> None:
 def test_client_address(peer: str, header: str, trusted: str | None, address: str) -> None:
     headers = {"fly-client-ip": header} if header else {}
     assert rc_mcp.client_address({"client": (peer, 1234)}, headers, trusted) == address
+
+
+def test_addresses_that_failed_recently_are_never_forgotten_early(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rc_mcp, "CONSENT_TABLE_SIZE", 50)
+    throttle = rc_mcp.ConsentThrottle(clock)
+    for i in range(50):
+        throttle.fail(f"2001:db8:{i:x}::1")
+    # a full table of recent failures: a new address counts as locked, the old ones stay counted
+    assert throttle.retry_after("2001:db8:ffff::1") == rc_mcp.CONSENT_FAILURE_WINDOW
+    assert throttle.retry_after("2001:db8:0::2") > 0  # one failure each, in distributed mode: locked
+    clock.now += rc_mcp.CONSENT_FAILURE_WINDOW + 1
+    assert throttle.retry_after("2001:db8:ffff::1") == 0  # room again once they are old
+
+
+def test_a_distributed_attack_is_counted_per_ipv6_48(clock: Clock) -> None:
+    throttle = rc_mcp.ConsentThrottle(clock)
+    for i in range(rc_mcp.CONSENT_GLOBAL_FAILURES):
+        throttle.fail(f"198.18.{i // 250}.{i % 250}")
+    throttle.fail("2001:db8:1:1::1")  # one /64 of a /48 fails …
+    assert throttle.retry_after("2001:db8:1:2::1") > 0  # … and every other /64 of that /48 waits
+    assert throttle.retry_after("2001:db8:2:1::1") == 0
+
+
+def test_wrong_codes_have_a_budget_a_restart_does_not_refill(tmp_path: Path, clock: Clock) -> None:
+    store = rc_mcp.TokenStore(tmp_path / "tokens.json", clock=clock)
+    owner = rc_mcp.OwnerCheck(SECRET, store)
+    for i in range(rc_mcp.TOTP_BUDGET):
+        clock.now += 3600  # spread out: never more than the hourly limit
+        assert owner.verify(authenticator_code("not-the-secret-0123456789", clock.now), f"192.0.2.{i % 200}") == "wrong"
+    restarted = rc_mcp.OwnerCheck(SECRET, rc_mcp.TokenStore(tmp_path / "tokens.json", clock=clock))
+    assert restarted.verify(authenticator_code(SECRET, clock.now), "198.51.100.1") == "codes paused"
+    assert restarted.verify(SECRET, "198.51.100.1") == "approved"  # the owner, with the password …
+    code = authenticator_code(SECRET, clock.now)
+    assert restarted.verify(code, "198.51.100.1") == "approved"  # … gives codes their budget back
+    again = rc_mcp.OwnerCheck(SECRET, rc_mcp.TokenStore(tmp_path / "tokens.json", clock=clock))
+    assert again.verify(code, "198.51.100.1") == "wrong"  # and a used code stays used across a restart
 
 
 # ── Endpoints ─────────────────────────────────────────────────────────────────────────────────
@@ -4614,6 +4722,43 @@ def test_log_audit_finds_each_kind_of_secret(line: str, leaked: str | None) -> N
     """The suite-wide log audit (fixture log_audit) can fail: each kind of secret is found."""
     found = leaked_secrets(["harmless", line])
     assert found == ([] if leaked is None else [f"{leaked}: {line}"])
+
+
+def test_the_oldest_slow_connection_makes_room(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rc_mcp, "MAX_CONNECTIONS", 5)
+    with guarded_server(make_app(tmp_path, clock), request_timeout=30) as server:
+        address = ("127.0.0.1", server.port)
+        slow = [socket.create_connection(address) for _ in range(5)]
+        with httpx2.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert client.get("/health").status_code == 200  # a real client gets in …
+        assert wait_closed(slow[0], time.monotonic() + 5)  # … and the oldest slow one made room
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "address, proxy",
+    [
+        ("127.0.0.1", True), ("::1", True), ("10.1.2.3", True), ("172.19.0.4", True), ("192.168.1.1", True),
+        ("fdaa:0:1:a7b:1::2", True), ("::ffff:10.0.0.1", True),
+        ("8.8.8.8", False), ("2606:4700::1", False), ("2002:c000:204::1", False), ("2001:0:4136::1", False),
+        ("64:ff9b::a00:1", False), ("100.64.0.1", False), ("garbage", False), ("", False),
+    ],
+)  # fmt: skip
+def test_is_proxy_address(address: str, proxy: bool) -> None:
+    assert rc_mcp.is_proxy_address(address) is proxy
+
+
+def test_log_lines_cannot_be_forged_with_unicode_line_breaks_or_tracebacks() -> None:
+    formatter = rc_mcp.OneLineFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("rc_mcp", logging.INFO, __file__, 1, "%s", ("a\u2028INFO x\x85INFO y\u202eok",), None)
+    assert formatter.format(record).splitlines() == ["INFO a\\u2028INFO x\\x85INFO y\\u202eok"]
+    try:
+        raise ValueError("line\nERROR forged")
+    except ValueError:
+        failed = logging.LogRecord("rc_mcp", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
+    lines = formatter.format(failed).splitlines()
+    assert lines[0] == "ERROR boom" and all(line.startswith("  | ") for line in lines[1:])
 
 
 # ── main ──────────────────────────────────────────────────────────────────────────────────────
