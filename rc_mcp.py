@@ -115,6 +115,10 @@ def parse_bool(value: str) -> bool:
     raise ValueError("use true or false")
 
 
+# ── Secrets ───────────────────────────────────────────────────────────────────────────────────
+# The rules for MCP_SECRET, for `serve`, `check` and `credentials` alike.
+
+
 def secret_problem(secret: str) -> str | None:
     """Why MCP_SECRET cannot be used, or None: the one rule for `serve`, `check` and `credentials`."""
     if len(secret) < MIN_SECRET_LENGTH:
@@ -190,6 +194,10 @@ def read_mcp_secret(environ: Mapping[str, str]) -> str:
     if problem:
         raise ValueError(problem)
     return secret
+
+
+# ── Setting table ─────────────────────────────────────────────────────────────────────────────
+# How each variable is read; README's configuration table is printed from SETTINGS.
 
 
 def check_absolute_path(value: str) -> str:
@@ -311,6 +319,14 @@ def number_text(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
+def lifetime_setting(name: str, help: str, days: int, low: int, high_days: int = 365) -> Setting:
+    """A lifetime in seconds, whose default README shows in days too."""
+    seconds = days * 86400
+    return Setting(
+        name, "int", help, default=seconds, low=low, high=high_days * 86400, shown_default=f"{seconds} = {days} days"
+    )
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MCP_SECRET",
@@ -390,33 +406,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("COMMAND_TIMEOUT", "float", "seconds for other remote commands", default=30.0, low=1, high=600),
     Setting("SSH_CONNECT_TIMEOUT", "float", "seconds to connect and authenticate", default=10.0, low=1, high=120),
-    Setting(
-        "ACCESS_TOKEN_TTL",
-        "int",
-        "access-token lifetime in seconds; long, because Claude.ai often never refreshes",
-        shown_default="2592000 = 30 days",
-        default=30 * 86400,
-        low=60,
-        high=365 * 86400,
+    lifetime_setting(
+        "ACCESS_TOKEN_TTL", "access-token lifetime in seconds; long, because Claude.ai often never refreshes", 30, 60
     ),
-    Setting(
-        "TOKEN_IDLE_TTL",
-        "int",
-        "a link unused for this many seconds ends, whatever its tokens' lifetimes",
-        shown_default="604800 = 7 days",
-        default=7 * 86400,
-        low=600,
-        high=365 * 86400,
+    lifetime_setting(
+        "TOKEN_IDLE_TTL", "a link unused for this many seconds ends, whatever its tokens' lifetimes", 7, 600
     ),
-    Setting(
-        "REFRESH_TOKEN_TTL",
-        "int",
-        "refresh-token lifetime in seconds",
-        shown_default="7776000 = 90 days",
-        default=90 * 86400,
-        low=3600,
-        high=3650 * 86400,
-    ),
+    lifetime_setting("REFRESH_TOKEN_TTL", "refresh-token lifetime in seconds", 90, 3600, high_days=3650),
     Setting(
         "REQUEST_TIMEOUT",
         "float",
@@ -1019,18 +1015,12 @@ def tail_lines(raw: str, count: int = 12) -> str:
 TMUX_PREFIX = "rc-"
 REMOTE_STATE_DIR = '"${XDG_STATE_HOME:-$HOME/.local/state}/rc-mcp"'  # sh expression, 0700, never /tmp
 REMOTE_PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'  # where claude's installer puts it
-# Each of these makes `claude remote-control` refuse to start (reference: feature flags, API keys).
-SCRUBBED_ENV = (
-    "DISABLE_TELEMETRY",
-    "DO_NOT_TRACK",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    "DISABLE_GROWTHBOOK",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "CLAUDE_CODE_USE_BEDROCK",
-    "CLAUDE_CODE_USE_VERTEX",
-    "CLAUDE_CODE_USE_FOUNDRY",
+# Each of these makes `claude remote-control` refuse to start (they switch off its feature flags,
+# or put an API key or a cloud provider in place of the claude.ai login).
+SCRUBBED_ENV = tuple(
+    "DISABLE_TELEMETRY DO_NOT_TRACK CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC DISABLE_GROWTHBOOK ANTHROPIC_API_KEY "
+    "ANTHROPIC_BASE_URL CLAUDE_CODE_OAUTH_TOKEN CLAUDE_CODE_USE_BEDROCK CLAUDE_CODE_USE_VERTEX "
+    "CLAUDE_CODE_USE_FOUNDRY".split()
 )
 LOG_TAIL_BYTES = 8192
 LIST_TAIL_BYTES = 3072
@@ -1117,6 +1107,10 @@ _DIRECTORY_RULES = (
     'inside_base() { case "$1/" in "${base_real%/}"/?*) return 0 ;; esac; return 1; }',
     'is_home() { [ "$1" = "$home_real" ]; }',
 )
+
+
+# ── Script builders ───────────────────────────────────────────────────────────────────────────
+# One script per tool call; each prints @@ lines for interpret_* and framed claude output.
 
 
 # A dead pane's exit status or signal reaches tmux a moment after the pty closes; tmux 3.3 has
@@ -1861,9 +1855,8 @@ def validate_project_path(path: str) -> str:
     return "/".join(segments)
 
 
-# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
-# What the tools return, pure interpretation of what the scripts printed, and the orchestration:
-# one script per call.
+# ── Session results ───────────────────────────────────────────────────────────────────────────
+# What the tools return, and the pure interpretation of what the scripts printed.
 
 
 class SessionStarted(BaseModel):
@@ -1931,6 +1924,11 @@ def first_field(events: list[Event], key: str, default: str = "") -> str:
     return fields[0] if fields else default
 
 
+def still_starting(session_id: str, name: str, path: str, message: str) -> SessionStarted:
+    """A session launched that has no URL yet: never a made-up one."""
+    return SessionStarted(id=session_id, url=None, status="starting", path=path, name=name, message=message)
+
+
 def interpret_start(events: list[Event], *, session_id: str, name: str, path: str, config: Config) -> SessionStarted:
     """What the start script's output means for the model: a session, or a ToolFailure with the fix."""
     tail = first_field(events, "tail")
@@ -1972,17 +1970,13 @@ def interpret_start(events: list[Event], *, session_id: str, name: str, path: st
             ),
         )
     if status in ("ready", "timeout"):
-        return SessionStarted(
-            id=session_id,
-            url=None,
-            status="starting",
-            path=path,
-            name=name,
-            message=(
-                f"Session {session_id} was launched in {path} but claude printed no URL within "
-                f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
-                "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)")
-            ),
+        return still_starting(
+            session_id,
+            name,
+            path,
+            f"Session {session_id} was launched in {path} but claude printed no URL within "
+            f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
+            "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)"),
         )
     explanation = explain_failure(tail, path)
     if status == "attention":
@@ -2051,6 +2045,10 @@ def interpret_projects(output: str, base_dir: str) -> list[str]:
             if entry and validate_project_path(entry) == entry:
                 projects.add(entry)
     return sorted(projects, key=str.lower)
+
+
+# ── Sessions ──────────────────────────────────────────────────────────────────────────────────
+# The tools' work on the dev server: one script per call, run by the runner.
 
 
 class ShuttingDown(RemoteError):
@@ -2141,15 +2139,13 @@ class Sessions:
                 interrupted=f"the session in {path} may still be starting there: call list_sessions in a minute",
             )
         except ShuttingDown:
-            return SessionStarted(
-                id=session_id,
-                url=None,
-                status="starting",
-                path=path,
-                name=name,
-                message=f"rc_mcp is restarting (a deploy or restart of the connector), so it stopped waiting for "
-                f"session {session_id} in {path}. The session keeps starting on the dev server: call list_sessions "
-                "in a minute for its URL.",
+            return still_starting(
+                session_id,
+                name,
+                path,
+                f"rc_mcp is restarting (a deploy or restart of the connector), so it stopped waiting for session "
+                f"{session_id} in {path}. The session keeps starting on the dev server: call list_sessions in a "
+                "minute for its URL.",
             )
         events = parse_script_output(output, nonce)
         return interpret_start(events, session_id=session_id, name=name, path=path, config=config)
@@ -2178,9 +2174,8 @@ class Sessions:
 # OAuth: this server is the authorization server of its own MCP endpoint.
 # ═════════════════════════════════════════════════════════════════════════════════════════════
 
-# ── Token store ───────────────────────────────────────────────────────────────────────────────
-# One JSON file of hashed records, shared by the server and the `grants` command: writers take a
-# file lock, and each process re-reads the file when another one changed it.
+# ── Store records ─────────────────────────────────────────────────────────────────────────────
+# What the token store holds, and what makes a file of it valid.
 
 STORE_VERSION = 1
 STORE_KINDS = ("codes", "access", "refresh", "clients", "grants")
@@ -2291,6 +2286,11 @@ def import_legacy_store(
 
 def is_legacy_store(data: Any) -> bool:
     return isinstance(data, dict) and "version" not in data and isinstance(data.get("tokens"), dict)
+
+
+# ── Token store ───────────────────────────────────────────────────────────────────────────────
+# One JSON file of hashed records, shared by the server and the `grants` command: writers take a
+# file lock, and each process re-reads the file when another one changed it.
 
 
 def new_grant(client_id: str, client_name: str, now: float, idle_ttl: float) -> dict[str, Any]:
@@ -3164,6 +3164,10 @@ def revoke_grant(data: dict[str, Any], grant_id: str) -> int:
             revoked += 1
     data["grants"].pop(grant_id, None)
     return revoked
+
+
+# ── Grant store ───────────────────────────────────────────────────────────────────────────────
+# The Grants: codes, the tokens they turn into, the grants holding both, and their last use.
 
 
 TOUCH_INTERVAL = 60  # a grant's last use is written at most this often (and at shutdown)
@@ -4247,6 +4251,10 @@ async def read_request(scope: ASGIScope, receive: Receive, platform_header: str 
     )
 
 
+# ── Connections and logs ──────────────────────────────────────────────────────────────────────
+# What reaches the app at all (slow clients, connection caps), and how it is logged.
+
+
 MAX_CONNECTIONS = 1000  # open at once; the server raises its file limit to hold them
 MAX_CONNECTIONS_PER_ADDRESS = 64  # from one address, IPv6 /64 (proxies and loopback are not capped)
 ADDRESS_CAPS = (MAX_CONNECTIONS_PER_ADDRESS, 4 * MAX_CONNECTIONS_PER_ADDRESS)  # per address, per IPv6 /48
@@ -4362,6 +4370,10 @@ def configure_logging(level: str) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     # The SDK says "Terminating session: None" after every stateless request.
     logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+
+
+# ── Routes ────────────────────────────────────────────────────────────────────────────────────
+# One table of paths; the ASGI application around it.
 
 
 @dataclass(frozen=True)
