@@ -3731,6 +3731,31 @@ async def test_e2e_silent_refresh_after_expiry(tools: Tools) -> None:
     assert claude.authorizations == 1
 
 
+async def test_e2e_claude_ai_stays_linked_for_weeks_without_refreshing(tools: Tools) -> None:
+    """Claude.ai often never refreshes: used every few days, the link lives on one token and one
+    authorization (up to the token's 30 days); left alone for a week, it ends. (Time injected on the server.)"""
+    claude, clock = ClaudeAi(SECRET), Clock()
+    async with tools(claude) as (client, server):
+        server.app.store.clock = clock
+        await call(client, "list_sessions")
+        first = claude.storage.tokens
+        assert first is not None
+        [grant_id] = server.app.store.grants()
+        for _ in range(6):  # every 3 days, for 18 days
+            clock.now += 3 * 86400
+            await call(client, "list_sessions")
+            deadline = time.monotonic() + 5  # the server writes the use down in the background
+            while (server.app.store.grant(grant_id) or {}).get("last_used") != clock.now:
+                assert time.monotonic() < deadline, "the use was never recorded"
+                await asyncio.sleep(0.01)
+        assert claude.storage.tokens.access_token == first.access_token  # never refreshed
+        assert claude.authorizations == 1
+        clock.now += 7 * 86400 + 1  # a week without use
+        async with httpx2.AsyncClient(base_url=server.url) as raw:
+            response = await mcp_status(raw, first.access_token)
+        assert response.status_code == 401 and "unused for too long" in response.headers["www-authenticate"]
+
+
 async def test_e2e_revocation_ends_access(devserver: DevServer, tmp_path: Path) -> None:
     claude = ClaudeAi(SECRET)
     with running(ssh_env(devserver, tmp_path)) as server:  # one server, two client sessions
