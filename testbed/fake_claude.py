@@ -229,20 +229,13 @@ PROFILES: dict[str, dict[str, object]] = {
         "elsewhere_fix": "Use that one, or stop it first.",
         "auth_json_default": False,
     },
-    "2.1.332": {
-        "env_url": "https://claude.ai/code?environment={env}",
-        "session_url": "https://claude.ai/code/{session}?from=cli",
-        "idle_text": "Code anywhere with the Claude mobile app or",
-        "attached_text": "Continue coding in the Claude mobile app or",
-        "login_fix": "Run `claude auth login` to sign in with your claude.ai account.",
-        "rejects_sandbox": True,
-        "one_server_per_dir": True,
-        "consent_eof_fails": True,
-        "projects_line": True,
-        "parser_332": True,
-        "elsewhere_fix": "Use that terminal, or stop it first.",
-        "auth_json_default": True,
-    },
+}
+# 2.1.332: 2.1.330 with the newer parser errors and wording, and `auth status` in JSON by default.
+PROFILES["2.1.332"] = {
+    **PROFILES["2.1.330"],
+    "parser_332": True,
+    "elsewhere_fix": "Use that terminal, or stop it first.",
+    "auth_json_default": True,
 }
 SIGNED_OUT_ERROR = (
     "Error: You must be logged in to use Remote Control.\n\n"
