@@ -683,7 +683,7 @@ def test_argument_errors_in_the_tui(lab: Lab) -> None:
 
 
 def test_slug() -> None:
-    assert fake_claude.project_slug("/nonexistent/work/web app.v2_x") == "-nonexistent-work-web-app-v2-x"
+    assert fake_claude.project_slug("/nonexistent/projects/web app.v2_x") == "-nonexistent-projects-web-app-v2-x"
     long_path = "/nonexistent/" + "d" * 250
     slug = fake_claude.project_slug(long_path)
     assert slug.startswith("-nonexistent-ddd") and len(slug) > 201 and slug[200] == "-"

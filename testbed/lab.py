@@ -131,6 +131,23 @@ def wait_pids_gone(pids: list[int], timeout: float) -> list[int]:
     return alive
 
 
+def run_text(
+    argv: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A command with no stdin, its output captured as text (undecodable bytes replaced)."""
+    return subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def kill_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -366,17 +383,7 @@ class LocalDevHome(_DevHome):
         for name in list(env):
             if name.startswith("GIT_"):
                 env.pop(name)  # e.g. GIT_DIR from a hook would redirect the tree's git commands
-        return subprocess.run(
-            ["/bin/sh", "-c", script],
-            env=env,
-            cwd=self.home,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            capture_output=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_text(["/bin/sh", "-c", script], self.home, timeout, env)
 
     def close(self) -> None:
         """Stop this home's tmux server and fakes; remove the private tmux dir (not root)."""
@@ -527,16 +534,7 @@ class DevServer(_DevHome):
         argv = ["env", "-i", *self._session_env(), "/bin/sh", "-c", script]
         if self.root_mode:
             argv = ["runuser", "-u", self.user, "--", *argv]
-        return subprocess.run(
-            argv,
-            cwd=self.home,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            capture_output=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_text(argv, self.home, timeout)
 
     # the user (root mode)
     def _create_user(self, user: str) -> None:
