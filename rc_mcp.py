@@ -1281,7 +1281,7 @@ def build_stop_script(session_id: str) -> str:
         # claude holds its directory until it has exited: wait (≤ 5 s) so a new start there works.
         # A zombie counts as exited (some containers' init never reaps orphans).
         'alive() { kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" 2>/dev/null | grep -q "^Z"; }',
-        'i=0; while [ -n "$pid" ] && [ $i -lt 50 ] && alive "$pid"; do sleep 0.1; i=$((i + 1)); done',
+        'i=0; while [ -n "$pid" ] && [ $i -lt 250 ] && alive "$pid"; do sleep 0.02; i=$((i + 1)); done',
         'echo "@@$r"',
     )
 
