@@ -2063,6 +2063,8 @@ class Sessions:
         self.config = config
         self.runner = runner
         self.stopping = asyncio.Event()
+        self._list_turn = asyncio.Lock()
+        self._next_list: asyncio.Future[list[SessionInfo]] | None = None
 
     async def _run(
         self,
@@ -2151,8 +2153,26 @@ class Sessions:
         return interpret_start(events, session_id=session_id, name=name, path=path, config=config)
 
     async def list_all(self) -> list[SessionInfo]:
-        nonce = secrets.token_hex(8)
-        return interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
+        """Concurrent calls share one remote run: a caller joins the next run to start — never one
+        that started before its request, whose answer could be older than it."""
+        upcoming = self._next_list
+        if upcoming is not None:
+            return await asyncio.shield(upcoming)
+        upcoming = self._next_list = asyncio.get_running_loop().create_future()
+        try:
+            async with self._list_turn:  # the run before this one finishes first
+                self._next_list = None  # callers from now on wait for the run after this one
+                nonce = secrets.token_hex(8)
+                found = interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
+            upcoming.set_result(found)
+            return found
+        except BaseException as exc:
+            if not upcoming.done():
+                upcoming.set_exception(exc if isinstance(exc, Exception) else RemoteError("the list was cancelled"))
+                upcoming.exception()  # retrieved: a failed run with no one else waiting is no warning
+            if self._next_list is upcoming:
+                self._next_list = None
+            raise
 
     async def stop(self, session_id: str) -> SessionStopped:
         session_id = validate_session_id(session_id)

@@ -2508,6 +2508,61 @@ def test_interpret_projects_without_the_base() -> None:
         rc_mcp.interpret_projects("@@error no-base\n", "/srv")
 
 
+class GatedRunner:
+    """A runner whose commands finish when the test says so; each answers the list of its run number."""
+
+    def __init__(self) -> None:
+        self.gates: list[asyncio.Event] = []
+        self.started = asyncio.Event()  # set whenever a command starts
+
+    async def connect(self) -> str | None:
+        return None
+
+    async def run(self, script: str, *, timeout: float, on_line: Any = None) -> rc_mcp.CommandResult:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.started.set()
+        number = len(self.gates)
+        await gate.wait()
+        return rc_mcp.CommandResult(0, f"@@session\trc-run{number}-0a1b2c\t0\t1\t\n@@end\n", "")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_path: Path) -> None:
+    runner = GatedRunner()
+    sessions = rc_mcp.Sessions(rc_mcp.load_config(base_env(tmp_path)), runner)
+
+    async def runs(count: int) -> None:
+        while len(runner.gates) < count:
+            runner.started.clear()
+            await runner.started.wait()
+
+    def ids(task: asyncio.Task[list[rc_mcp.SessionInfo]]) -> list[str]:
+        return [s.id for s in task.result()]
+
+    first = asyncio.create_task(sessions.list_all())
+    await runs(1)
+    during_first = [asyncio.create_task(sessions.list_all()) for _ in range(5)]  # asked while run 1 is under way
+    await asyncio.sleep(0)
+    runner.gates[0].set()
+    await runs(2)
+    await first
+    assert ids(first) == ["run1-0a1b2c"]
+    late = asyncio.create_task(sessions.list_all())  # asked while run 2 is under way: waits for run 3
+    await asyncio.sleep(0)
+    runner.gates[1].set()
+    await asyncio.gather(*during_first)
+    assert [ids(t) for t in during_first] == [["run2-0a1b2c"]] * 5  # one run for all five, and not run 1
+    await runs(3)
+    assert not late.done()
+    runner.gates[2].set()
+    await late
+    assert ids(late) == ["run3-0a1b2c"]
+    assert len(runner.gates) == 3  # seven callers, three runs
+
+
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 
