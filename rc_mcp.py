@@ -2548,6 +2548,12 @@ class TokenStore:
         self._recheck()
         return self._unexpired("grants", grant_id)
 
+    def owner(self) -> dict[str, Any]:
+        """The consent page's counters (no copy of everything else)."""
+        self._recheck()
+        with self._lock:
+            return dict(self._data.get("owner") or {})
+
     def snapshot(self) -> dict[str, Any]:
         """A copy of everything, as the file now holds it."""
         self._recheck()
@@ -3659,7 +3665,7 @@ class OwnerCheck:
         self._code_failures: collections.deque[float] = collections.deque(maxlen=1000)
 
     def _owner_state(self) -> dict[str, Any]:
-        return dict(self._store.snapshot().get("owner") or {})
+        return self._store.owner()
 
     def codes_paused(self) -> bool:
         now = self._clock()

@@ -620,6 +620,15 @@ BOOL_FLAGS = {
 }
 
 
+def flag_value(argv: list[str], i: int, has_eq: str, inline: str, missing: str) -> tuple[str, int]:
+    """The value of the flag at argv[i] (`--flag=value` or `--flag value`) and where parsing goes on."""
+    if has_eq:
+        return inline, i
+    if i + 1 < len(argv):
+        return argv[i + 1], i + 1
+    raise UsageError(missing)
+
+
 def parse_rc_args(argv: list[str], profile: dict, version: str) -> dict[str, object]:
     opts: dict[str, object] = {"create_session_in_dir": True}
     new_parser = bool(profile["parser_332"])
@@ -642,13 +651,7 @@ def parse_rc_args(argv: list[str], profile: dict, version: str) -> dict[str, obj
             opts["create_session_in_dir_given"] = True
         seen.add(flag)
         if flag in VALUE_FLAGS:
-            if has_eq:
-                value = inline
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise UsageError(MISSING_VALUE_ERROR.format(flag=flag))
+            value, i = flag_value(argv, i, has_eq, inline, MISSING_VALUE_ERROR.format(flag=flag))
             if flag == "--spawn" and value not in SPAWN_MODES:
                 raise UsageError(SPAWN_VALUE_ERROR.format(value=value))
             if flag == "--capacity" and not (value.isdigit() and int(value) > 0):
@@ -1238,13 +1241,7 @@ def parse_main_args(argv: list[str]) -> dict[str, object]:
             positionals.extend(argv[i + 1 :])
             break
         if flag in MAIN_VALUE_FLAGS:
-            if has_eq:
-                value = inline
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise UsageError(MAIN_MISSING_VALUE_ERROR.format(flag=flag))
+            value, i = flag_value(argv, i, has_eq, inline, MAIN_MISSING_VALUE_ERROR.format(flag=flag))
             if flag == "--permission-mode" and value not in PERMISSION_MODES_332 + ("default",):
                 raise UsageError(
                     MAIN_CHOICE_ERROR.format(
