@@ -62,6 +62,7 @@ import threading
 import time
 import typing
 import unicodedata
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CONTROL_CHARS = "\x00-\x1f\x7f"  # inside a regex character class
 CONTROL_RE = re.compile(f"[{CONTROL_CHARS}]")
 # claude's --permission-mode values.
-PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"]
+PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"]
 PERMISSION_MODES: tuple[str, ...] = typing.get_args(PermissionMode)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENV_BOOL_TRUE = frozenset({"1", "true", "yes", "on"})
@@ -382,6 +383,13 @@ SETTINGS: tuple[Setting, ...] = (
         shown_default="claude's default",
     ),
     Setting(
+        "ALLOW_CHAT_APPROVALS",
+        "bool",
+        "let the chat answer claude's permission prompts (`answer_permission`); off: only a person at the "
+        "session's link approves actions",
+        default=False,
+    ),
+    Setting(
         "TOKEN_STORE_PATH",
         "str",
         "OAuth state file; default `/data/oauth-tokens.json` when `/data` is "
@@ -555,6 +563,7 @@ class Config:
     request_timeout: float = 10.0
     forwarded_allow_ips: str = "127.0.0.1,::1"
     client_ip_header: str | None = None
+    allow_chat_approvals: bool = False
 
     @property
     def local(self) -> bool:
@@ -694,6 +703,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         forwarded_allow_ips=values["FORWARDED_ALLOW_IPS"],
         # Fly.io's proxy names the client in Fly-Client-IP (Fly sets FLY_APP_NAME in its Machines).
         client_ip_header=values["CLIENT_IP_HEADER"] or ("Fly-Client-IP" if environ.get("FLY_APP_NAME") else None),
+        allow_chat_approvals=values["ALLOW_CHAT_APPROVALS"],
     )
 
 
@@ -801,7 +811,7 @@ CONSENT_PROMPT = "Enable Remote Control? (y/n)"
 CONNECTING_LABEL = "Connecting"
 STATUS_LABEL_RE = re.compile(r"·[^·\n]{1,3}·\s*(Connecting|Ready|Connected)\b")
 
-SessionStatus = Literal["starting", "ready", "connected", "needs attention", "exited"]
+SessionStatus = Literal["starting", "ready", "connected", "needs attention", "exited", "stopped"]
 LABEL_STATUS: dict[str, SessionStatus] = {"Connecting": "starting", "Ready": "ready", "Connected": "connected"}
 
 
@@ -1050,6 +1060,28 @@ PANE_PRELUDE = (
 )
 
 
+# Conversations (`claude --rc NAME`, the interactive TUI): claude's own files, read and never written.
+CLAUDE_CONFIG = '"${CLAUDE_CONFIG_DIR:-$HOME/.claude}"'  # sh expression: transcripts, session registry
+# What resume_session needs, kept after the session ends (until stop_session with forget): `.conv`
+# for a conversation (its uuid and where it runs, and `.turn`, the transcript offset of the last
+# prompt), `.srv` for a Remote Control server.
+RECORD_FILES = {"conv": ".conv", "turn": ".turn", "srv": ".srv"}
+RECORD_DAYS = 30  # records of ended sessions older than this are dropped (claude keeps transcripts 30 days)
+TRANSCRIPT_READ_MAX = 8 * 1024 * 1024  # bytes of transcript one call reads at most (the newest ones)
+# A line of the transcript after our prompt that means the turn has produced its outcome (once
+# the registry says idle): an answer, a local command's output, the turn's end, an interruption.
+# Matched on the raw JSON: inside a string, quotes are escaped, so a prompt cannot fake these.
+TURN_OUTCOME_ERE = r'"type":"assistant"|"subtype":"(local_command|turn_duration)"|\[Request interrupted by user'
+# The conversation's pane: as PANE_PRELUDE, then ($2) the file holding the first prompt or '-'.
+# The prompt becomes claude's last argument after `--` (a prompt starting with '-' is no option);
+# the file is read and removed by the pane itself, so the text never passes through a shell parser.
+CONVERSATION_PRELUDE = (
+    'tmux wait-for "$0" || exit 1; d=${1%/}; f=$2; cd -P -- "$d" 2>/dev/null && [ "$(pwd -P)" = "$d" ] || '
+    f'{{ echo "{DIRECTORY_CHANGED}"; exit 1; }}; shift 2; unset {" ".join(SCRUBBED_ENV)}; '
+    '[ "$f" = - ] && exec "$@"; p=$(cat -- "$f") || exit 1; rm -f -- "$f"; exec "$@" -- "$p"'
+)
+
+
 def shell_path(path: str) -> str:
     """A quoted sh word for a configured path; a leading `~/` becomes "$HOME"."""
     if path == "~":
@@ -1075,6 +1107,22 @@ def _remote_script(*lines: str) -> str:
 def _session_files(session: str) -> str:
     """The sh words naming every file of the session whose name is the sh expression `session`."""
     return " ".join(f'"$state/{session}{suffix}"' for suffix in SESSION_FILES.values())
+
+
+def _record_files(session: str) -> str:
+    return " ".join(f'"$state/{session}{suffix}"' for suffix in RECORD_FILES.values())
+
+
+def _read_registry(pid_expr: str) -> str:
+    """sh that sets $r to claude's session registry entry of the process `pid_expr` (one line; empty
+    without one) and $s to its status: idle, busy, waiting, none or unknown. Builtins only."""
+    registry = f'"$cfg/sessions/"{pid_expr}".json"'
+    statuses = " ".join(f'*\'"status":"{w}"\'*|*\'"status": "{w}"\'*) s={w} ;;' for w in ("idle", "busy", "waiting"))
+    return (
+        f"r=; if [ -n {pid_expr} ] && [ -f {registry} ]; then "
+        f'while IFS= read -r l || [ -n "$l" ]; do r="$r$l"; done < {registry}; fi; '
+        f"case \"$r\" in {statuses} '') s=none ;; *) s=unknown ;; esac"
+    )
 
 
 def _session_paths(session: str, prefix: str = "") -> str:
@@ -1124,6 +1172,25 @@ _PANE_STATE = (
 )
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What a start runs: a Remote Control server, or a conversation with its uuid (and whether
+    the first prompt arrives on the script's stdin); `resume` continues an ended one."""
+
+    conversation_uuid: str | None = None
+    prompt: bool = False
+    resume: bool = False
+
+
+def claude_arguments(launch: Launch, name: str, spawn: str, permission_mode: str | None) -> list[str]:
+    if launch.conversation_uuid is None:
+        # --continue reattaches to what claude last recorded for the directory; it refuses --spawn.
+        args = ["remote-control", "--name", name] + (["--continue"] if launch.resume else ["--spawn", spawn])
+    else:
+        args = ["--rc", name, "--resume" if launch.resume else "--session-id", launch.conversation_uuid]
+    return args + (["--permission-mode", permission_mode] if permission_mode else [])
+
+
 def build_start_script(
     *,
     base_dir: str,
@@ -1135,24 +1202,70 @@ def build_start_script(
     timeout: float,
     nonce: str,
     permission_mode: str | None = None,
+    launch: Launch = Launch(),
 ) -> str:
     """Launch claude in a detached tmux session and wait, on the server, for its URL.
 
     Prints `@@error <code>` for a refusal before launch, or `@@existing <session>` when one of our
-    sessions already serves that directory; otherwise `@@state launched|consent|connecting` as
-    they happen, then `@@status ready|exited|attention|timeout|gone` (`@@exit <code>` for a dead
-    pane), the URL as `@@url`, and the tail of claude's output. One SSH command, no polling from here.
+    servers already serves that directory; otherwise `@@state launched|consent|connecting|registered`
+    as they happen, then `@@status ready|exited|attention|timeout|gone` (`@@exit <code>` for a dead
+    pane), the URL as `@@url`, a conversation's registry entry as `@@registry`, and the tail of
+    claude's output. One SSH command, no polling from here. A conversation's first prompt is read
+    from stdin into a file that only the pane reads.
     """
     q = shlex.quote
     session = TMUX_PREFIX + session_id
-    claude_args = ["remote-control", "--name", name, "--spawn", spawn]
-    if permission_mode:
-        claude_args += ["--permission-mode", permission_mode]
+    conversation = launch.conversation_uuid is not None
+    claude_args = claude_arguments(launch, name, spawn, permission_mode)
+    if conversation:
+        prelude, prompt_arg = CONVERSATION_PRELUDE, ('"$prompt_file"' if launch.prompt else "-")
+    else:
+        prelude, prompt_arg = PANE_PRELUDE, ""
+    record = "conv" if conversation else "srv"
+    if conversation:
+        # Signed out, the TUI starts anyway and answers every prompt with "Not logged in": ask first.
+        # `auth status` prints JSON by default since 2.1.332 (older versions: with --json).
+        preflight = [
+            'auth_json() { "$claude" auth status "$@" 2>/dev/null </dev/null | tr -d \'\\n \'; }',
+            'auth=$(auth_json); case "$auth" in "{"*) ;; *) auth=$(auth_json --json) ;; esac',
+            "case \"$auth\" in *'\"loggedIn\":false'*) echo '@@error signed-out'; exit 0 ;; esac",
+        ]
+        existing: list[str] = []
+    else:
+        preflight = []
+        # One Remote Control server per directory: a live session of ours there is the answer.
+        existing = [
+            *_FOR_EACH_SESSION_FILES,
+            "  here=0; mode=server",
+            '  while IFS=\'\t\' read -r k v; do [ "$k" = dir ] && [ "$v" = "$dir" ] && here=1; '
+            '[ "$k" = mode ] && mode=$v; done < "$m"',
+            "  [ $here = 1 ] && [ $mode = server ] || continue",
+            '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
+            '  echo "@@existing $s"',
+            "  " + _session_paths("$s", "s_"),
+            '  [ -s "$s_url_file" ] && IFS= read -r u < "$s_url_file" && printf \'@@url\\t%s\\n\' "$u"',
+            "  " + _emit_tail('"$s_log"', nonce),
+            "  exit 0",
+            "done",
+        ]
+    if conversation:
+        # Up once claude has written its registry entry (past the trust dialog), ready once that
+        # names the Remote Control session.
+        wait_ready = [
+            "  if [ $registered = 0 ] && [ -f \"$registry\" ]; then registered=1; echo '@@state registered'; fi",
+            '  if [ $registered = 1 ] && grep -q \'"bridgeSessionId"\' "$registry" 2>/dev/null; then '
+            "status=ready; break; fi",
+        ]
+    else:
+        wait_ready = [f'  if grep -a -q -E {q(ENV_URL_ERE)} "$log"; then status=ready; break; fi']
+    # A failed first start leaves nothing behind; a failed resume keeps what a later one needs.
+    forget = "" if launch.resume else f" {_record_files('$session')}"
     return _remote_script(
         f"base={shell_path(base_dir)}; rel={q(path)}; session={q(session)}; name={q(name)}; timeout={int(timeout)}",
-        f"claude={shell_path(claude_bin)}",
+        f"claude={shell_path(claude_bin)}; cfg={CLAUDE_CONFIG}",
         f"state={REMOTE_STATE_DIR}",
         _session_paths("$session"),
+        f'record="$state/$session{RECORD_FILES[record]}"; prompt_file="$state/$session.prompt"',
         "command -v tmux >/dev/null 2>&1 || { echo '@@error no-tmux'; exit 0; }",
         "base_real=$(cd -P -- \"$base\" 2>/dev/null && pwd -P) || { echo '@@error no-base'; exit 0; }",
         "dir=$(cd -P -- \"$base/$rel\" 2>/dev/null && pwd -P) || { echo '@@error no-dir'; exit 0; }",
@@ -1160,27 +1273,28 @@ def build_start_script(
         "inside_base \"$dir\" || { echo '@@error outside'; exit 0; }",
         "is_home \"$dir\" && { echo '@@error home'; exit 0; }",
         "command -v -- \"$claude\" >/dev/null 2>&1 || { echo '@@error no-claude'; exit 0; }",
+        *preflight,
         "umask 077",
         'mkdir -p -- "$state" && chmod 700 -- "$state" || { echo \'@@error state\'; exit 0; }',
+        *(["cat > \"$prompt_file\" || { echo '@@error state'; exit 0; }"] if launch.prompt else []),
         # Two starts for one directory at once: the second waits here, then finds the first's session.
         "lock=\"$state/.lock-$(printf '%s' \"$dir\" | cksum | cut -d ' ' -f 1)\"; i=0",
         'until mkdir -- "$lock" 2>/dev/null; do',
         '  i=$((i + 1)); [ $i -ge 100 ] && rm -rf -- "$lock"  # still taken after 5 s: left by a killed start',
         "  sleep 0.05",
         "done",
-        "trap 'rmdir -- \"$lock\" 2>/dev/null' EXIT",
-        # One Remote Control server per directory: a live session of ours there is the answer.
-        *_FOR_EACH_SESSION_FILES,
-        "  here=0",
-        '  while IFS=\'\t\' read -r k v; do [ "$k" = dir ] && [ "$v" = "$dir" ] && here=1; done < "$m"',
-        "  [ $here = 1 ] || continue",
-        '  [ "$(tmux display-message -p -t "=$s:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] || continue',
-        '  echo "@@existing $s"',
-        "  " + _session_paths("$s", "s_"),
-        '  [ -s "$s_url_file" ] && IFS= read -r u < "$s_url_file" && printf \'@@url\\t%s\\n\' "$u"',
-        "  " + _emit_tail('"$s_log"', nonce),
-        "  exit 0",
-        "done",
+        'trap \'rmdir -- "$lock" 2>/dev/null; rm -f -- "$prompt_file"\' EXIT',
+        *existing,
+        # A resumed session takes its id back: only an exited one may be replaced.
+        *(
+            [
+                '[ "$(tmux display-message -p -t "=$session:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] '
+                "&& { echo '@@error running'; exit 0; }",
+                'tmux kill-session -t "=$session" 2>/dev/null',
+            ]
+            if launch.resume
+            else []
+        ),
         "tmux has-session -t \"=$session\" 2>/dev/null && { echo '@@error exists'; exit 0; }",
         'rm -f -- "$url_file"',
         # pipe-pane runs its command through /bin/sh after expanding tmux formats: quote for both.
@@ -1193,19 +1307,31 @@ def build_start_script(
         # after new-session's options are exec'd directly, so the login shell does not matter.
         # Variables that make Remote Control refuse to start are removed from claude's environment.
         'tmux new-session -d -s "$session" -x 200 -y 50 '
-        f'/bin/sh -c {q(PANE_PRELUDE)} "$session-go" "$dir/" '
+        f'/bin/sh -c {q(prelude)} "$session-go" "$dir/" {prompt_arg} '
         f'"$claude" {" ".join(q(a) for a in claude_args)} \\; '
         f'pipe-pane -o -t "=$session:" "/bin/sh -c {double_quoted(q(CAP_LOG_SCRIPT))} rc-log \'$qlog\'" \\; '
         'set-option -t "=$session:" remain-on-exit on >/dev/null 2>&1 '
         "|| { tmux kill-session -t \"=$session\" 2>/dev/null; echo '@@error tmux'; exit 0; }",
-        # Our files exist only while the session does (list_sessions relies on that).
+        # Our session files exist only while the session does (list_sessions relies on that); the
+        # record stays for resume_session.
         'printf \'name\\t%s\\npath\\t%s\\ndir\\t%s\\nstarted\\t%s\\n\' "$name" "$rel" "$dir" "$(date +%s)" > "$meta"',
+        *(
+            [
+                f"printf 'mode\\tconversation\\nuuid\\t%s\\n' {q(launch.conversation_uuid or '')} >> \"$meta\"",
+            ]
+            if conversation
+            else []
+        ),
+        f'cp -- "$meta" "$record" && printf \'permission\\t%s\\n\' {q(permission_mode or "")} >> "$record"',
+        *(["printf '0\\n' > \"$state/$session.turn\""] if launch.prompt else []),
         'rmdir -- "$lock" 2>/dev/null',  # the directory is taken: the next start there will find this session
         'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
+        "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
+        'registry="$cfg/sessions/$pid.json"; registered=0',
         "deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout",
         "while :; do",
-        f'  if grep -a -q -E {q(ENV_URL_ERE)} "$log"; then status=ready; break; fi',
+        *wait_ready,
         _PANE_STATE,
         f'  if [ $connecting = 0 ] && grep -a -q -F {q(CONNECTING_LABEL)} "$log"; then',
         "    connecting=1; echo '@@state connecting'",
@@ -1223,36 +1349,47 @@ def build_start_script(
         "  " + _save_latest_url('"$log"', '"$url_file"'),
         '  IFS= read -r u < "$url_file" && printf \'@@url\\t%s\\n\' "$u"',
         "fi",
+        *(
+            ["  " + _read_registry('"$pid"'), '[ -n "$r" ] && printf \'@@registry\\t%s\\n\' "$r"']
+            if conversation
+            else []
+        ),
         'echo "@@status $status"',
         '[ $status = exited ] && echo "@@exit $code"',
         _emit_tail('"$log"', nonce),
         # A session that died or waits for a person is cleaned up, after its output was read.
         "case $status in exited|gone|attention)",
-        f'  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- {_session_files("$session")} ;;',
+        f'  tmux kill-session -t "=$session" 2>/dev/null; rm -f -- {_session_files("$session")}{forget} ;;',
         "esac",
     )
 
 
 def build_list_script(nonce: str) -> str:
-    """Every `rc-*` tmux session with its metadata, cached URL and the end of its output, in one
-    round trip. Also drops files of sessions that no longer exist — only in this server's own
-    state directory."""
+    """Every `rc-*` tmux session with its metadata, cached URL, a conversation's registry entry and
+    the end of its output, then the records of ended sessions that can be resumed — one round trip.
+    Also drops files of sessions that no longer exist — only in this server's own state directory."""
     return _remote_script(
-        f"state={REMOTE_STATE_DIR}",
+        f"state={REMOTE_STATE_DIR}; cfg={CLAUDE_CONFIG}",
         # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
         "panes=$(tmux list-panes -a 2>/dev/null "
-        "-F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}')",
-        "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created code; do",
+        "-F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_pid}:#{pane_dead_status}')",
+        "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created pid code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         '  printf \'@@session\\t%s\\t%s\\t%s\\t%s\\n\' "$session" "$dead" "$created" "$code"',
         # Shell builtins where they repeat per session: a fork per session per line adds up.
         "  " + _session_paths("$session"),
+        "  conversation=0",
         '  if [ -f "$meta" ]; then',
-        '    while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$meta"',
+        "    while IFS= read -r line; do printf '@@meta\\t%s\\n' \"$line\"; "
+        "case $line in 'mode\tconversation') conversation=1 ;; esac; done < \"$meta\"",
+        "  fi",
+        '  if [ $conversation = 1 ] && [ "$dead" = 0 ]; then',
+        "    " + _read_registry('"$pid"'),
+        '    [ -n "$r" ] && printf \'@@registry\\t%s\\n\' "$r"',
         "  fi",
         '  [ -f "$log" ] || continue',
-        '  if [ ! -s "$url_file" ]; then',
+        '  if [ $conversation = 0 ] && [ ! -s "$url_file" ]; then',
         "    " + _save_latest_url('"$log"', '"$url_file"'),
         "  fi",
         '  if [ -s "$url_file" ] && IFS= read -r url < "$url_file"; then',
@@ -1266,23 +1403,165 @@ def build_list_script(nonce: str) -> str:
         '  case "\n$panes" in *"\n$s:"*) continue ;; esac',
         f'  tmux has-session -t "=$s" 2>/dev/null || rm -f -- {_session_files("$s")}',
         "done",
+        # Ended sessions that resume_session can bring back (each record's age: its modification time).
+        f'for f in "$state"/{TMUX_PREFIX}*{RECORD_FILES["conv"]} "$state"/{TMUX_PREFIX}*{RECORD_FILES["srv"]}; do',
+        '  [ -f "$f" ] || continue; s=${f##*/}; s=${s%.*}',
+        '  case "\n$panes" in *"\n$s:"*) continue ;; esac',
+        f'  if [ -n "$(find "$f" -mtime +{RECORD_DAYS} 2>/dev/null)" ]; then',
+        f"    rm -f -- {_record_files('$s')}; continue",
+        "  fi",
+        '  printf \'@@record\\t%s\\t%s\\t%s\\n\' "$s" "${f##*.}" "$(date -r "$f" +%s 2>/dev/null)"',
+        '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"',
+        "done",
         "echo '@@end'",
     )
 
 
-def build_stop_script(session_id: str) -> str:
+def build_stop_script(session_id: str, forget: bool = False) -> str:
+    """Ends the tmux session; the record resume_session needs stays (dated now), unless `forget`."""
     session = shlex.quote(TMUX_PREFIX + session_id)
+    keep = (
+        f"rm -f -- {_record_files('$session')}"
+        if forget
+        else f'for f in {_record_files("$session")}; do [ -f "$f" ] && touch -- "$f"; done'
+    )
     return _remote_script(
         f"state={REMOTE_STATE_DIR}; session={session}",
         "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
         # `=` makes the target exact: "rc-al" must never match "rc-alpha-…".
         'if tmux kill-session -t "=$session" 2>/dev/null; then r=stopped; else r=not-found; fi',
         f"rm -f -- {_session_files('$session')}",
+        f'known=0; for f in {_record_files("$session")}; do [ -f "$f" ] && known=1; done',
+        keep,
         # claude holds its directory until it has exited: wait (≤ 5 s) so a new start there works.
         # A zombie counts as exited (some containers' init never reaps orphans).
         'alive() { kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" 2>/dev/null | grep -q "^Z"; }',
         'i=0; while [ -n "$pid" ] && [ $i -lt 250 ] && alive "$pid"; do sleep 0.02; i=$((i + 1)); done',
         'echo "@@$r"',
+        '[ $known = 1 ] && echo "@@record"',
+        "exit 0",
+    )
+
+
+def build_record_script(session_id: str) -> str:
+    """What resume_session needs: the session's record, its age, and whether it still runs."""
+    session = shlex.quote(TMUX_PREFIX + session_id)
+    return _remote_script(
+        f"state={REMOTE_STATE_DIR}; session={session}",
+        '[ "$(tmux display-message -p -t "=$session:" \'#{pane_dead}\' 2>/dev/null)" = 0 ] && echo "@@running"',
+        f'for f in "$state/$session{RECORD_FILES["conv"]}" "$state/$session{RECORD_FILES["srv"]}"; do',
+        '  [ -f "$f" ] || continue',
+        '  printf \'@@record\\t%s\\t%s\\t%s\\n\' "$session" "${f##*.}" "$(date -r "$f" +%s 2>/dev/null)"',
+        '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"; break',
+        "done",
+    )
+
+
+TurnAction = Literal["reply", "send", "interrupt", "allow", "deny"]
+PERMISSION_KEYS = {"allow": "1", "deny": "Escape"}  # the prompt's "1. Yes"; Esc is its "No"
+
+
+def build_turn_script(
+    *, session_id: str, action: TurnAction, wait: float, expect_size: int = -1, read_max: int = TRANSCRIPT_READ_MAX
+) -> str:
+    """A conversation's turn: do `action` (paste the prompt from stdin, interrupt, answer the
+    permission prompt), then follow the transcript from the last prompt's offset until the turn
+    has its outcome, claude waits for someone, the pane exits, or `wait` seconds pass.
+
+    Prints `@@error unknown` for no such conversation, `@@refused <why>` when the action was not
+    done (and why), `@@sent <offset>`, `@@noprompt`; new transcript lines as `@@t<TAB><json>`
+    (complete lines only, at most `read_max` bytes — `@@skipped` when older ones were left out),
+    the registry entry as `@@registry` whenever it changes, and at the end `@@size <offset>` and
+    `@@status done|waiting|running|exited`. An answer is sent only while the transcript still
+    ends at `expect_size`: a newer prompt of claude cannot be answered by a stale decision.
+    """
+    q = shlex.quote
+    session = TMUX_PREFIX + session_id
+    act = {
+        "reply": [],
+        "send": [
+            'prompt_file="$state/$session.prompt"; trap \'rm -f -- "$prompt_file"; rmdir -- "$state/$session.sending" '
+            "2>/dev/null' EXIT",
+            'umask 077; cat > "$prompt_file" || { refuse state; exit 0; }',
+            "if [ $live = 0 ]; then refuse exited",
+            # Two prompts at once: the second one is refused, not queued behind the first.
+            'elif ! mkdir -- "$state/$session.sending" 2>/dev/null; then refuse sending; trap - EXIT; '
+            'rm -f -- "$prompt_file"',
+            "elif [ $s != idle ]; then refuse $s",
+            "else",
+            '  size=0; find_transcript && size=$(wc -c < "$t")',
+            # C-u empties the input box; -p wraps the text in a bracketed paste, so its newlines
+            # are text, not Enter, and the whole prompt arrives as one.
+            '  tmux load-buffer -b "$session-prompt" "$prompt_file" && tmux send-keys -t "=$session:" C-u '
+            '&& tmux paste-buffer -p -d -b "$session-prompt" -t "=$session:" || { refuse tmux; exit 0; }',
+            # Something opened a dialog meanwhile: Enter would answer it. Leave the text in the box.
+            "  " + _read_registry('"$pid"'),
+            "  if [ $s != idle ]; then refuse $s; else",
+            '    tmux send-keys -t "=$session:" Enter',
+            '    printf \'%s\\n\' "$size" > "$turn"; off=$size; echo "@@sent $size"',
+            "  fi",
+            "fi",
+        ],
+        "interrupt": [
+            "if [ $live = 1 ] && { [ $s = busy ] || [ $s = waiting ]; }; then",
+            "  tmux send-keys -t \"=$session:\" Escape; echo '@@interrupting'",
+            # Esc ends the turn (or answers a permission prompt with No, and the turn goes on).
+            "  i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); " + _read_registry('"$pid"') + "; "
+            '[ $s = idle ] && break; [ $i = 20 ] && tmux send-keys -t "=$session:" Escape; done',
+            "fi",
+        ],
+        "allow": [],
+        "deny": [],
+    }[action]
+    if action in ("allow", "deny"):
+        act = [
+            '  size=0; find_transcript && size=$(wc -c < "$t")',
+            "case \"$r\" in *'permission prompt'*) waiting_permission=1 ;; *) waiting_permission=0 ;; esac",
+            "if [ $live = 1 ] && [ $s = waiting ] && [ $waiting_permission = 1 ] "
+            f'&& [ "$size" = {int(expect_size)} ]; then',
+            f"  tmux send-keys -t \"=$session:\" {PERMISSION_KEYS[action]}; echo '@@answered'",
+            "  i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); "
+            + _read_registry('"$pid"')
+            + "; [ $s = waiting ] || break; done",
+            "else refuse stale; fi",
+        ]
+    return _remote_script(
+        f"state={REMOTE_STATE_DIR}; cfg={CLAUDE_CONFIG}; session={q(session)}; wait={int(wait)}",
+        'conv="$state/$session.conv"; turn="$state/$session.turn"',
+        # A server session takes no prompts; anything else is not ours.
+        '[ -f "$conv" ] || { if [ -f "$state/$session.meta" ] || [ -f "$state/$session.srv" ]; then '
+        "echo '@@error server'; else echo '@@error unknown'; fi; exit 0; }",
+        'uuid=; while IFS=\'\t\' read -r k v; do [ "$k" = uuid ] && uuid=$v; done < "$conv"',
+        "case \"$uuid\" in ''|*[!0-9a-f-]*) echo '@@error unknown'; exit 0 ;; esac",
+        'off=; [ -f "$turn" ] && IFS= read -r off < "$turn"',
+        "case \"$off\" in ''|*[!0-9]*) off= ;; esac",
+        "pane() { p=$(tmux display-message -p -t \"=$session:\" '#{pane_dead}:#{pane_pid}' 2>/dev/null) || p=gone; "
+        "case $p in 0:*) pid=${p#0:}; live=1 ;; *) pid=; live=0 ;; esac; }",
+        'find_transcript() { [ -n "$t" ] && return 0; for f in "$cfg"/projects/*/"$uuid.jsonl"; do '
+        '[ -f "$f" ] && t=$f; done; [ -n "$t" ]; }',
+        "t=; pane; " + _read_registry('"$pid"'),
+        'refuse() { echo "@@refused $1"; wait=0; }',  # an action not done: report at once
+        *act,
+        "[ -n \"$off\" ] || { echo '@@noprompt'; off=0; }",
+        "deadline=$(( $(date +%s) + wait )); seen=0; last=",
+        "while :; do",
+        # Only complete lines: the last byte read must be a newline (claude may be mid-write).
+        '  if find_transcript && size=$(wc -c < "$t") && [ "$size" -gt "$off" ] '
+        '&& [ -z "$(tail -c +"$size" "$t" | tr -d \'\\n\')" ]; then',
+        f"    from=$off; [ $((size - off)) -gt {int(read_max)} ] && "
+        f'{{ from=$((size - {int(read_max)})); echo "@@skipped $from"; }}',
+        "    tail -c +$((from + 1)) \"$t\" | head -c $((size - from)) | sed 's/^/@@t\t/'",
+        f'    tail -c +$((from + 1)) "$t" | head -c $((size - from)) | grep -q -E {q(TURN_OUTCOME_ERE)} && seen=1',
+        "    off=$size",
+        "  fi",
+        '  [ "$r" = "$last" ] || printf \'@@registry\\t%s\\n\' "$r"; last=$r',
+        "  [ $live = 1 ] || { status=exited; break; }",
+        "  [ $s = waiting ] && { status=waiting; break; }",
+        "  [ $s = idle ] && [ $seen = 1 ] && { status=done; break; }",
+        '  [ "$(date +%s)" -ge $deadline ] && { status=running; break; }',
+        "  sleep 0.2; pane; " + _read_registry('"$pid"'),
+        "done",
+        'echo "@@size $off"; echo "@@status $status"',
     )
 
 
@@ -1465,7 +1744,12 @@ class Runner(Protocol):
         """Reach the dev server now (start-up warm-up, `check`): what was reached, or None locally."""
         ...
 
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult: ...
+    async def run(
+        self, script: str, *, timeout: float, on_line: LineCallback | None = None, stdin: bytes = b""
+    ) -> CommandResult:
+        """Run the script; `stdin` is its standard input (then end of file), so data never passes
+        through a shell parser."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -1476,14 +1760,16 @@ class LocalRunner:
     async def connect(self) -> str | None:
         return None
 
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+    async def run(
+        self, script: str, *, timeout: float, on_line: LineCallback | None = None, stdin: bytes = b""
+    ) -> CommandResult:
         # This server's own secrets must not reach tmux, claude or the sessions' environment.
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh",
             "-c",
             script,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
@@ -1502,9 +1788,16 @@ class LocalRunner:
                     for line in lines.feed(chunk):
                         await on_line(line)
 
+        async def write_stdin() -> None:
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(stdin)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+
         try:
             async with asyncio.timeout(timeout):
-                stderr, _ = await asyncio.gather(stderr_pipe.read(), read_stdout())
+                stderr, _, _ = await asyncio.gather(stderr_pipe.read(), read_stdout(), write_stdin())
                 await proc.wait()
         except TimeoutError:
             raise RemoteError(f"the command on this machine did not finish within {timeout:g} s") from None
@@ -1680,7 +1973,7 @@ class SSHRunner:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise ConnectionLost(describe_error(exc)) from exc
 
-    def _exec(self, script: str, timeout: float, on_line: LineCallback | None) -> CommandResult:
+    def _exec(self, script: str, timeout: float, on_line: LineCallback | None, stdin: bytes) -> CommandResult:
         deadline = time.monotonic() + self.config.connect_timeout  # for a channel, reconnect included
         for attempt in (1, 2):
             transport = self.pool.acquire(deadline)
@@ -1703,6 +1996,10 @@ class SSHRunner:
         try:
             # The login shell may be fish or zsh: run POSIX sh explicitly.
             channel.exec_command("/bin/sh -c " + shlex.quote(script))
+            if stdin:
+                channel.settimeout(timeout)
+                channel.sendall(stdin)
+            channel.shutdown_write()
             return self._read(channel, timeout, on_line)
         except RemoteError:
             # Timed out: the command still holds its channel slot on the server, so new
@@ -1756,11 +2053,13 @@ class SSHRunner:
     async def connect(self) -> str | None:
         return await anyio.to_thread.run_sync(self._connect_now)
 
-    async def run(self, script: str, *, timeout: float, on_line: LineCallback | None = None) -> CommandResult:
+    async def run(
+        self, script: str, *, timeout: float, on_line: LineCallback | None = None, stdin: bytes = b""
+    ) -> CommandResult:
         if self._channels is None:
             self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS)
         async with self._channels:
-            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line)
+            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line, stdin)
 
     async def close(self) -> None:
         self.pool.close()
@@ -1867,6 +2166,7 @@ class SessionStarted(BaseModel):
     name: str
     session_url: str | None = Field(default=None, description="URL of a session a device is attached to")
     already_running: bool = Field(default=False, description="True when this directory's running session was returned")
+    mode: Literal["server", "conversation"] = "server"
     message: str
 
 
@@ -1880,6 +2180,13 @@ class SessionInfo(BaseModel):
     path: str | None = None
     started: str | None = Field(default=None, description="ISO 8601, UTC")
     exit_code: int | None = None
+    mode: Literal["server", "conversation"] = "server"
+    state: Literal["idle", "busy", "waiting"] | None = Field(
+        default=None, description="A conversation's state in claude's session registry"
+    )
+    waiting_for: str | None = Field(default=None, description="What a waiting conversation waits for")
+    last_activity: str | None = Field(default=None, description="ISO 8601, UTC: claude's last change of state")
+    resumable: bool = Field(default=False, description="resume_session can bring it back once it has ended")
 
 
 class SessionList(BaseModel):
@@ -1889,6 +2196,7 @@ class SessionList(BaseModel):
 class SessionStopped(BaseModel):
     id: str
     stopped: bool
+    forgotten: bool = Field(default=False, description="What resume_session would need was removed")
     message: str
 
 
@@ -1909,6 +2217,9 @@ START_ERRORS = {
     "directory's permissions and free space.",
     "exists": "a session with id {id} already exists; call start_session again.",
     "tmux": "tmux could not create the session on the dev server; run `tmux new-session -d true` there to see why.",
+    "signed-out": "claude is not logged in on the dev server (`claude auth status` says so): run `claude auth login` "
+    "there with a claude.ai account, then start again. Nothing was started.",
+    "running": "session {id} is still running: send it a prompt, or stop it first.",
 }
 
 Event = tuple[str, list[str]]
@@ -1929,7 +2240,9 @@ def still_starting(session_id: str, name: str, path: str, message: str) -> Sessi
     return SessionStarted(id=session_id, url=None, status="starting", path=path, name=name, message=message)
 
 
-def interpret_start(events: list[Event], *, session_id: str, name: str, path: str, config: Config) -> SessionStarted:
+def interpret_start(
+    events: list[Event], *, session_id: str, name: str, path: str, config: Config, launch: Launch = Launch()
+) -> SessionStarted:
     """What the start script's output means for the model: a session, or a ToolFailure with the fix."""
     tail = first_field(events, "tail")
     urls = extract_remote_control_urls(tail + "\n" + "\n".join(first_fields(events, "url") or []))
@@ -1937,7 +2250,11 @@ def interpret_start(events: list[Event], *, session_id: str, name: str, path: st
         code = first_field(events, "error", "?")
         template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
         details = {"base": config.projects_base_dir, "path": path, "id": session_id, "claude": config.claude_bin}
-        raise ToolFailure("Not started: " + template.format(code=code, **details))
+        raise ToolFailure(
+            ("Not resumed: " if launch.resume else "Not started: ") + template.format(code=code, **details)
+        )
+    if launch.conversation_uuid is not None:
+        return interpret_conversation_start(events, session_id=session_id, name=name, path=path, launch=launch)
     if first_fields(events, "existing") is not None:
         existing_id = first_field(events, "existing")[len(TMUX_PREFIX) :]
         url = urls.environment_url
@@ -1991,25 +2308,93 @@ def interpret_start(events: list[Event], *, session_id: str, name: str, path: st
     )
 
 
-def interpret_list(events: list[Event]) -> list[SessionInfo]:
-    """The sessions the list script found, oldest first; anything not ours is ignored."""
+def interpret_conversation_start(
+    events: list[Event], *, session_id: str, name: str, path: str, launch: Launch
+) -> SessionStarted:
+    tail = first_field(events, "tail")
+    status = first_field(events, "status", "gone")
+    registry = parse_registry("\t".join(first_fields(events, "registry") or []))
+    url = registry_url(registry)
+    started = "resumed" if launch.resume else "started"
+    then = (
+        f"It is working on the prompt: get_reply('{session_id}') returns the answer; send_prompt follows up."
+        if launch.prompt
+        else f"Send it a prompt with send_prompt('{session_id}', …)."
+    )
+    if status in ("ready", "timeout") and registry:
+        link = f"Open {url} to watch or take over." if url else "claude has not named its Remote Control link yet."
+        return SessionStarted(
+            id=session_id,
+            url=url,
+            session_url=url,
+            status="ready" if url else "starting",
+            path=path,
+            name=name,
+            mode="conversation",
+            message=f"Conversation {session_id} {started} in {path}. {then} {link}",
+        )
+    if status == "timeout":
+        return SessionStarted(
+            id=session_id,
+            url=None,
+            status="starting",
+            path=path,
+            name=name,
+            mode="conversation",
+            message=f"Conversation {session_id} was launched in {path}, but claude has not come up within the start "
+            "timeout. It is still running: list_sessions shows its state, stop_session gives up. Last output:\n"
+            + (tail_lines(tail) or "(none)"),
+        )
+    explanation = explain_failure(tail, path)
+    if status == "attention":
+        cause = explanation or "claude is waiting for an answer on the dev server."
+        raise ToolFailure(f"Not {started}: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
+    exit_code = first_field(events, "exit")
+    cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
+    raise ToolFailure(
+        f"claude exited{f' (code {exit_code})' if exit_code else ''} before the conversation was up; nothing is left "
+        f"running. Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
+    )
+
+
+def iso_from_seconds(text: str) -> str | None:
+    return datetime.datetime.fromtimestamp(int(text), datetime.UTC).isoformat() if text.isdigit() else None
+
+
+def interpret_list(events: list[Event], now: float | None = None) -> list[SessionInfo]:
+    """The sessions the list script found, oldest first, then the ended ones that can be resumed;
+    anything not ours is ignored."""
+    now = time.time() if now is None else now
     sessions: dict[str, SessionInfo] = {}
     current: SessionInfo | None = None
+    registry: dict[str, Any] | None = None
     for key, fields in events:
-        if key == "session" and len(fields) >= 4:
-            current = None
-            session_id = fields[0][len(TMUX_PREFIX) :]
+        if key in ("session", "record"):
+            current, registry = None, None
+            session_id = fields[0][len(TMUX_PREFIX) :] if fields else ""
             if not re.fullmatch(SESSION_ID.pattern, session_id) or session_id in sessions:
                 continue  # not one of ours, or a second pane of the same session
+        if key == "session" and len(fields) >= 4:
             dead = fields[1] == "1"
-            started = None
-            if fields[2].isdigit():
-                started = datetime.datetime.fromtimestamp(int(fields[2]), datetime.UTC).isoformat()
             current = sessions[session_id] = SessionInfo(
                 id=session_id,
                 status="exited" if dead else "starting",
-                started=started,
+                started=iso_from_seconds(fields[2]),
                 exit_code=int(fields[3]) if dead and fields[3].lstrip("-").isdigit() else None,
+            )
+        elif key == "record" and len(fields) >= 3:
+            # An ended session: a conversation can always be resumed (claude keeps its transcript),
+            # a server only within claude's own window, counted from when it was stopped.
+            conversation = fields[1] == RECORD_FILES["conv"][1:]
+            ended = int(fields[2]) if fields[2].isdigit() else 0
+            if not conversation and now - ended > SERVER_RESUME_WINDOW:
+                continue
+            current = sessions[session_id] = SessionInfo(
+                id=session_id,
+                status="stopped",
+                mode="conversation" if conversation else "server",
+                resumable=True,
+                last_activity=iso_from_seconds(fields[2]),
             )
         elif current is None:
             continue
@@ -2019,19 +2404,74 @@ def interpret_list(events: list[Event]) -> list[SessionInfo]:
             elif fields[0] == "path":
                 with contextlib.suppress(ValueError):
                     current.path = validate_project_path(fields[1])
-        elif key == "url" and fields:
+            elif fields[0] == "started" and current.started is None:
+                current.started = iso_from_seconds(fields[1])
+            elif fields == ["mode", "conversation"]:
+                current.mode = "conversation"
+                current.resumable = True
+        elif key == "registry" and fields:
+            registry = parse_registry("\t".join(fields))
+            state = registry.get("status")
+            current.state = state if state in ("idle", "busy", "waiting") else None
+            waiting = registry.get("waitingFor")
+            current.waiting_for = waiting if current.state == "waiting" and isinstance(waiting, str) else None
+            current.last_activity = registry_time(registry)
+            current.session_url = current.url = registry_url(registry)
+        elif key == "url" and fields and current.mode == "server":
             current.url = extract_remote_control_urls(fields[0]).environment_url
         elif key == "tail" and fields:
-            urls = extract_remote_control_urls(fields[0])
-            current.session_url = urls.session_url
-            current.url = current.url or urls.environment_url
             if current.status == "exited":
                 current.reason = explain_failure(fields[0], current.path or "the project")
+            elif current.mode == "conversation":
+                status, reason = classify_session(fields[0])
+                if status == "needs attention":
+                    current.status, current.reason = status, reason
+                elif registry:
+                    current.status = "ready"
+                if current.state == "waiting":
+                    current.reason = f"waits for {current.waiting_for or 'a person'}: answer it at the session's link"
             else:
+                urls = extract_remote_control_urls(fields[0])
+                current.session_url = urls.session_url
+                current.url = current.url or urls.environment_url
                 current.status, current.reason = classify_session(fields[0])
                 if current.status == "starting" and current.url:
                     current.status = "ready"
-    return sorted(sessions.values(), key=lambda s: (s.started or "", s.id))
+    return sorted(sessions.values(), key=lambda s: (s.status == "stopped", s.started or "", s.id))
+
+
+def interpret_record(events: list[Event], session_id: str, now: float) -> dict[str, str]:
+    """The validated record of an ended session, or a ToolFailure saying why it cannot be resumed."""
+    if first_fields(events, "running") is not None:
+        raise ToolFailure(f"Session {session_id} is still running: nothing to resume. list_sessions shows it.")
+    header = first_fields(events, "record")
+    if header is None or len(header) < 3:
+        raise ToolFailure(
+            f"Nothing to resume for {session_id!r}: no record of it on the dev server (never started here, or "
+            "stopped with forget). Call list_sessions for the ids, or start_session for a new one."
+        )
+    record = {fields[0]: fields[1] for key, fields in events if key == "meta" and len(fields) == 2}
+    try:
+        record["name"] = validate_name(record.get("name", ""))
+        record["path"] = validate_project_path(record.get("path", ""))
+    except ValueError as exc:
+        raise ToolFailure(
+            f"The record of {session_id} on the dev server is damaged ({exc}); start a new session."
+        ) from exc
+    if record.get("permission") and record["permission"] not in PERMISSION_MODES:
+        record["permission"] = ""
+    if header[1] == RECORD_FILES["conv"][1:]:
+        if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", record.get("uuid", "")):
+            raise ToolFailure(f"The record of {session_id} on the dev server is damaged (no conversation id).")
+        return record
+    record.pop("uuid", None)
+    ended = int(header[2]) if header[2].isdigit() else 0
+    if now - ended > SERVER_RESUME_WINDOW:
+        raise ToolFailure(
+            f"Session {session_id} ended {(now - ended) / 3600:.1f} h ago; claude remote-control resumes only what it "
+            f"recorded within about {SERVER_RESUME_WINDOW // 3600} h. Start a new session with start_session."
+        )
+    return record
 
 
 def interpret_projects(output: str, base_dir: str) -> list[str]:
@@ -2045,6 +2485,346 @@ def interpret_projects(output: str, base_dir: str) -> list[str]:
             if entry and validate_project_path(entry) == entry:
                 projects.add(entry)
     return sorted(projects, key=str.lower)
+
+
+# ── Conversation turns ────────────────────────────────────────────────────────────────────────
+# A conversation's transcript and registry entry, as the turn script streams them: what the
+# turn did, what it waits for, and its answer — only what claude wrote, nothing inferred.
+
+MAX_PROMPT_BYTES = 120_000  # claude takes the first prompt as one argument: Linux caps those at 128 KiB
+PROMPT_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and newline
+DEFAULT_WAIT = 90
+MAX_WAIT = 240  # Claude.ai gives a tool call 300 s
+SERVER_RESUME_WINDOW = 4 * 3600  # claude remote-control --continue finds what it recorded within ~4 h
+MAX_ACTIONS = 50
+ACTION_DETAIL = 200
+ACTION_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt", "skill")
+INTERRUPTED_MARK = "[Request interrupted by user"
+COMMAND_TAG_RE = re.compile(r"^<command-name>(/[^<]*)</command-name>")
+LOCAL_OUTPUT_RE = re.compile(r"<local-command-(?:stdout|stderr)>(.*?)</local-command-(?:stdout|stderr)>", re.S)
+
+
+def clean_prompt(prompt: str) -> tuple[str, int]:
+    """The prompt as it is sent (controls but tab and newline removed, as a paste would end at
+    one), and how many characters were removed; ValueError when nothing is left or it is too big."""
+    if not isinstance(prompt, str):
+        raise ValueError("prompt must be a string")
+    cleaned = PROMPT_CONTROL_RE.sub("", prompt.replace("\r\n", "\n"))
+    removed = len(prompt) - len(cleaned) - prompt.count("\r\n")
+    if not cleaned.strip():
+        raise ValueError("the prompt is empty: give claude an instruction or a slash command such as /review")
+    try:
+        size = len(cleaned.encode())
+    except UnicodeEncodeError:
+        raise ValueError("the prompt holds invalid Unicode (a lone surrogate): send it as plain UTF-8 text") from None
+    if size > MAX_PROMPT_BYTES:
+        raise ValueError(
+            f"the prompt is {size:,} bytes; at most {MAX_PROMPT_BYTES:,} are sent. Put long material in a file in the "
+            "project and ask claude to read it."
+        )
+    return cleaned, removed
+
+
+class Action(BaseModel):
+    tool: str
+    detail: str = Field(default="", description="The command run, the file edited, … (shortened)")
+
+
+class PermissionRequest(BaseModel):
+    tool: str
+    detail: str = ""
+    prompt_id: str = Field(description="Pass to answer_permission: it answers this prompt and no later one")
+
+
+def entry_text(content: Any) -> str:
+    """The text of a message's content: a string, or its text blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def describe_action(block: Mapping[str, Any]) -> Action:
+    tool_input = block.get("input")
+    detail = ""
+    if isinstance(tool_input, dict):
+        detail = next((str(tool_input[k]) for k in ACTION_KEYS if isinstance(tool_input.get(k), str)), "")
+    detail = " ".join(detail.split())
+    if len(detail) > ACTION_DETAIL:
+        detail = detail[: ACTION_DETAIL - 1] + "…"
+    return Action(tool=str(block.get("name") or "?")[:60], detail=detail)
+
+
+class TurnLog:
+    """The main chain of a transcript from one prompt on, fed one JSON line at a time."""
+
+    def __init__(self, expected_prompt: str | None = None):
+        self.expected = expected_prompt  # what send_prompt pasted; None: whatever the last prompt was
+        self.prompt: str | None = None  # the prompt as the transcript has it
+        self.newer_prompts = 0  # prompts after the first one
+        self.exact = True  # the transcript has the expected prompt as sent
+        self.actions: list[Action] = []
+        self.dropped_actions = 0
+        self.pending: dict[str, Action] = {}  # tool_use id → action without a result yet
+        self._texts: dict[str, list[str]] = {}
+        self._last_text_id: str | None = None
+        self.local_output: list[str] = []
+        self.api_error: str | None = None
+        self.interrupted = False
+        self.ended = False
+        self.skipped = False
+
+    def _begin(self, text: str) -> None:
+        """A prompt: the first one after the offset is ours; a later one (typed at the link, say)
+        takes over, since the answer belongs to the newest prompt."""
+        if self.prompt is not None:
+            self.newer_prompts += 1
+        elif self.expected is not None:
+            command = self.expected.startswith("/") and text.startswith("/")
+            self.exact = command or text.strip() == self.expected.strip()
+        self.prompt = text
+        self.actions, self.pending, self._texts, self._last_text_id = [], {}, {}, None
+        self.local_output, self.api_error, self.interrupted, self.ended = [], None, False, False
+        self.dropped_actions = 0
+
+    def feed(self, line: str) -> str | None:
+        """Take one transcript line; a progress message when the turn advanced visibly."""
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or entry.get("isSidechain") is True:
+            return None  # subagents' own chains are theirs, not the answer
+        kind, message = entry.get("type"), entry.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if kind == "user" and not entry.get("isMeta"):
+            return self._user(content)
+        if self.prompt is None:
+            return None
+        if kind == "assistant" and isinstance(message, dict):
+            return self._assistant(entry, message, content)
+        if kind == "system" and entry.get("subtype") == "turn_duration":
+            self.ended = True
+        elif kind == "system" and entry.get("subtype") == "local_command":
+            found = LOCAL_OUTPUT_RE.findall(str(entry.get("content") or ""))
+            self.local_output += [text.strip() for text in found if text.strip()]
+        return None
+
+    def _user(self, content: Any) -> str | None:
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+            for block in content:
+                if isinstance(block, dict):
+                    self.pending.pop(str(block.get("tool_use_id")), None)
+            return None
+        text = entry_text(content)
+        if text.startswith(INTERRUPTED_MARK):
+            if self.prompt is not None:
+                self.interrupted = True
+                return "the turn was interrupted"
+            return None
+        if not text:
+            return None
+        command = COMMAND_TAG_RE.match(text)
+        self._begin(text if command is None else command.group(1))
+        return "claude has the prompt"
+
+    def _assistant(self, entry: Mapping[str, Any], message: Mapping[str, Any], content: Any) -> str | None:
+        if entry.get("isApiErrorMessage") or entry.get("error"):
+            self.api_error = entry_text(content).strip() or str(entry.get("error"))
+            return "claude's API answered with an error"
+        progress = None
+        message_id = str(message.get("id") or entry.get("uuid") or "")
+        for block in content if isinstance(content, list) else [{"type": "text", "text": str(content or "")}]:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and block.get("text"):
+                self._texts.setdefault(message_id, []).append(str(block["text"]))
+                self._last_text_id = message_id
+                progress = "claude is writing its answer"
+            elif block.get("type") == "thinking":
+                progress = "claude is thinking"
+            elif block.get("type") == "tool_use":
+                action = describe_action(block)
+                self.pending[str(block.get("id"))] = action
+                if len(self.actions) < MAX_ACTIONS:
+                    self.actions.append(action)
+                else:
+                    self.dropped_actions += 1
+                progress = f"claude uses {action.tool}" + (f": {action.detail}" if action.detail else "")
+        return progress
+
+    @property
+    def reply(self) -> str | None:
+        """The final answer: every text of the last message that had text, as claude wrote it."""
+        if self._last_text_id is not None:
+            return "".join(self._texts[self._last_text_id])
+        return "\n".join(self.local_output) if self.local_output else None
+
+    def permission(self, registry: Mapping[str, Any]) -> PermissionRequest | None:
+        """What a permission prompt asks: the newest tool call without a result."""
+        if registry.get("waitingFor") != "permission prompt" or not self.pending:
+            return None
+        tool_id, action = list(self.pending.items())[-1]
+        return PermissionRequest(tool=action.tool, detail=action.detail, prompt_id=tool_id)
+
+
+def parse_registry(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def registry_url(registry: Mapping[str, Any]) -> str | None:
+    """The claude.ai/code link of the conversation's Remote Control session."""
+    bridge = registry.get("bridgeSessionId")
+    if isinstance(bridge, str) and re.fullmatch(r"(?:session|cse)_[A-Za-z0-9_-]{1,128}", bridge):
+        return f"https://claude.ai/code/{bridge}"
+    return None
+
+
+def registry_time(registry: Mapping[str, Any]) -> str | None:
+    stamps = [v for k in ("statusUpdatedAt", "updatedAt") if isinstance(v := registry.get(k), int | float)]
+    if not stamps:
+        return None
+    with contextlib.suppress(OverflowError, OSError, ValueError):
+        return datetime.datetime.fromtimestamp(max(stamps) / 1000, datetime.UTC).isoformat()
+    return None
+
+
+TurnStatus = Literal["done", "running", "waiting", "exited", "idle", "interrupted"]
+
+
+class TurnResult(BaseModel):
+    id: str
+    status: TurnStatus = Field(
+        description="done: the answer is in reply; running: the turn goes on (call get_reply); waiting: claude "
+        "waits for a person (waiting_for); exited: claude ended (resume_session); idle: no prompt yet; interrupted"
+    )
+    reply: str | None = Field(default=None, description="claude's final answer, exactly as written")
+    actions: list[Action] = Field(default_factory=list, description="What the turn did so far")
+    waiting_for: str | None = None
+    permission: PermissionRequest | None = None
+    url: str | None = Field(default=None, description="The session at claude.ai/code")
+    message: str
+
+
+REFUSALS = {
+    "exited": "claude in session {id} has exited: resume_session('{id}') brings the conversation back.",
+    "sending": "another prompt is being sent to session {id} right now; try again once it is done.",
+    "busy": "session {id} is busy with a turn. get_reply('{id}') waits for its answer; interrupt_session('{id}') "
+    "stops it.",
+    "none": "claude in session {id} has not registered itself yet (still starting, or showing a dialog): see "
+    "list_sessions, or open the session's link.",
+    "unknown": "claude in session {id} reports a state this server does not know; open the session's link.",
+    "tmux": "tmux could not type into session {id} on the dev server; see list_sessions.",
+    "state": "the state directory on the dev server is not writable; check its permissions and free space.",
+    "stale": "the permission prompt you answered is no longer the one session {id} shows (it was answered, or "
+    "another one came): nothing was pressed. Call get_reply('{id}', wait_seconds=0) for the current one.",
+}
+
+
+def waiting_text(session_id: str, waiting_for: str | None, permission: PermissionRequest | None) -> str:
+    if permission is not None:
+        what = f"permission to use {permission.tool}" + (f" ({permission.detail})" if permission.detail else "")
+        return f"session {session_id} waits for {what}: approve or deny it at the session's link"
+    return f"session {session_id} waits for a person ({waiting_for or 'a dialog'}): answer it at the session's link"
+
+
+def interpret_turn(
+    session_id: str, log: TurnLog, events: list[Event], *, allow_approvals: bool = False, removed: int = 0
+) -> TurnResult:
+    """What a turn script's events and transcript lines mean for the model. An API error or a
+    refusal is a ToolFailure; an answer is only ever claude's own text."""
+    error = first_field(events, "error")
+    if error == "server":
+        raise ToolFailure(
+            f"session {session_id} is a Remote Control server: it takes prompts at its link, not from here. Start a "
+            "conversation with start_session(..., prompt=…) to talk to claude from this chat."
+        )
+    if error:
+        raise ToolFailure(f"no conversation {session_id!r} on the dev server: call list_sessions for the ids.")
+    registry: dict[str, Any] = {}
+    for key, fields in events:
+        if key == "registry" and fields:
+            registry = parse_registry("\t".join(fields)) or registry
+    url = registry_url(registry)
+    waiting_for = registry.get("waitingFor") if isinstance(registry.get("waitingFor"), str) else None
+    permission = log.permission(registry)
+    refused = first_field(events, "refused")
+    if refused:
+        if refused == "waiting":
+            cause = waiting_text(session_id, waiting_for, permission)
+            if permission is not None and allow_approvals:
+                cause += f", or with answer_permission(prompt_id='{permission.prompt_id}')"
+            raise ToolFailure(f"Not done: {cause}." + (f" Link: {url}" if url else ""))
+        cause = REFUSALS.get(refused, REFUSALS["unknown"]).format(id=session_id)
+        raise ToolFailure(f"Not done: {cause}" + (f" Link: {url}" if url else ""))
+    status = first_field(events, "status", "running")
+    actions = list(log.actions)
+    notes = []
+    if removed:
+        notes.append(f"{removed} control character(s) were removed from the prompt before it was sent.")
+    if not log.exact:
+        notes.append("claude's transcript holds the prompt in a different form than it was sent.")
+    if log.newer_prompts:
+        notes.append("Another prompt followed (typed at the session's link): this is the state of the newest one.")
+    if log.skipped:
+        notes.append("The turn's transcript was too long to read whole: its oldest actions are left out.")
+    if log.dropped_actions:
+        notes.append(f"{log.dropped_actions} more action(s) are not listed.")
+    did = "; ".join(f"{a.tool} {a.detail}".strip() for a in actions[:10])
+    did_text = f" It did: {did}." if did else ""
+    if log.api_error is not None and status in ("done", "exited"):
+        raise ToolFailure(
+            f"claude's turn in session {session_id} ended with an error from its API, not an answer: "
+            f"{log.api_error}" + (f" Link: {url}" if url else "")
+        )
+
+    def result(status: TurnStatus, message: str, **fields: Any) -> TurnResult:
+        text = " ".join([message, *notes])
+        return TurnResult(id=session_id, status=status, actions=actions, url=url, message=text, **fields)
+
+    if first_fields(events, "noprompt") is not None and log.prompt is None:
+        return result("idle", f"Session {session_id} has no prompt yet: send one with send_prompt.")
+    if status == "waiting":
+        text = waiting_text(session_id, waiting_for, permission)
+        if permission is not None and allow_approvals:
+            text += f" (or answer_permission(id='{session_id}', decision=…, prompt_id='{permission.prompt_id}'))"
+        return result(
+            "waiting",
+            text + "." + did_text + (f" Link: {url}" if url else ""),
+            waiting_for=waiting_for,
+            permission=permission,
+        )
+    if log.interrupted:
+        return result("interrupted", f"The turn in session {session_id} was interrupted.{did_text}")
+    if status == "done" and log.prompt is not None:
+        reply = log.reply
+        if reply is None:
+            return result("done", f"claude finished the turn in session {session_id} without a text answer.{did_text}")
+        return result("done", f"claude answered in session {session_id}:\n{reply}", reply=reply)
+    if status == "exited":
+        reply = log.reply if log.ended or (log.reply is not None and not log.pending) else None
+        return result(
+            "exited",
+            f"claude in session {session_id} has exited; resume_session('{session_id}') brings it back."
+            + (f" Its last answer:\n{reply}" if reply else ""),
+            reply=reply,
+        )
+    if log.prompt is None:
+        return result(
+            "running",
+            f"claude in session {session_id} has not taken the prompt up yet (its transcript does not show it). Call "
+            f"get_reply('{session_id}') in a moment" + (f", or look at {url}." if url else "."),
+        )
+    return result(
+        "running",
+        f"claude is still working in session {session_id}.{did_text} Call get_reply('{session_id}') to wait for the "
+        "answer.",
+    )
 
 
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
@@ -2073,10 +2853,11 @@ class Sessions:
         timeout: float | None = None,
         on_line: LineCallback | None = None,
         interrupted: str = "it may or may not have completed — call list_sessions to see the current state",
+        stdin: bytes = b"",
     ) -> str:
-        command = asyncio.ensure_future(
-            self.runner.run(script, timeout=timeout or self.config.command_timeout, on_line=on_line)
-        )
+        timeout = timeout or self.config.command_timeout
+        run = self.runner.run(script, timeout=timeout, on_line=on_line, stdin=stdin) if stdin else None
+        command = asyncio.ensure_future(run or self.runner.run(script, timeout=timeout, on_line=on_line))
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({command, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -2103,15 +2884,31 @@ class Sessions:
         worktree: bool | None = None,
         on_state: Callable[[str], Awaitable[None]] | None = None,
         permission_mode: str | None = None,
+        prompt: str | None = None,
+        interactive: bool = False,
+        *,
+        session_id: str | None = None,
+        resume: Launch | None = None,
     ) -> SessionStarted:
         name = validate_name(name)
         path = validate_project_path(path)
         config = self.config
         if permission_mode is not None:
             PERMISSION_MODE.check(permission_mode)
-        session_id = f"{name}-{secrets.token_hex(3)}"
+        stdin, removed = b"", 0
+        if prompt is not None:
+            cleaned, removed = clean_prompt(prompt)
+            stdin = cleaned.encode()
+        if resume is not None:
+            launch = resume
+        elif prompt is not None or interactive:
+            launch = Launch(conversation_uuid=str(uuid.uuid4()), prompt=prompt is not None)
+        else:
+            launch = Launch()
+        session_id = session_id or f"{name}-{secrets.token_hex(3)}"
         nonce = secrets.token_hex(8)
         script = build_start_script(
+            launch=launch,
             base_dir=config.projects_base_dir,
             path=path,
             session_id=session_id,
@@ -2139,6 +2936,7 @@ class Sessions:
                 timeout=config.start_timeout + config.command_timeout,
                 on_line=on_line,
                 interrupted=f"the session in {path} may still be starting there: call list_sessions in a minute",
+                stdin=stdin,
             )
         except ShuttingDown:
             return still_starting(
@@ -2150,7 +2948,10 @@ class Sessions:
                 "minute for its URL.",
             )
         events = parse_script_output(output, nonce)
-        return interpret_start(events, session_id=session_id, name=name, path=path, config=config)
+        started = interpret_start(events, session_id=session_id, name=name, path=path, config=config, launch=launch)
+        if removed:
+            started.message += f" {removed} control character(s) were removed from the prompt before it was sent."
+        return started
 
     async def list_all(self) -> list[SessionInfo]:
         """Concurrent calls share one remote run: a caller joins the next run to start — never one
@@ -2174,15 +2975,129 @@ class Sessions:
                 self._next_list = None
             raise
 
-    async def stop(self, session_id: str) -> SessionStopped:
+    async def stop(self, session_id: str, forget: bool = False) -> SessionStopped:
         session_id = validate_session_id(session_id)
-        events = parse_script_output(await self._run(build_stop_script(session_id)))
-        if first_fields(events, "stopped") is not None:
-            return SessionStopped(id=session_id, stopped=True, message=f"Stopped session {session_id}.")
-        return SessionStopped(
-            id=session_id,
-            stopped=False,
-            message=f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids.",
+        events = parse_script_output(await self._run(build_stop_script(session_id, forget)))
+        stopped = first_fields(events, "stopped") is not None
+        recorded = first_fields(events, "record") is not None
+        if forget and recorded:
+            after = "what resume_session would need is removed (claude's own transcript stays)."
+        elif recorded:
+            after = f"resume_session('{session_id}') can bring it back."
+        else:
+            after = ""
+        if stopped:
+            message = f"Stopped session {session_id}; {after}" if after else f"Stopped session {session_id}."
+        elif recorded:
+            message = f"Session {session_id} was not running; {after}"
+        else:
+            message = f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids."
+        return SessionStopped(id=session_id, stopped=stopped, forgotten=forget and recorded, message=message)
+
+    async def turn(
+        self,
+        session_id: str,
+        action: TurnAction,
+        *,
+        wait: float = 0,
+        prompt: str | None = None,
+        on_progress: Callable[[str], Awaitable[None]] | None = None,
+        expect_size: int = -1,
+    ) -> tuple[TurnResult, int]:
+        """One turn script: the result for the model, and the transcript size it read up to."""
+        session_id = validate_session_id(session_id)
+        if not 0 <= wait <= MAX_WAIT:
+            raise ValueError(f"wait_seconds must be between 0 and {MAX_WAIT} (Claude.ai gives a tool 300 s)")
+        stdin, removed = b"", 0
+        if prompt is not None:
+            cleaned, removed = clean_prompt(prompt)
+            stdin = cleaned.encode()
+        turn_log = TurnLog(cleaned if prompt is not None else None)
+        events: list[Event] = []
+        script = build_turn_script(session_id=session_id, action=action, wait=wait, expect_size=expect_size)
+
+        async def on_line(line: str) -> None:
+            if line.startswith("@@t\t"):
+                progress = turn_log.feed(line[4:])
+            elif line.startswith("@@"):
+                key, _, rest = line[2:].partition(" " if not line.startswith("@@registry") else "\t")
+                events.append((key, rest.split("\t") if rest else []))
+                if key == "skipped":
+                    turn_log.skipped = True
+                progress = {"sent": "prompt typed into the session", "interrupting": "pressed Esc"}.get(key)
+                if key == "registry" and rest:
+                    state = parse_registry(rest)
+                    if state.get("status") == "waiting":
+                        progress = f"claude waits for {state.get('waitingFor') or 'a person'}"
+            else:
+                return
+            if progress and on_progress is not None:
+                try:
+                    await on_progress(progress)
+                except Exception as exc:  # a client that went away must not break the turn
+                    log.info("progress notification failed: %s", exc)
+
+        await self._run(
+            script,
+            timeout=wait + self.config.command_timeout,
+            on_line=on_line,
+            stdin=stdin,
+            interrupted="the turn goes on by itself: call get_reply for its answer",
+        )
+        result = interpret_turn(
+            session_id, turn_log, events, allow_approvals=self.config.allow_chat_approvals, removed=removed
+        )
+        size = first_field(events, "size")
+        return result, int(size) if size.isdigit() else -1
+
+    async def send(self, session_id: str, prompt: str, wait: float, on_progress: Any = None) -> TurnResult:
+        return (await self.turn(session_id, "send", wait=wait, prompt=prompt, on_progress=on_progress))[0]
+
+    async def reply(self, session_id: str, wait: float, on_progress: Any = None) -> TurnResult:
+        return (await self.turn(session_id, "reply", wait=wait, on_progress=on_progress))[0]
+
+    async def interrupt(self, session_id: str) -> TurnResult:
+        result, _ = await self.turn(session_id, "interrupt")
+        if result.status in ("running", "waiting"):
+            raise ToolFailure(
+                f"Pressed Esc, but session {session_id} is still {result.status} after 5 s; open its link: "
+                f"{result.url or '(no link yet)'}"
+            )
+        if result.status == "done" or result.status == "interrupted":
+            result.message = f"Session {session_id} is idle again. " + result.message
+        return result
+
+    async def answer(self, session_id: str, decision: Literal["allow_once", "deny"], prompt_id: str) -> TurnResult:
+        if not self.config.allow_chat_approvals:
+            raise ToolFailure(
+                "Answering claude's permission prompts from the chat is off on this server (ALLOW_CHAT_APPROVALS): "
+                "approve or deny at the session's link. Only the server's owner can turn it on."
+            )
+        if decision not in ("allow_once", "deny"):
+            raise ValueError("decision must be 'allow_once' or 'deny'")
+        current, size = await self.turn(session_id, "reply")
+        if current.permission is None or not hmac.compare_digest(current.permission.prompt_id, prompt_id):
+            raise ToolFailure(REFUSALS["stale"].format(id=session_id))
+        action: TurnAction = "allow" if decision == "allow_once" else "deny"
+        result, _ = await self.turn(session_id, action, wait=DEFAULT_WAIT, expect_size=size)
+        what = "Allowed" if action == "allow" else "Denied"
+        result.message = (
+            f"{what} {current.permission.tool} {current.permission.detail}. ".replace(" .", ".") + result.message
+        )
+        return result
+
+    async def resume(self, session_id: str, on_state: Callable[[str], Awaitable[None]] | None = None) -> SessionStarted:
+        session_id = validate_session_id(session_id)
+        output = await self._run(build_record_script(session_id))
+        record = interpret_record(parse_script_output(output), session_id, time.time())
+        launch = Launch(conversation_uuid=record.get("uuid"), resume=True)
+        return await self.start(
+            record["name"],
+            record["path"],
+            on_state=on_state,
+            permission_mode=record.get("permission") or None,
+            session_id=session_id,
+            resume=launch,
         )
 
     async def projects(self) -> list[str]:
@@ -4039,13 +4954,21 @@ class OAuthEndpoints:
 # ── MCP ───────────────────────────────────────────────────────────────────────────────────────
 
 INSTRUCTIONS = """\
-Starts and manages Claude Code Remote Control sessions on the user's dev server. To start one,
-call list_projects if you do not know the exact path, then start_session; give the user the URL it
-returns (it opens at claude.ai/code or in the Claude app). list_sessions shows what is running;
-stop_session ends a session by its id."""
+Starts and drives Claude Code sessions on the user's dev server. Call list_projects if you do not
+know the exact path. start_session without a prompt starts a Remote Control server: give the user
+the URL it returns (it opens at claude.ai/code or in the Claude app). With a prompt (a task, or a
+slash command) it starts a conversation: get_reply returns claude's answer, send_prompt follows up,
+interrupt_session stops a turn, resume_session brings back one that ended. When a turn waits for a
+permission, tell the user what claude wants to do and give them the link; never approve actions on
+your own. list_sessions shows every session and its state; stop_session ends one by its id."""
 
+WaitSeconds = Annotated[
+    float,
+    Field(ge=0, le=MAX_WAIT, description=f"Seconds to wait for the turn to end (0 only looks; at most {MAX_WAIT})"),
+]
 START_PROGRESS = {
-    "launched": (1, "claude remote-control launched in tmux"),
+    "launched": (1, "claude launched in tmux"),
+    "registered": (2, "claude is up"),
     "consent": (1.5, "answered claude's 'Enable Remote Control?' prompt with y"),
     "connecting": (2, "claude is connecting to claude.ai"),
 }
@@ -4151,9 +5074,20 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
             Field(description="Give each on-demand session its own git worktree (default: server setting)"),
         ] = None,
         permission_mode: PermissionModeInput = None,
+        prompt: Annotated[
+            str | None,
+            Field(
+                description="Start a conversation with this first prompt: a task, or a slash command such as "
+                "/security-review (get_reply returns the answer)"
+            ),
+        ] = None,
+        interactive: Annotated[
+            bool, Field(description="Start a conversation without a first prompt (send_prompt gives it one)")
+        ] = False,
     ) -> Annotated[CallToolResult, SessionStarted]:
-        """Start a Claude Code Remote Control session in a project on the dev server and return the URL
-        to open at claude.ai/code. Waits until the session is ready (usually a few seconds)."""
+        """Start Claude Code in a project on the dev server. Without prompt/interactive: a Remote Control
+        server, whose URL opens at claude.ai/code. With them: a conversation this chat can drive. Waits
+        until the session is up (usually a few seconds)."""
 
         async def on_state(state: str) -> None:
             if state in START_PROGRESS:
@@ -4161,7 +5095,9 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
                 await ctx.report_progress(step, 3, message)
 
         await ctx.report_progress(0, 3, "connecting to the dev server")
-        started = await run_tool("start_session", sessions.start(name, path, worktree, on_state, permission_mode))
+        started = await run_tool(
+            "start_session", sessions.start(name, path, worktree, on_state, permission_mode, prompt, interactive)
+        )
         await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
         return tool_result(started, started.message)
 
@@ -4174,10 +5110,90 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
     @mcp.tool(annotations=tool_annotations("Stop a Claude Code session", destructive=True, idempotent=True))
     async def stop_session(
         id: SessionId,
+        forget: Annotated[
+            bool, Field(description="Also remove what resume_session would need (claude's transcript stays)")
+        ] = False,
     ) -> Annotated[CallToolResult, SessionStopped]:
         """Stop a Claude Code session (its tmux session and claude process) by its exact id."""
-        stopped = await run_tool("stop_session", sessions.stop(id))
+        stopped = await run_tool("stop_session", sessions.stop(id, forget))
         return tool_result(stopped, stopped.message)
+
+    def progress_reporter(ctx: Context) -> Callable[[str], Awaitable[None]]:
+        steps = 0
+
+        async def report(message: str) -> None:
+            nonlocal steps
+            steps += 1
+            await ctx.report_progress(steps, None, message)
+
+        return report
+
+    def turn_text(result: TurnResult) -> str:
+        lines = [result.message]
+        if result.actions and result.status != "waiting":
+            lines.append("Actions: " + "; ".join(f"{a.tool} {a.detail}".strip() for a in result.actions))
+        if result.url and result.url not in result.message:
+            lines.append(f"Link: {result.url}")
+        return "\n".join(lines)
+
+    @mcp.tool(annotations=tool_annotations("Send a prompt to a conversation", open_world=True))
+    async def send_prompt(
+        id: SessionId,
+        prompt: Annotated[
+            str, Field(description="What to tell claude: text (several lines are fine) or a slash command")
+        ],
+        ctx: Context,
+        wait_seconds: WaitSeconds = DEFAULT_WAIT,
+    ) -> Annotated[CallToolResult, TurnResult]:
+        """Type a follow-up prompt into an idle conversation (never into a busy one or a dialog), then wait
+        up to wait_seconds for claude's answer, reporting progress as the turn advances."""
+        result = await run_tool("send_prompt", sessions.send(id, prompt, wait_seconds, progress_reporter(ctx)))
+        return tool_result(result, turn_text(result))
+
+    @mcp.tool(annotations=tool_annotations("Get a conversation's answer", read_only=True))
+    async def get_reply(
+        id: SessionId, ctx: Context, wait_seconds: WaitSeconds = DEFAULT_WAIT
+    ) -> Annotated[CallToolResult, TurnResult]:
+        """The answer to a conversation's last prompt (the first one included): waits up to wait_seconds
+        for the turn to end; 0 only looks."""
+        result = await run_tool("get_reply", sessions.reply(id, wait_seconds, progress_reporter(ctx)))
+        return tool_result(result, turn_text(result))
+
+    @mcp.tool(annotations=tool_annotations("Interrupt a conversation's turn", destructive=True))
+    async def interrupt_session(id: SessionId) -> Annotated[CallToolResult, TurnResult]:
+        """Stop the current turn of a conversation (Esc), and confirm it is idle again."""
+        result = await run_tool("interrupt_session", sessions.interrupt(id))
+        return tool_result(result, turn_text(result))
+
+    @mcp.tool(annotations=tool_annotations("Resume a Claude Code session", open_world=True))
+    async def resume_session(id: SessionId, ctx: Context) -> Annotated[CallToolResult, SessionStarted]:
+        """Bring back a conversation that exited or was stopped (same id, directory and transcript), or a
+        Remote Control server within claude's own window of about 4 hours."""
+
+        async def on_state(state: str) -> None:
+            if state in START_PROGRESS:
+                step, message = START_PROGRESS[state]
+                await ctx.report_progress(step, 3, message)
+
+        started = await run_tool("resume_session", sessions.resume(id, on_state))
+        return tool_result(started, started.message)
+
+    @mcp.tool(annotations=tool_annotations("Answer claude's permission prompt", destructive=True))
+    async def answer_permission(
+        id: SessionId,
+        decision: Annotated[Literal["allow_once", "deny"], Field(description="allow_once or deny")],
+        prompt_id: Annotated[
+            str,
+            Field(
+                pattern=r"^[A-Za-z0-9_-]{1,128}$",
+                description="The permission.prompt_id that get_reply or send_prompt reported",
+            ),
+        ],
+    ) -> Annotated[CallToolResult, TurnResult]:
+        """Allow once or deny the permission prompt a conversation waits at — only when the server's owner
+        enabled it (ALLOW_CHAT_APPROVALS), and only the exact prompt that was reported. Ask the user first."""
+        result = await run_tool("answer_permission", sessions.answer(id, decision, prompt_id))
+        return tool_result(result, turn_text(result))
 
     @mcp.tool(annotations=tool_annotations("List projects", read_only=True))
     async def list_projects() -> Annotated[CallToolResult, ProjectList]:
@@ -4191,7 +5207,8 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         )
         return tool_result(ProjectList(projects=projects), text)
 
-    mcp.middleware.append(CheckInputs({tool.__name__: input_rules(tool) for tool in (start_session, stop_session)}))
+    tools = (start_session, stop_session, send_prompt, get_reply, interrupt_session, resume_session, answer_permission)
+    mcp.middleware.append(CheckInputs({tool.__name__: input_rules(tool) for tool in tools}))
     return mcp
 
 
