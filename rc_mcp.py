@@ -802,6 +802,7 @@ def utc_stamp() -> str:
 OSC8_RE = re.compile(r"\x1b\]8;[^;\x07\x1b]*;([^\x07\x1b]*)(?:\x07|\x1b\\)")
 OSC_RE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 CSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+CURSOR_SKIP_RE = re.compile(r"\x1b\[[0-9]*[CG]")
 ENV_URL_RE = re.compile(r"https://claude\.ai/code\?(?:environment|bridge)=env_[A-Za-z0-9_-]{1,124}(?![A-Za-z0-9_-])")
 SESSION_URL_RE = re.compile(r"https://claude\.ai/code/((?:session|cse)_[A-Za-z0-9_-]{1,128})(?![A-Za-z0-9_-])")
 # The same environment URL as a POSIX ERE, for the server-side wait loop. The trailing character
@@ -818,6 +819,7 @@ LABEL_STATUS: dict[str, SessionStatus] = {"Connecting": "starting", "Ready": "re
 def strip_terminal(raw: str) -> str:
     """Terminal output as plain text: OSC and CSI sequences removed, carriage returns as newlines."""
     text = OSC_RE.sub("", raw)
+    text = CURSOR_SKIP_RE.sub(" ", text)  # the TUI moves the cursor over the space between words
     text = CSI_RE.sub("", text)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -865,7 +867,7 @@ class ClaudeText:
 DIRECTORY_CHANGED = "rc_mcp: the project directory changed while the session started; claude was not started"
 TRUST_CAUSE = (
     "claude does not trust {path} yet: on the dev server run `claude` once in that directory and accept the trust "
-    "dialog (trusting the projects base directory covers every project in it), then start again."
+    "dialog, then start again."
 )
 
 # First match wins: a new prompt or error text of claude is one row here.
@@ -906,7 +908,8 @@ CLAUDE_TEXTS: tuple[ClaudeText, ...] = (
         "claude refuses to run in the home directory: pick a project directory.",
     ),
     ClaudeText("failure", r"Workspace not trusted", TRUST_CAUSE),
-    ClaudeText("question", r"Quick safety check|Trust .*\? \[y/N\]", TRUST_CAUSE),
+    # The TUI moves the cursor between its words (ESC[<n>G) instead of writing spaces.
+    ClaudeText("question", r"Quick.{0,12}safety.{0,12}check|Trust .*\? \[y/N\]", TRUST_CAUSE),
     ClaudeText(
         "failure",
         r"Another `claude remote-control` instance \(pid ([0-9]+)\)",
@@ -1071,7 +1074,7 @@ TRANSCRIPT_READ_MAX = 8 * 1024 * 1024  # bytes of transcript one call reads at m
 # A line of the transcript after our prompt that means the turn has produced its outcome (once
 # the registry says idle): an answer, a local command's output, the turn's end, an interruption.
 # Matched on the raw JSON: inside a string, quotes are escaped, so a prompt cannot fake these.
-TURN_OUTCOME_ERE = r'"type":"assistant"|"subtype":"(local_command|turn_duration)"|\[Request interrupted by user'
+TURN_OUTCOME_ERE = r'"type":"assistant"|"subtype":"(local_command|turn_duration)"|"text":"\[Request interrupted by user'
 # The conversation's pane: as PANE_PRELUDE, then ($2) the file holding the first prompt or '-'.
 # The prompt becomes claude's last argument after `--` (a prompt starting with '-' is no option);
 # the file is read and removed by the pane itself, so the text never passes through a shell parser.
@@ -2569,6 +2572,7 @@ class TurnLog:
         self.pending: dict[str, Action] = {}  # tool_use id → action without a result yet
         self._texts: dict[str, list[str]] = {}
         self._last_text_id: str | None = None
+        self.answer_complete = False  # the last message with text has its stop_reason
         self.local_output: list[str] = []
         self.api_error: str | None = None
         self.interrupted = False
@@ -2618,7 +2622,7 @@ class TurnLog:
                     self.pending.pop(str(block.get("tool_use_id")), None)
             return None
         text = entry_text(content)
-        if text.startswith(INTERRUPTED_MARK):
+        if isinstance(content, list) and text.startswith(INTERRUPTED_MARK):  # claude's own mark, not a typed prompt
             if self.prompt is not None:
                 self.interrupted = True
                 return "the turn was interrupted"
@@ -2641,6 +2645,7 @@ class TurnLog:
             if block.get("type") == "text" and block.get("text"):
                 self._texts.setdefault(message_id, []).append(str(block["text"]))
                 self._last_text_id = message_id
+                self.answer_complete = message.get("stop_reason") not in (None, "tool_use")
                 progress = "claude is writing its answer"
             elif block.get("type") == "thinking":
                 progress = "claude is thinking"
@@ -2660,6 +2665,16 @@ class TurnLog:
         if self._last_text_id is not None:
             return "".join(self._texts[self._last_text_id])
         return "\n".join(self.local_output) if self.local_output else None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the answer is whole: the turn ended, or its last text has its stop reason and no
+        tool call is open, or a local command answered."""
+        if self.ended:
+            return True
+        if self._last_text_id is not None:
+            return self.answer_complete and not self.pending
+        return bool(self.local_output)
 
     def permission(self, registry: Mapping[str, Any]) -> PermissionRequest | None:
         """What a permission prompt asks: the newest tool call without a result."""
@@ -2807,7 +2822,7 @@ def interpret_turn(
             return result("done", f"claude finished the turn in session {session_id} without a text answer.{did_text}")
         return result("done", f"claude answered in session {session_id}:\n{reply}", reply=reply)
     if status == "exited":
-        reply = log.reply if log.ended or (log.reply is not None and not log.pending) else None
+        reply = log.reply if log.complete else None
         return result(
             "exited",
             f"claude in session {session_id} has exited; resume_session('{session_id}') brings it back."

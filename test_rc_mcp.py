@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -2561,6 +2562,350 @@ async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_pa
     await late
     assert ids(late) == ["run3-0a1b2c"]
     assert len(runner.gates) == 3  # seven callers, three runs
+
+
+# ── Conversations ─────────────────────────────────────────────────────────────────────────────
+# start_session(prompt=…/interactive), send_prompt, get_reply, interrupt_session, resume_session,
+# answer_permission and list_sessions' conversation fields, over real sshd and tmux with the fake's
+# conversational TUI.
+
+# The fake's conversation timing for these tests (see testbed/README.md): short, but every turn
+# still has a busy phase the scripts must wait through.
+FAST_CONVERSATION = {"startup_delay": 0.05, "turn_delay": 0.1, "tool_delay": 0.05}
+
+
+def conversation_config(home: DevServer, **knobs: Any) -> None:
+    fake_claude_config(home, **{**FAST_CONVERSATION, **knobs})
+
+
+def transcript_prompts(lab: DevServer, session_uuid: str) -> list[str]:
+    """The prompts (user entries with text) of a conversation's transcript on the lab."""
+    found = list((lab.home / ".claude" / "projects").glob(f"*/{session_uuid}.jsonl"))
+    assert len(found) == 1, found
+    prompts = []
+    for line in found[0].read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry.get("type") == "user" and isinstance(entry["message"]["content"], str):
+            prompts.append(entry["message"]["content"])
+    return prompts
+
+
+def conversation_uuid(lab: DevServer, session_id: str) -> str:
+    record = (lab.home / ".local" / "state" / "rc-mcp" / f"rc-{session_id}.conv").read_text()
+    return dict(line.split("\t", 1) for line in record.splitlines())["uuid"]
+
+
+async def test_e2e_conversation_answers_the_first_prompt_and_follow_ups(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="conv", path="alpha", prompt="run the tests")
+        assert started["mode"] == "conversation" and started["status"] == "ready"
+        assert started["url"].startswith("https://claude.ai/code/session_")
+        sid = started["id"]
+        first = await call(client, "get_reply", id=sid, wait_seconds=30)
+        assert (first["status"], first["reply"], first["actions"]) == ("done", "turn 1: run the tests", [])
+        second = await call(client, "send_prompt", id=sid, prompt="bash: make test\nand tell me", wait_seconds=30)
+        assert second["status"] == "done" and second["reply"] == "turn 2: ran `make test`; and tell me"
+        assert second["actions"] == [{"tool": "Bash", "detail": "make test"}]
+        again = await call(client, "get_reply", id=sid, wait_seconds=0)  # the last answer, at once
+        assert again["reply"] == second["reply"]
+        third = await call(client, "send_prompt", id=sid, prompt="edit: src/app.py", wait_seconds=30)
+        assert third["reply"] == "turn 3: edited src/app.py"
+        assert third["actions"] == [{"tool": "Edit", "detail": str(devserver.projects / "alpha" / "src/app.py")}]
+    uuid = conversation_uuid(devserver, sid)
+    assert transcript_prompts(devserver, uuid) == ["run the tests", "bash: make test\nand tell me", "edit: src/app.py"]
+
+
+HOSTILE_PROMPTS = [
+    "two\nlines with 'single' and \"double\" quotes",
+    "$(touch /tmp/rc-pwned) `touch rc-pwned` ${HOME} $HOME; rm -rf ~ #",
+    "tabs\tstay\there",
+    "ends the paste \x1b[201~ early, then Enter\r\nmore",
+    "NUL \x00 and bell \x07 and C1 \x9b go",
+    "-h --help: starts with a dash? no: " + "-" * 3,
+    "unicode: ünïcödé 🙂 ‮rtl‬",
+]
+
+
+@pytest.mark.parametrize("prompt", HOSTILE_PROMPTS)
+async def test_e2e_hostile_prompts_arrive_exactly_without_controls(
+    devserver: DevServer, tools: Tools, prompt: str
+) -> None:
+    conversation_config(devserver)
+    expected, removed = rc_mcp.clean_prompt(prompt)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="hostile", path="beta", prompt=prompt)
+        first = await call(client, "get_reply", id=started["id"], wait_seconds=30)
+        follow = await call(client, "send_prompt", id=started["id"], prompt=prompt, wait_seconds=30)
+    assert first["reply"] == f"turn 1: {expected.strip()}"
+    assert follow["reply"] == f"turn 2: {expected.strip()}", follow
+    assert ("control character" in started["message"]) == bool(removed)
+    assert transcript_prompts(devserver, conversation_uuid(devserver, started["id"])) == [expected.rstrip("\n")] * 2
+    assert not files_named("rc-pwned", devserver.home, devserver.projects, Path("/tmp"))
+
+
+async def test_e2e_prompt_size_is_capped_with_a_clear_error(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    big = "x" * 100_000 + "\nend"
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="big", path="alpha", prompt=big)
+        first = await call(client, "get_reply", id=started["id"], wait_seconds=30)
+        assert first["reply"] == f"turn 1: {big}"
+        follow = await call(client, "send_prompt", id=started["id"], prompt=big, wait_seconds=30)
+        assert follow["reply"] == f"turn 2: {big}"
+        too_big = "y" * (rc_mcp.MAX_PROMPT_BYTES + 1)
+        for tool, arguments in (
+            ("start_session", {"name": "big2", "path": "alpha", "prompt": too_big}),
+            ("send_prompt", {"id": started["id"], "prompt": too_big}),
+        ):
+            text = await call_error(client, tool, **arguments)
+            assert f"at most {rc_mcp.MAX_PROMPT_BYTES:,}" in text and "file" in text
+        for empty in ("", " \n\t", "\x00\x1b"):
+            assert "empty" in await call_error(client, "send_prompt", id=started["id"], prompt=empty)
+    assert rc_sessions(devserver) == {f"rc-{started['id']}"}
+
+
+async def test_e2e_slash_command_prompt(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="slash", path="alpha", prompt="/security-review")
+        reply = await call(client, "get_reply", id=started["id"], wait_seconds=30)
+    # alpha has no origin remote: the command's own error is its outcome, reported as claude wrote it
+    assert reply["status"] == "done" and "origin/HEAD" in reply["reply"], reply
+
+
+async def test_e2e_busy_and_waiting_sessions_refuse_a_paste(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        busy = await call(client, "start_session", name="busy", path="alpha", prompt="hang")
+        assert (await call(client, "get_reply", id=busy["id"], wait_seconds=1))["status"] == "running"
+        text = await call_error(client, "send_prompt", id=busy["id"], prompt="are you there?")
+        assert "busy" in text and "interrupt_session" in text and "get_reply" in text
+        asking = await call(client, "start_session", name="ask", path="beta", prompt="ask: rm -rf build")
+        waiting = await call(client, "get_reply", id=asking["id"], wait_seconds=30)
+        assert waiting["status"] == "waiting" and waiting["waiting_for"] == "permission prompt"
+        assert waiting["permission"]["tool"] == "Bash" and waiting["permission"]["detail"] == "rm -rf build"
+        assert waiting["url"] and waiting["url"] in waiting["url"]
+        text = await call_error(client, "send_prompt", id=asking["id"], prompt="1")
+        assert "permission to use Bash (rm -rf build)" in text and "answer_permission" not in text
+        listed = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+    assert listed[busy["id"]]["state"] == "busy" and listed[asking["id"]]["state"] == "waiting"
+    assert listed[asking["id"]]["waiting_for"] == "permission prompt"
+    prompts = transcript_prompts(devserver, conversation_uuid(devserver, busy["id"]))
+    assert prompts == ["hang"]  # nothing was typed into the busy session
+    assert transcript_prompts(devserver, conversation_uuid(devserver, asking["id"])) == ["ask: rm -rf build"]
+
+
+async def test_e2e_long_turn_runs_past_wait_then_get_reply_has_it(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    seen: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message or "")
+
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="slow", path="alpha", interactive=True)
+        assert (await call(client, "get_reply", id=started["id"], wait_seconds=0))["status"] == "idle"
+        result = await client.call_tool(
+            "send_prompt",
+            {"id": started["id"], "prompt": "think 2.5: bash: ls\nlong 25", "wait_seconds": 1},
+            progress_callback=on_progress,
+        )
+        assert not result.is_error and result.structured_content is not None, result.content
+        assert result.structured_content["status"] == "running"
+        done = await client.call_tool(
+            "get_reply", {"id": started["id"], "wait_seconds": 30}, progress_callback=on_progress
+        )
+        assert done.structured_content is not None and done.structured_content["status"] == "done"
+    reply = done.structured_content["reply"]
+    assert reply.startswith("turn 1: line 1 of 25\nline 2 of 25") and reply.endswith("line 25 of 25")
+    assert seen[0] == "prompt typed into the session" and "claude has the prompt" in seen
+    assert (
+        seen.index("claude is thinking")
+        < seen.index("claude uses Bash: ls")
+        < seen.index("claude is writing its answer")
+    )
+
+
+async def test_e2e_interrupt_then_continue(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="stuck", path="alpha", prompt="hang")
+        interrupted = await call(client, "interrupt_session", id=started["id"])
+        assert interrupted["status"] == "interrupted" and "idle again" in interrupted["message"]
+        after = await call(client, "send_prompt", id=started["id"], prompt="still there?", wait_seconds=30)
+        assert after["reply"] == "turn 2: still there?"
+        assert "interrupt_session" not in (await call(client, "interrupt_session", id=started["id"]))["message"]
+
+
+async def test_e2e_exit_then_resume_keeps_the_transcript(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="again", path="org/repo", prompt="remember 42")
+        assert (await call(client, "get_reply", id=started["id"], wait_seconds=30))["reply"] == "turn 1: remember 42"
+        gone = await call(client, "send_prompt", id=started["id"], prompt="/exit", wait_seconds=30)
+        assert gone["status"] in ("exited", "done"), gone
+        listed = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+        assert listed[started["id"]]["status"] == "exited" and listed[started["id"]]["resumable"]
+        text = await call_error(client, "send_prompt", id=started["id"], prompt="hello?")
+        assert "exited" in text and "resume_session" in text
+        resumed = await call(client, "resume_session", id=started["id"])
+        assert resumed["id"] == started["id"] and resumed["mode"] == "conversation"
+        assert "running" in await call_error(client, "resume_session", id=started["id"])
+        after = await call(client, "send_prompt", id=started["id"], prompt="what was it?", wait_seconds=30)
+        assert after["reply"] == "turn 2: what was it?"  # the same conversation: its second prompt
+    uuid = conversation_uuid(devserver, started["id"])
+    assert transcript_prompts(devserver, uuid)[-1] == "what was it?"
+    trace = devserver.fake_claude_trace()
+    assert [t["argv"][2:4] for t in trace if "--rc" in t["argv"]] == [["--session-id", uuid], ["--resume", uuid]]
+
+
+async def test_e2e_stop_with_and_without_forget(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        kept = await call(client, "start_session", name="kept", path="alpha", prompt="one")
+        gone = await call(client, "start_session", name="gone", path="alpha", prompt="two")
+        stopped = await call(client, "stop_session", id=kept["id"])
+        assert stopped["stopped"] and not stopped["forgotten"] and "resume_session" in stopped["message"]
+        forgotten = await call(client, "stop_session", id=gone["id"], forget=True)
+        assert forgotten["stopped"] and forgotten["forgotten"]
+        listed = {s["id"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+        assert listed[kept["id"]]["status"] == "stopped" and listed[kept["id"]]["resumable"]
+        assert gone["id"] not in listed
+        assert "no record" in await call_error(client, "resume_session", id=gone["id"])
+        resumed = await call(client, "resume_session", id=kept["id"])
+        reply = await call(client, "send_prompt", id=resumed["id"], prompt="back", wait_seconds=30)
+        assert reply["reply"] == "turn 2: back"
+        again = await call(client, "stop_session", id=kept["id"], forget=True)
+        assert again["forgotten"]
+        assert kept["id"] not in {s["id"] for s in (await call(client, "list_sessions"))["sessions"]}
+    # claude's own transcript is never touched
+    assert transcript_prompts(devserver, conversation_uuid_from_trace(devserver, "gone")) == ["two"]
+
+
+def conversation_uuid_from_trace(lab: DevServer, name: str) -> str:
+    for entry in lab.fake_claude_trace():
+        argv = entry["argv"]
+        if argv[:2] == ["--rc", name] and "--session-id" in argv:
+            return argv[argv.index("--session-id") + 1]
+    raise AssertionError(f"no conversation {name} in the trace")
+
+
+async def test_e2e_server_sessions_take_no_prompts_and_resume_within_claudes_window(
+    devserver: DevServer, tools: Tools
+) -> None:
+    async with tools() as (client, _):
+        server = await call(client, "start_session", name="srv", path="beta")
+        assert server["mode"] == "server"
+        text = await call_error(client, "send_prompt", id=server["id"], prompt="hello")
+        assert "Remote Control server" in text and "prompt=" in text
+        await call(client, "stop_session", id=server["id"])
+        resumed = await call(client, "resume_session", id=server["id"])
+        assert resumed["status"] == "ready" and resumed["url"]
+        await call(client, "stop_session", id=server["id"])
+    trace = [t["argv"] for t in devserver.fake_claude_trace() if t["argv"][:1] == ["remote-control"]]
+    assert "--continue" in trace[-1] and "--spawn" not in trace[-1]
+    record = devserver.home / ".local" / "state" / "rc-mcp" / f"rc-{server['id']}.srv"
+    old = time.time() - rc_mcp.SERVER_RESUME_WINDOW - 60
+    os.utime(record, (old, old))
+    async with tools() as (client, _):
+        assert server["id"] not in {s["id"] for s in (await call(client, "list_sessions"))["sessions"]}
+        text = await call_error(client, "resume_session", id=server["id"])
+        assert "about 4 h" in text and "start_session" in text
+
+
+async def test_e2e_answer_permission_is_off_unless_enabled(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="ask", path="alpha", prompt="ask: make deploy")
+        waiting = await call(client, "get_reply", id=started["id"], wait_seconds=30)
+        prompt_id = waiting["permission"]["prompt_id"]
+        text = await call_error(
+            client, "answer_permission", id=started["id"], decision="allow_once", prompt_id=prompt_id
+        )
+        assert "ALLOW_CHAT_APPROVALS" in text
+        assert (await call(client, "get_reply", id=started["id"], wait_seconds=0))["status"] == "waiting"
+        tool = next(t for t in (await client.list_tools()).tools if t.name == "answer_permission")
+        assert tool.annotations is not None and tool.annotations.destructive_hint is True
+
+
+async def test_e2e_answer_permission_answers_exactly_the_reported_prompt(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools(ALLOW_CHAT_APPROVALS="true") as (client, _):
+        started = await call(client, "start_session", name="ask", path="alpha", prompt="ask: make deploy")
+        first = await call(client, "get_reply", id=started["id"], wait_seconds=30)
+        assert "answer_permission" in first["message"]
+        wrong = await call_error(
+            client, "answer_permission", id=started["id"], decision="allow_once", prompt_id="toolu_stale"
+        )
+        assert "no longer the one" in wrong
+        allowed = await call(
+            client, "answer_permission", id=started["id"], decision="allow_once",
+            prompt_id=first["permission"]["prompt_id"],
+        )  # fmt: skip
+        assert allowed["status"] == "done" and allowed["reply"] == "turn 1: ran `make deploy`", allowed
+        stale = await call_error(
+            client, "answer_permission", id=started["id"], decision="allow_once",
+            prompt_id=first["permission"]["prompt_id"],
+        )  # fmt: skip
+        assert "no longer the one" in stale
+        second = await call(client, "send_prompt", id=started["id"], prompt="ask: rm -rf dist", wait_seconds=30)
+        denied = await call(
+            client, "answer_permission", id=started["id"], decision="deny", prompt_id=second["permission"]["prompt_id"]
+        )
+        assert denied["reply"] == "turn 2: I did not run `rm -rf dist` (permission denied)"
+
+
+async def test_e2e_api_errors_and_sidechains_are_never_answers(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        failing = await call(client, "start_session", name="fail", path="alpha", prompt="fail 529: hello")
+        text = await call_error(client, "get_reply", id=failing["id"], wait_seconds=30)
+        assert "error from its API" in text and "overloaded_error" in text
+        agent = await call(client, "start_session", name="agent", path="beta", prompt="agent: count the files")
+        reply = await call(client, "get_reply", id=agent["id"], wait_seconds=30)
+    assert reply["reply"] == "turn 1: the agent reported: agent report: count the files"
+    assert [a["tool"] for a in reply["actions"]] == ["Task"]
+
+
+async def test_e2e_signed_out_conversation_start_is_refused(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver, logged_in=False)
+    async with tools() as (client, _):
+        text = await call_error(client, "start_session", name="out", path="alpha", prompt="run the tests")
+    assert "not logged in" in text and "claude auth login" in text
+    assert rc_sessions(devserver) == set()
+
+
+async def test_e2e_trust_dialog_is_reported_not_answered(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    claude_json = devserver.claude_json()
+    claude_json["projects"] = {}
+    devserver.write_claude_json(claude_json)
+    async with tools() as (client, _):
+        text = await call_error(client, "start_session", name="trust", path="alpha", prompt="run the tests")
+    assert "does not trust" in text and "Nothing is left running" in text
+    assert rc_sessions(devserver) == set()
+
+
+async def test_e2e_list_sessions_with_30_sessions_of_both_modes_is_one_exec(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, server):
+        servers = [("srv", path) for path in EXPECTED_PROJECTS]
+        conversations = [("conv", EXPECTED_PROJECTS[n % 5]) for n in range(25)]
+
+        async def start(kind: str, path: str) -> dict[str, Any]:
+            extra = {"prompt": "hello"} if kind == "conv" else {}
+            return await call(client, "start_session", name=kind, path=path, **extra)
+
+        started = await asyncio.gather(*(start(kind, path) for kind, path in servers + conversations))
+        before = server.app.runner.execs
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert server.app.runner.execs == before + 1
+    modes = collections.Counter(s["mode"] for s in listed)
+    assert modes == {"server": 5, "conversation": 25}
+    assert {s["id"] for s in listed} == {s["id"] for s in started}
+    assert all(s["state"] in ("idle", "busy") and s["last_activity"] for s in listed if s["mode"] == "conversation")
+    assert all(s["url"] for s in listed)
 
 
 # ── Token store ───────────────────────────────────────────────────────────────────────────────

@@ -494,11 +494,6 @@ def test_prompt_as_text_blocks() -> None:
     assert (log.prompt, log.exact) == ("look at this", True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a typed prompt (string content) that starts with '[Request interrupted by user' is taken for an "
-    "interruption: the turn never gets its prompt, and its answer is never read",
-)
 def test_a_prompt_starting_like_an_interruption_is_a_prompt() -> None:
     prompt = "[Request interrupted by user] was what you printed; go on from there"
     log = fed([user(prompt), assistant([text("turn 1: going on")]), TURN_END], prompt)
@@ -716,11 +711,6 @@ def test_exited_after_text_then_a_tool_call_is_no_answer() -> None:
     assert result.reply is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claude exiting in the middle of a multi-chunk answer (stop_reason still null, no turn_duration, no "
-    "pending tool): the first chunk alone is returned as 'Its last answer', i.e. a truncated reply as if final",
-)
 def test_exited_mid_answer_returns_no_truncated_reply() -> None:
     log = fed(transcript("long-answer")[:5], "long 25")
     assert log.reply == LONG_FIRST_CHUNK
@@ -1391,11 +1381,6 @@ def test_turn_outcome_lines(line: str, outcome: bool) -> None:
     assert found is outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TURN_OUTCOME_ERE's comment says a prompt cannot fake an outcome line, but its "
-    "'[Request interrupted by user' alternative needs no quotes: a prompt holding that text matches",
-)
 def test_a_prompt_cannot_fake_an_outcome_line() -> None:
     line = user("why did you print [Request interrupted by user] earlier?")
     assert subprocess.run(["grep", "-q", "-E", rc_mcp.TURN_OUTCOME_ERE], input=line, text=True).returncode != 0

@@ -41,7 +41,7 @@ LAB_MARKER = ".rc-lab-user"  # in a home created by the lab: safe to delete on t
 PASSPHRASE = "rc-lab passphrase"
 GIT_IDENTITY = "-c user.name='RC Lab' -c user.email=lab@example.invalid"
 REPOS = ("alpha", "beta", "web app", "nested/deeper/gamma", "org/repo", ".hidden")
-STATE_DIRS = (".fake-claude", ".local/state/rc-mcp")
+STATE_DIRS = (".fake-claude", ".local/state/rc-mcp", ".claude")
 BASHRC_PATH_LINE = 'export PATH="$HOME/.local/bin:$PATH"  # rc-lab: claude on the SSH PATH\n'
 START_TIMEOUT = 10.0
 
