@@ -1330,8 +1330,14 @@ def build_start_script(
         'rmdir -- "$lock" 2>/dev/null',  # the directory is taken: the next start there will find this session
         'tmux wait-for -S "$session-go"',
         "echo '@@state launched'",
-        "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
-        'registry="$cfg/sessions/$pid.json"; registered=0',
+        *(
+            [
+                "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
+                'registry="$cfg/sessions/$pid.json"; registered=0',
+            ]
+            if conversation
+            else []
+        ),
         "deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout",
         "while :; do",
         *wait_ready,

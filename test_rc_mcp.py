@@ -1494,7 +1494,7 @@ def test_list_script_property(session_ids: list[str], nonce: str) -> None:
             "list-panes",
             "-a",
             "-F",
-            "#{session_name}:#{pane_dead}:#{session_created}:#{pane_dead_status}",
+            "#{session_name}:#{pane_dead}:#{session_created}:#{pane_pid}:#{pane_dead_status}",
         ]
         checks = [
             [str(root / "work"), tmux, "has-session", "-t", f"=rc-{i}"]
@@ -4942,6 +4942,10 @@ def test_input_rules_come_from_the_tool_signatures() -> None:
             "permission_mode": (rc_mcp.PERMISSION_MODE, False),
         },
         "stop_session": {"id": (rc_mcp.SESSION_ID, True)},
+        **{
+            tool: {"id": (rc_mcp.SESSION_ID, True)}
+            for tool in ("send_prompt", "get_reply", "interrupt_session", "resume_session", "answer_permission")
+        },
     }
 
 
