@@ -132,9 +132,9 @@ async def serve(listener: socket.socket, port: int, delay: float, deadline: floa
             except (OSError, asyncio.CancelledError):  # a reset, or the proxy stopping
                 pass
             finally:
-                for writer in (client_writer, upstream_writer):
-                    if writer is not None:
-                        writer.close()
+                client_writer.close()
+                if upstream_writer is not None:
+                    upstream_writer.close()
 
     server = await asyncio.start_server(handle, sock=listener)
     stop = asyncio.Event()
