@@ -1972,7 +1972,8 @@ BAD_INPUTS = [
     (
         "start_session",
         {"name": "x", "path": "alpha", "permission_mode": "yolo"},
-        "invalid permission_mode 'yolo': use one of acceptEdits, auto, bypassPermissions, default, dontAsk, plan",
+        "invalid permission_mode 'yolo': use one of acceptEdits, auto, bypassPermissions, default, dontAsk, "
+        "manual, plan",
     ),
 ]
 
@@ -4841,7 +4842,17 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
     claude = ClaudeAi(SECRET)
     async with tools(claude) as (client, _):
         offered = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(offered) == {"start_session", "list_sessions", "stop_session", "list_projects"}
+        assert set(offered) == {
+            "start_session",
+            "list_sessions",
+            "stop_session",
+            "list_projects",
+            "send_prompt",
+            "get_reply",
+            "interrupt_session",
+            "resume_session",
+            "answer_permission",
+        }
         annotations = {name: tool.annotations for name, tool in offered.items()}
         assert annotations["list_sessions"] is not None and annotations["list_sessions"].read_only_hint is True
         assert annotations["list_projects"] is not None and annotations["list_projects"].idempotent_hint is True
@@ -4874,7 +4885,14 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
         stopped = await call(client, "stop_session", id=started["id"])
         assert stopped["stopped"] is True
         assert rc_sessions(devserver) == set()
-        assert (await call(client, "list_sessions"))["sessions"] == []
+        # what is left is what resume_session can bring back within claude's window
+        [ended] = (await call(client, "list_sessions"))["sessions"]
+        assert (ended["id"], ended["status"], ended["resumable"], ended["url"]) == (
+            started["id"],
+            "stopped",
+            True,
+            None,
+        )
     assert claude.authorizations == 1
 
 

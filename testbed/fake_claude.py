@@ -1021,7 +1021,15 @@ def cmd_remote_control(argv: list[str], config: dict, version: str) -> int:
     code = consent(profile)
     if code is not None:
         return code
-    if not opts.get("spawn") and saved_spawn_mode(cwd) is None and isatty(0) and git_info(cwd)[1] is not None:
+    # Reattaching (--continue / --session-id) serves the recorded session: no spawn mode to choose.
+    resuming = bool(opts.get("continue")) or "session_id" in opts
+    if (
+        not opts.get("spawn")
+        and not resuming
+        and saved_spawn_mode(cwd) is None
+        and isatty(0)
+        and git_info(cwd)[1] is not None
+    ):
         out(SPAWN_PROMPT)
         sleep_forever()  # under tmux this never returns (anthropics/claude-code#86327)
     return serve(opts, config, profile, version, cwd)
