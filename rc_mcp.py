@@ -60,6 +60,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import typing
 import unicodedata
 import uuid
@@ -339,9 +340,15 @@ SETTINGS: tuple[Setting, ...] = (
         "PROJECTS_BASE_DIR",
         "str",
         "projects directory on the dev server (absolute, or `~/…`); `path` inputs are relative to it",
-        required="yes",
+        required="yes (unless `DEV_SERVERS`)",
         check=check_absolute_path,
         missing="set it to the directory on the dev server holding your projects",
+    ),
+    Setting(
+        "DEV_SERVERS",
+        "str",
+        "a TOML hosts file naming several dev servers (see *Several dev servers*); replaces the `SSH_*`, "
+        "`PROJECTS_BASE_DIR` and `CLAUDE_BIN` variables",
     ),
     Setting(
         "MCP_SECRET_FILE",
@@ -564,6 +571,12 @@ class Config:
     forwarded_allow_ips: str = "127.0.0.1,::1"
     client_ip_header: str | None = None
     allow_chat_approvals: bool = False
+    host_name: str = "default"  # the dev server's name in tool calls (DEV_SERVERS)
+    hosts: tuple[Config, ...] = ()  # with DEV_SERVERS: every dev server, this one first
+
+    @property
+    def all_hosts(self) -> tuple[Config, ...]:
+        return self.hosts or (self,)
 
     @property
     def local(self) -> bool:
@@ -611,17 +624,172 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"  - {p}" for p in problems))
 
 
+# With DEV_SERVERS, these belong in each host's table.
+HOST_VARIABLES = (
+    "SSH_HOST", "SSH_USER", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE", "SSH_PORT", "SSH_KNOWN_HOSTS", "PROJECTS_BASE_DIR",
+    "CLAUDE_BIN",
+)  # fmt: skip
+HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_HOSTS = 64
+
+
+def load_ssh_access(
+    host: str,
+    port: int,
+    key: str | None,
+    passphrase: str | None,
+    known: str | None,
+    problems: list[str],
+    names: Mapping[str, str],
+) -> tuple[paramiko.PKey | None, paramiko.HostKeys | None]:
+    """The private key and pinned host keys of one dev server; each problem named by `names`."""
+    ssh_key: paramiko.PKey | None = None
+    known_hosts: paramiko.HostKeys | None = None
+    if not key:
+        problems.append(f"{names['key']} is missing: set it to the key's content or the path of the key file.")
+    else:
+        try:
+            ssh_key = load_private_key(read_value_or_file(key), passphrase)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            problems.append(f"{names['key']} cannot be used: {exc}.")
+    if known:
+        target = ssh_target(host, port)
+        try:
+            known_hosts = parse_known_hosts(read_value_or_file(known))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{names['known_hosts']} cannot be used: {exc}.")
+        else:
+            if not known_hosts.lookup(target):
+                problems.append(
+                    f"{names['known_hosts']} has no key for {target}: add the line from "
+                    f"`ssh-keyscan -p {port} {host}` (after checking its fingerprint on the server)."
+                )
+    return ssh_key, known_hosts
+
+
+# A host's table in the hosts file: key → (the variable whose rules it follows, or a type).
+HOST_KEYS: dict[str, str | type] = {
+    "ssh_host": "SSH_HOST",
+    "user": str,
+    "port": "SSH_PORT",
+    "key": str,
+    "passphrase_env": str,
+    "known_hosts": str,
+    "projects_base_dir": "PROJECTS_BASE_DIR",
+    "claude_bin": "CLAUDE_BIN",
+    "spawn_worktree": bool,
+    "permission_mode": "PERMISSION_MODE",
+    "connect_timeout": "SSH_CONNECT_TIMEOUT",
+    "command_timeout": "COMMAND_TIMEOUT",
+    "start_timeout": "START_TIMEOUT",
+}
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tuple[Config, ...]:
+    """Every dev server of a DEV_SERVERS file, in its order, each problem named by host and key."""
+    try:
+        with open(Path(path).expanduser(), "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError([f"DEV_SERVERS: cannot read {path}: {exc.strerror or exc}."]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"DEV_SERVERS: {path} is not valid TOML: {exc}."]) from exc
+    problems: list[str] = []
+    tables = [(name, table) for name, table in document.items()]
+    if not tables:
+        problems.append(f"DEV_SERVERS: {path} names no dev server: add a table such as [home] with ssh_host, …")
+    if len(tables) > MAX_HOSTS:
+        problems.append(f"DEV_SERVERS: {len(tables)} hosts; at most {MAX_HOSTS}.")
+    hosts: list[Config] = []
+    for name, table in tables:
+        where = f"DEV_SERVERS host {name!r}"
+        if not HOST_NAME_RE.fullmatch(name):
+            problems.append(
+                f"{where}: the name must be 1-32 lowercase letters, digits or '-', starting with one of the first two."
+            )
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{where}: must be a table ([{name}] followed by its keys).")
+            continue
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            rule = HOST_KEYS.get(key)
+            if rule is None:
+                problems.append(f"{where}: unknown key {key!r}; the keys are {', '.join(HOST_KEYS)}.")
+                continue
+            if isinstance(rule, str):
+                setting = SETTINGS_BY_NAME[rule]
+                expected: type | tuple[type, ...] = (
+                    int if setting.kind == "int" else (int, float) if setting.kind == "float" else str
+                )
+                if not isinstance(value, expected) or isinstance(value, bool):
+                    problems.append(
+                        f"{where}: {key} must be a {setting.kind if setting.kind in ('int', 'float') else 'string'}."
+                    )
+                    continue
+                try:
+                    values[key] = setting.parse(str(value))
+                except ValueError as exc:
+                    problems.append(f"{where}: {key} = {value!r}: {exc}.")
+            elif not isinstance(value, rule):
+                problems.append(f"{where}: {key} must be a {'boolean' if rule is bool else 'string'}.")
+            else:
+                values[key] = value
+        ssh_host = values.get("ssh_host") if "ssh_host" in table else None
+        if "ssh_host" not in table:
+            problems.append(f'{where}: ssh_host is missing: the dev server\'s address, or "local".')
+        if "projects_base_dir" not in table:
+            problems.append(f"{where}: projects_base_dir is missing: the directory holding your projects there.")
+        port = values.get("port", 22)
+        key = known = None
+        if ssh_host is not None:
+            if not values.get("user"):
+                problems.append(f"{where}: user is missing: it is required with ssh_host.")
+            passphrase = None
+            if "passphrase_env" in values:
+                passphrase = environ.get(values["passphrase_env"])
+                if passphrase is None:
+                    problems.append(f"{where}: passphrase_env names {values['passphrase_env']}, which is not set.")
+            names = {"key": f"{where}: key", "known_hosts": f"{where}: known_hosts"}
+            key, known = load_ssh_access(
+                ssh_host, port, values.get("key"), passphrase, values.get("known_hosts"), problems, names
+            )
+        hosts.append(
+            dataclasses.replace(
+                base,
+                host_name=name,
+                ssh_host=ssh_host,
+                ssh_user=values.get("user", ""),
+                ssh_port=port,
+                ssh_key=key,
+                known_hosts=known,
+                projects_base_dir=values.get("projects_base_dir", ""),
+                claude_bin=values.get("claude_bin", base.claude_bin),
+                spawn_worktree=values.get("spawn_worktree", base.spawn_worktree),
+                permission_mode=values.get("permission_mode", base.permission_mode),
+                connect_timeout=values.get("connect_timeout", base.connect_timeout),
+                command_timeout=values.get("command_timeout", base.command_timeout),
+                start_timeout=values.get("start_timeout", base.start_timeout),
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return tuple(hosts)
+
+
 def load_config(environ: Mapping[str, str]) -> Config:
     """Build the configuration from environment variables, reporting every problem at once."""
     problems: list[str] = []
     values: dict[str, Any] = {}
     given: dict[str, str] = {}
+    hosts_file = (environ.get("DEV_SERVERS") or "").strip()
     for setting in SETTINGS:
         raw = environ.get(setting.name)
         raw = raw.strip() if raw is not None and setting.strip else raw
         values[setting.name] = setting.default
         if raw is None or raw == "":
-            if setting.required == "yes":
+            if setting.required.startswith("yes") and not (setting.name == "PROJECTS_BASE_DIR" and hosts_file):
                 problems.append(f"{setting.name} is missing: {setting.missing or 'set it'}.")
             continue
         given[setting.name] = raw
@@ -650,36 +818,27 @@ def load_config(environ: Mapping[str, str]) -> Config:
     ssh_port: int = values["SSH_PORT"]
     ssh_key: paramiko.PKey | None = None
     known_hosts: paramiko.HostKeys | None = None
-    if ssh_host is not None:
+    if hosts_file:
+        single = [n for n in HOST_VARIABLES if n in given]
+        if single:
+            problems.append(
+                f"DEV_SERVERS is set, and so is {', '.join(single)}: each dev server's settings are in the hosts file. "
+                f"Remove {', '.join(single)} (or DEV_SERVERS)."
+            )
+    elif ssh_host is not None:
         if "SSH_USER" not in given:
             problems.append("SSH_USER is missing: it is required when SSH_HOST is set.")
-        if "SSH_PRIVATE_KEY" not in given:
-            problems.append("SSH_PRIVATE_KEY is missing: set it to the key's content or the path of the key file.")
-        else:
-            try:
-                text = read_value_or_file(given["SSH_PRIVATE_KEY"])
-                ssh_key = load_private_key(text, given.get("SSH_PASSPHRASE"))
-            except (OSError, ValueError, paramiko.SSHException) as exc:
-                problems.append(f"SSH_PRIVATE_KEY cannot be used: {exc}.")
-        if "SSH_KNOWN_HOSTS" in given:
-            target = ssh_target(ssh_host, ssh_port)
-            try:
-                known_hosts = parse_known_hosts(read_value_or_file(given["SSH_KNOWN_HOSTS"]))
-            except (OSError, ValueError) as exc:
-                problems.append(f"SSH_KNOWN_HOSTS cannot be used: {exc}.")
-            else:
-                if not known_hosts.lookup(target):
-                    problems.append(
-                        f"SSH_KNOWN_HOSTS has no key for {target}: add the line from "
-                        f"`ssh-keyscan -p {ssh_port} {ssh_host}` (after checking its fingerprint on the server)."
-                    )
+        ssh_key, known_hosts = load_ssh_access(
+            ssh_host, ssh_port, given.get("SSH_PRIVATE_KEY"), given.get("SSH_PASSPHRASE"),
+            given.get("SSH_KNOWN_HOSTS"), problems, {"key": "SSH_PRIVATE_KEY", "known_hosts": "SSH_KNOWN_HOSTS"},
+        )  # fmt: skip
     store = given.get("TOKEN_STORE_PATH")
     if problems:
         raise ConfigError(problems)
-    return Config(
+    config = Config(
         mcp_secret=secret,
         server_url=server_url,
-        projects_base_dir=values["PROJECTS_BASE_DIR"],
+        projects_base_dir=values["PROJECTS_BASE_DIR"] or "",
         ssh_host=ssh_host,
         ssh_user=values["SSH_USER"] or "",
         ssh_port=ssh_port,
@@ -705,6 +864,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
         client_ip_header=values["CLIENT_IP_HEADER"] or ("Fly-Client-IP" if environ.get("FLY_APP_NAME") else None),
         allow_chat_approvals=values["ALLOW_CHAT_APPROVALS"],
     )
+    if not hosts_file:
+        return config
+    hosts = load_hosts_file(hosts_file, config, environ)  # raises ConfigError with every problem
+    return dataclasses.replace(hosts[0], hosts=hosts)
 
 
 def read_environment(cwd: Path | None = None) -> dict[str, str]:
@@ -2128,11 +2291,18 @@ PROJECT_PATH = InputRule(
     max_length=1024,
 )
 SESSION_ID = InputRule(
-    description="Session id exactly as returned by start_session or list_sessions, e.g. 'my-app-a1b2c3'",
-    refusal="no session {value}: ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call "
-    "list_sessions for the ids",
-    pattern=SESSION_NAME.pattern[:-1] + r"-[0-9a-f]{6}$",
-    max_length=48,
+    description="Session id exactly as returned by start_session or list_sessions, e.g. 'my-app-a1b2c3' "
+    "(with several dev servers, 'home.my-app-a1b2c3')",
+    refusal="no session {value}: ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits; with several dev "
+    "servers the host and '.' first) — call list_sessions for the ids",
+    pattern=r"^(?:" + HOST_NAME_RE.pattern[1:-1] + r"\.)?" + SESSION_NAME.pattern[1:-1] + r"-[0-9a-f]{6}$",
+    max_length=48 + 33,
+)
+HOST = InputRule(
+    description="Which dev server (see list_hosts); default: the first one",
+    refusal="no dev server {value}: host names are lowercase letters, digits and '-' — call list_hosts for them",
+    pattern=HOST_NAME_RE.pattern,
+    max_length=32,
 )
 PERMISSION_MODE = InputRule(
     description="claude's permission mode for the sessions (default: server setting, else claude's)",
@@ -2142,6 +2312,7 @@ PERMISSION_MODE = InputRule(
 SessionName = Annotated[str, SESSION_NAME.field, SESSION_NAME]
 ProjectPath = Annotated[str, PROJECT_PATH.field, PROJECT_PATH]
 SessionId = Annotated[str, SESSION_ID.field, SESSION_ID]
+HostName = Annotated[str | None, HOST.field, HOST]
 PermissionModeInput = Annotated[PermissionMode | None, PERMISSION_MODE.field, PERMISSION_MODE]
 
 
@@ -2150,7 +2321,11 @@ def validate_name(name: str) -> str:
 
 
 def validate_session_id(session_id: str) -> str:
-    return SESSION_ID.check(session_id)
+    """An id without its host: Hosts.pick has taken the host off."""
+    SESSION_ID.check(session_id)
+    if "." in session_id:
+        raise ValueError(SESSION_ID.refusal.format(value=repr(session_id)[:80]))
+    return session_id
 
 
 def validate_project_path(path: str) -> str:
@@ -2176,11 +2351,13 @@ class SessionStarted(BaseModel):
     session_url: str | None = Field(default=None, description="URL of a session a device is attached to")
     already_running: bool = Field(default=False, description="True when this directory's running session was returned")
     mode: Literal["server", "conversation"] = "server"
+    host: str | None = Field(default=None, description="The dev server (DEV_SERVERS); pass it back as host")
     message: str
 
 
 class SessionInfo(BaseModel):
     id: str
+    host: str | None = None
     name: str | None = None
     url: str | None = Field(default=None, description="Environment URL to open at claude.ai/code")
     session_url: str | None = None
@@ -2198,19 +2375,33 @@ class SessionInfo(BaseModel):
     resumable: bool = Field(default=False, description="resume_session can bring it back once it has ended")
 
 
+class HostError(BaseModel):
+    host: str
+    error: str = Field(description="Why this dev server's part is missing (the others are listed)")
+
+
 class SessionList(BaseModel):
     sessions: list[SessionInfo]
+    errors: list[HostError] = Field(default_factory=list, description="Dev servers that could not be asked")
 
 
 class SessionStopped(BaseModel):
     id: str
+    host: str | None = None
     stopped: bool
     forgotten: bool = Field(default=False, description="What resume_session would need was removed")
     message: str
 
 
+class HostProjects(BaseModel):
+    host: str
+    projects: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
 class ProjectList(BaseModel):
-    projects: list[str] = Field(description="Values accepted by start_session's path")
+    projects: list[str] = Field(description="Values accepted by start_session's path (on the first dev server)")
+    hosts: list[HostProjects] = Field(default_factory=list, description="Each dev server's projects")
 
 
 # Refusals of the start script, before anything was launched: what happened and the fix.
@@ -2250,7 +2441,14 @@ def still_starting(session_id: str, name: str, path: str, message: str) -> Sessi
 
 
 def interpret_start(
-    events: list[Event], *, session_id: str, name: str, path: str, config: Config, launch: Launch = Launch()
+    events: list[Event],
+    *,
+    session_id: str,
+    name: str,
+    path: str,
+    config: Config,
+    launch: Launch = Launch(),
+    id_prefix: str = "",
 ) -> SessionStarted:
     """What the start script's output means for the model: a session, or a ToolFailure with the fix."""
     tail = first_field(events, "tail")
@@ -2265,7 +2463,7 @@ def interpret_start(
     if launch.conversation_uuid is not None:
         return interpret_conversation_start(events, session_id=session_id, name=name, path=path, launch=launch)
     if first_fields(events, "existing") is not None:
-        existing_id = first_field(events, "existing")[len(TMUX_PREFIX) :]
+        existing_id = id_prefix + first_field(events, "existing")[len(TMUX_PREFIX) :]
         url = urls.environment_url
         return SessionStarted(
             id=existing_id,
@@ -2720,6 +2918,7 @@ TurnStatus = Literal["done", "running", "waiting", "exited", "idle", "interrupte
 
 class TurnResult(BaseModel):
     id: str
+    host: str | None = None
     status: TurnStatus = Field(
         description="done: the answer is in reply; running: the turn goes on (call get_reply); waiting: claude "
         "waits for a person (waiting_for); exited: claude ended (resume_session); idle: no prompt yet; interrupted"
@@ -2860,12 +3059,18 @@ class Sessions:
     """start / list / stop / projects, each one script run by the runner. When the server starts
     to shut down, calls still waiting are answered at once: the commands run on by themselves."""
 
-    def __init__(self, config: Config, runner: Runner):
+    def __init__(self, config: Config, runner: Runner, *, host_in_ids: bool = False):
         self.config = config
         self.runner = runner
+        self.host = config.host_name
+        self.prefix = f"{self.host}." if host_in_ids else ""  # the ids this server hands out name their host
         self.stopping = asyncio.Event()
         self._list_turn = asyncio.Lock()
         self._next_list: asyncio.Future[list[SessionInfo]] | None = None
+
+    def public(self, session_id: str) -> str:
+        """The id as the tools show it."""
+        return self.prefix + session_id
 
     async def _run(
         self,
@@ -2961,15 +3166,19 @@ class Sessions:
             )
         except ShuttingDown:
             return still_starting(
-                session_id,
+                self.public(session_id),
                 name,
                 path,
                 f"rc_mcp is restarting (a deploy or restart of the connector), so it stopped waiting for session "
-                f"{session_id} in {path}. The session keeps starting on the dev server: call list_sessions in a "
-                "minute for its URL.",
+                f"{self.public(session_id)} in {path}. The session keeps starting on the dev server: call "
+                "list_sessions in a minute for its URL.",
             )
         events = parse_script_output(output, nonce)
-        started = interpret_start(events, session_id=session_id, name=name, path=path, config=config, launch=launch)
+        started = interpret_start(
+            events, session_id=self.public(session_id), name=name, path=path, config=config, launch=launch,
+            id_prefix=self.prefix,
+        )  # fmt: skip
+        started.host = self.host
         if removed:
             started.message += f" {removed} control character(s) were removed from the prompt before it was sent."
         return started
@@ -2986,6 +3195,8 @@ class Sessions:
                 self._next_list = None  # callers from now on wait for the run after this one
                 nonce = secrets.token_hex(8)
                 found = interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
+                for session in found:
+                    session.id, session.host = self.public(session.id), self.host
             upcoming.set_result(found)
             return found
         except BaseException as exc:
@@ -2997,8 +3208,8 @@ class Sessions:
             raise
 
     async def stop(self, session_id: str, forget: bool = False) -> SessionStopped:
-        session_id = validate_session_id(session_id)
-        events = parse_script_output(await self._run(build_stop_script(session_id, forget)))
+        events = parse_script_output(await self._run(build_stop_script(validate_session_id(session_id), forget)))
+        session_id = self.public(session_id)
         stopped = first_fields(events, "stopped") is not None
         recorded = first_fields(events, "record") is not None
         if forget and recorded:
@@ -3013,7 +3224,9 @@ class Sessions:
             message = f"Session {session_id} was not running; {after}"
         else:
             message = f"No session {session_id!r} is running (nothing was stopped). Call list_sessions for the ids."
-        return SessionStopped(id=session_id, stopped=stopped, forgotten=forget and recorded, message=message)
+        return SessionStopped(
+            id=session_id, host=self.host, stopped=stopped, forgotten=forget and recorded, message=message
+        )
 
     async def turn(
         self,
@@ -3066,8 +3279,9 @@ class Sessions:
             interrupted="the turn goes on by itself: call get_reply for its answer",
         )
         result = interpret_turn(
-            session_id, turn_log, events, allow_approvals=self.config.allow_chat_approvals, removed=removed
+            self.public(session_id), turn_log, events, allow_approvals=self.config.allow_chat_approvals, removed=removed
         )
+        result.host = self.host
         size = first_field(events, "size")
         return result, int(size) if size.isdigit() else -1
 
@@ -3081,11 +3295,11 @@ class Sessions:
         result, _ = await self.turn(session_id, "interrupt")
         if result.status in ("running", "waiting"):
             raise ToolFailure(
-                f"Pressed Esc, but session {session_id} is still {result.status} after 5 s; open its link: "
+                f"Pressed Esc, but session {result.id} is still {result.status} after 5 s; open its link: "
                 f"{result.url or '(no link yet)'}"
             )
         if result.status == "done" or result.status == "interrupted":
-            result.message = f"Session {session_id} is idle again. " + result.message
+            result.message = f"Session {result.id} is idle again. " + result.message
         return result
 
     async def answer(self, session_id: str, decision: Literal["allow_once", "deny"], prompt_id: str) -> TurnResult:
@@ -3098,7 +3312,7 @@ class Sessions:
             raise ValueError("decision must be 'allow_once' or 'deny'")
         current, size = await self.turn(session_id, "reply")
         if current.permission is None or not hmac.compare_digest(current.permission.prompt_id, prompt_id):
-            raise ToolFailure(REFUSALS["stale"].format(id=session_id))
+            raise ToolFailure(REFUSALS["stale"].format(id=current.id))
         action: TurnAction = "allow" if decision == "allow_once" else "deny"
         result, _ = await self.turn(session_id, action, wait=DEFAULT_WAIT, expect_size=size)
         what = "Allowed" if action == "allow" else "Denied"
@@ -3110,7 +3324,7 @@ class Sessions:
     async def resume(self, session_id: str, on_state: Callable[[str], Awaitable[None]] | None = None) -> SessionStarted:
         session_id = validate_session_id(session_id)
         output = await self._run(build_record_script(session_id))
-        record = interpret_record(parse_script_output(output), session_id, time.time())
+        record = interpret_record(parse_script_output(output), self.public(session_id), time.time())
         launch = Launch(conversation_uuid=record.get("uuid"), resume=True)
         return await self.start(
             record["name"],
@@ -3124,6 +3338,161 @@ class Sessions:
     async def projects(self) -> list[str]:
         output = await self._run(build_projects_script(self.config.projects_base_dir))
         return interpret_projects(output, self.config.projects_base_dir)
+
+
+# ── Dev servers ───────────────────────────────────────────────────────────────────────────────
+# Several dev servers (DEV_SERVERS): each has its own connection and Sessions, and nothing one
+# of them does — a bad host key, a timeout — reaches another. Calls that span them run at once.
+
+
+@dataclass
+class CheckLine:
+    ok: bool
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'✓' if self.ok else '✗'} {self.what}: {self.detail}"
+
+
+async def check_host(config: Config, runner: Runner) -> list[CheckLine]:
+    """Whether one dev server is ready: reachable, tmux, claude, its login, the projects base."""
+    lines = []
+    try:
+        reached = await runner.connect()
+        if reached:
+            what, _, detail = reached.partition(" ")
+            lines.append(CheckLine(True, what, detail))
+        script = build_check_script(config.projects_base_dir, config.claude_bin)
+        result = await runner.run(script, timeout=config.command_timeout)
+    except RemoteError as exc:
+        lines.append(CheckLine(False, "dev server", str(exc)))
+        return lines
+    values = {key: (fields[0] if fields else "") for key, fields in parse_script_output(result.stdout)}
+    tmux = values.get("tmux", "")
+    lines.append(CheckLine(bool(tmux), "tmux", tmux or "not found — install tmux on the dev server"))
+    claude_path = values.get("claude_path", "")
+    if claude_path:
+        lines.append(CheckLine(True, "claude", f"{claude_path} ({values.get('claude_version') or 'version unknown'})"))
+    elif values.get("claude_login_path"):
+        found = values["claude_login_path"]
+        lines.append(
+            CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={found}")
+        )
+    else:
+        fix = "install Claude Code, or set CLAUDE_BIN to its absolute path"
+        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — {fix}"))
+    try:
+        auth = json.loads(values.get("claude_auth") or "{}")
+    except ValueError:
+        auth = {}
+    logged_in = bool(auth.get("loggedIn")) and auth.get("authMethod") in ("claude.ai", None)
+    login = (
+        f"logged in ({auth.get('authMethod')})"
+        if logged_in
+        else "not logged in with a claude.ai account — run `claude auth login` on the dev server"
+    )
+    lines.append(CheckLine(logged_in, "claude login", login))
+    base_ok = values.get("base") == "ok"
+    base = " is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"
+    lines.append(CheckLine(base_ok, "projects base", config.projects_base_dir + base))
+    return lines
+
+
+HOST_STATUS_TTL = 300  # seconds list_hosts reuses a host's check
+
+
+class HostInfo(BaseModel):
+    name: str
+    reaches: str = Field(description="How the dev server is reached")
+    reachable: bool
+    claude_version: str | None = None
+    logged_in: bool | None = None
+    problems: list[str] = Field(default_factory=list, description="What `check` found wrong, with the fix")
+    checked: str = Field(description="ISO 8601, UTC: when this was checked")
+
+
+class HostList(BaseModel):
+    hosts: list[HostInfo]
+
+
+class Hosts:
+    """The dev servers by name, the first one the default. An id returned with several of them
+    carries its host (`home.my-app-a1b2c3`), so it cannot be taken for another host's."""
+
+    def __init__(self, sessions: list[Sessions]):
+        self.by_name = {s.host: s for s in sessions}
+        self.first = sessions[0]
+        self._status: dict[str, HostInfo] = {}
+
+    @property
+    def multiple(self) -> bool:
+        return len(self.by_name) > 1
+
+    def pick(self, host: str | None, session_id: str | None = None) -> tuple[Sessions, str | None]:
+        """The Sessions of `host` (or of the id's host, or the first), and the id without its host."""
+        if session_id is not None and "." in session_id:
+            prefix, _, session_id = session_id.partition(".")
+            if host is not None and host != prefix:
+                raise ValueError(f"id {prefix}.{session_id} is on host {prefix!r}, not {host!r}: leave host out")
+            host = prefix
+        if host is None:
+            return self.first, session_id
+        if host not in self.by_name:
+            raise ValueError(f"no dev server {host!r}: the hosts are {', '.join(self.by_name)} (see list_hosts)")
+        return self.by_name[host], session_id
+
+    async def each(self, work: Callable[[Sessions], Awaitable[Any]], host: str | None) -> list[tuple[str, Any]]:
+        """`work` on one host (when named) or on every host at once: (host, result or exception)."""
+        chosen = [self.pick(host)[0]] if host is not None else list(self.by_name.values())
+        results = await asyncio.gather(*(work(s) for s in chosen), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        return [(s.host, r) for s, r in zip(chosen, results, strict=True)]
+
+    async def list_all(self, host: str | None = None) -> tuple[list[SessionInfo], list[HostError]]:
+        """Every host's sessions; a host that fails is an error beside the others' sessions."""
+        found: list[SessionInfo] = []
+        errors: list[HostError] = []
+        for name, result in await self.each(lambda s: s.list_all(), host):
+            if isinstance(result, Exception):
+                if host is not None or not self.multiple:
+                    raise result
+                errors.append(HostError(host=name, error=describe_error(result)))
+            else:
+                found += result
+        return found, errors
+
+    async def projects(self, host: str | None = None) -> list[tuple[str, Any]]:
+        return await self.each(lambda s: s.projects(), host)
+
+    async def status(self, refresh: bool = False, now: float | None = None) -> list[HostInfo]:
+        """Each host's reachability, claude version and login, from a check at most HOST_STATUS_TTL old."""
+        now = time.time() if now is None else now
+
+        async def one(sessions: Sessions) -> HostInfo:
+            cached = self._status.get(sessions.host)
+            if cached is not None and not refresh:
+                age = now - datetime.datetime.fromisoformat(cached.checked).timestamp()
+                if age < HOST_STATUS_TTL:
+                    return cached
+            lines = await check_host(sessions.config, sessions.runner)
+            by_what = {line.what: line for line in lines}
+            version = re.search(r"\(([^()]*)\)$", by_what["claude"].detail) if "claude" in by_what else None
+            info = HostInfo(
+                name=sessions.host,
+                reaches=sessions.config.mode,
+                reachable="dev server" not in by_what,
+                claude_version=version.group(1) if version else None,
+                logged_in=by_what["claude login"].ok if "claude login" in by_what else None,
+                problems=[f"{line.what}: {line.detail}" for line in lines if not line.ok],
+                checked=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
+            )
+            self._status[sessions.host] = info
+            return info
+
+        return list(await asyncio.gather(*(one(s) for s in self.by_name.values())))
 
 
 # ═════════════════════════════════════════════════════════════════════════════════════════════
@@ -5017,15 +5386,34 @@ async def run_tool(tool: str, work: Awaitable[Any]) -> Any:
         log.info("tool %s: %s in %.2f s", tool, outcome, time.monotonic() - started)
 
 
-def render_sessions(sessions: list[SessionInfo]) -> str:
+def render_sessions(sessions: list[SessionInfo], errors: Iterable[HostError] = (), multiple: bool = False) -> str:
+    failed = [f"- dev server {e.host} could not be asked: {e.error}" for e in errors]
     if not sessions:
-        return "No Claude Code sessions are running. Start one with start_session."
+        return "\n".join(["No Claude Code sessions are running. Start one with start_session.", *failed])
     lines = [f"{len(sessions)} session(s):"]
     for s in sessions:
-        where = s.path or "?"
-        url = s.url or ("exited" if s.status == "exited" else "no URL yet")
-        lines.append(f"- {s.id} · {s.status} · {where} · {url}" + (f" — {s.reason}" if s.reason else ""))
-    return "\n".join(lines)
+        where = (f"{s.host}:" if multiple else "") + (s.path or "?")
+        url = s.url or ("exited" if s.status == "exited" else "no URL yet" if s.status != "stopped" else "ended")
+        state = f" ({s.state})" if s.state else ""
+        kind = "conversation" if s.mode == "conversation" else "server"
+        reason = f" — {s.reason}" if s.reason else ""
+        resumable = " · resume_session can bring it back" if s.status in ("stopped", "exited") and s.resumable else ""
+        lines.append(f"- {s.id} · {kind} · {s.status}{state} · {where} · {url}{reason}{resumable}")
+    return "\n".join([*lines, *failed])
+
+
+def render_projects(listed: ProjectList, multiple: bool) -> str:
+    if not multiple:
+        if not listed.projects:
+            return "No projects (directories with .git or .claude) found in the projects base directory."
+        return f"{len(listed.projects)} project(s): " + ", ".join(listed.projects)
+    lines = []
+    for entry in listed.hosts:
+        if entry.error is not None:
+            lines.append(f"- {entry.host}: could not be asked — {entry.error}")
+        else:
+            lines.append(f"- {entry.host}: " + (", ".join(entry.projects) or "no projects"))
+    return "Projects by dev server (pass host to start_session):\n" + "\n".join(lines)
 
 
 def input_rules(tool: Callable[..., Any]) -> dict[str, tuple[InputRule, bool]]:
@@ -5082,7 +5470,7 @@ def tool_annotations(
     )
 
 
-def build_mcp_server(sessions: Sessions) -> MCPServer:
+def build_mcp_server(hosts: Hosts) -> MCPServer:
     mcp: MCPServer = MCPServer("rc_mcp", title="Claude Code Remote Control", version=VERSION, instructions=INSTRUCTIONS)
 
     @mcp.tool(annotations=tool_annotations("Start a Claude Code session", open_world=True))
@@ -5105,6 +5493,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         interactive: Annotated[
             bool, Field(description="Start a conversation without a first prompt (send_prompt gives it one)")
         ] = False,
+        host: HostName = None,
     ) -> Annotated[CallToolResult, SessionStarted]:
         """Start Claude Code in a project on the dev server. Without prompt/interactive: a Remote Control
         server, whose URL opens at claude.ai/code. With them: a conversation this chat can drive. Waits
@@ -5117,16 +5506,19 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
 
         await ctx.report_progress(0, 3, "connecting to the dev server")
         started = await run_tool(
-            "start_session", sessions.start(name, path, worktree, on_state, permission_mode, prompt, interactive)
+            "start_session",
+            on(host, None, lambda s, _: s.start(name, path, worktree, on_state, permission_mode, prompt, interactive)),
         )
         await ctx.report_progress(3, 3, f"session {started.id}: {started.status}")
         return tool_result(started, started.message)
 
     @mcp.tool(annotations=tool_annotations("List Claude Code sessions", read_only=True))
-    async def list_sessions() -> Annotated[CallToolResult, SessionList]:
-        """List the Claude Code Remote Control sessions running on the dev server, with their URLs."""
-        found = await run_tool("list_sessions", sessions.list_all())
-        return tool_result(SessionList(sessions=found), render_sessions(found))
+    async def list_sessions(host: HostName = None) -> Annotated[CallToolResult, SessionList]:
+        """List the Claude Code sessions on the dev server(s): running ones with their URLs and state, and
+        ended ones that resume_session can bring back."""
+        found, errors = await run_tool("list_sessions", hosts.list_all(host))
+        listed = SessionList(sessions=found, errors=errors)
+        return tool_result(listed, render_sessions(found, errors, hosts.multiple))
 
     @mcp.tool(annotations=tool_annotations("Stop a Claude Code session", destructive=True, idempotent=True))
     async def stop_session(
@@ -5134,10 +5526,16 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         forget: Annotated[
             bool, Field(description="Also remove what resume_session would need (claude's transcript stays)")
         ] = False,
+        host: HostName = None,
     ) -> Annotated[CallToolResult, SessionStopped]:
         """Stop a Claude Code session (its tmux session and claude process) by its exact id."""
-        stopped = await run_tool("stop_session", sessions.stop(id, forget))
+        stopped = await run_tool("stop_session", on(host, id, lambda s, i: s.stop(i, forget)))
         return tool_result(stopped, stopped.message)
+
+    async def on(host: str | None, session_id: str | None, work: Callable[[Sessions, str], Awaitable[Any]]) -> Any:
+        """`work` on the host named, or the id's host, with the id as that host knows it."""
+        sessions, bare = hosts.pick(host, session_id)
+        return await work(sessions, bare or "")
 
     def progress_reporter(ctx: Context) -> Callable[[str], Awaitable[None]]:
         steps = 0
@@ -5165,29 +5563,34 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
         ],
         ctx: Context,
         wait_seconds: WaitSeconds = DEFAULT_WAIT,
+        host: HostName = None,
     ) -> Annotated[CallToolResult, TurnResult]:
         """Type a follow-up prompt into an idle conversation (never into a busy one or a dialog), then wait
         up to wait_seconds for claude's answer, reporting progress as the turn advances."""
-        result = await run_tool("send_prompt", sessions.send(id, prompt, wait_seconds, progress_reporter(ctx)))
+        report = progress_reporter(ctx)
+        result = await run_tool("send_prompt", on(host, id, lambda s, i: s.send(i, prompt, wait_seconds, report)))
         return tool_result(result, turn_text(result))
 
     @mcp.tool(annotations=tool_annotations("Get a conversation's answer", read_only=True))
     async def get_reply(
-        id: SessionId, ctx: Context, wait_seconds: WaitSeconds = DEFAULT_WAIT
+        id: SessionId, ctx: Context, wait_seconds: WaitSeconds = DEFAULT_WAIT, host: HostName = None
     ) -> Annotated[CallToolResult, TurnResult]:
         """The answer to a conversation's last prompt (the first one included): waits up to wait_seconds
         for the turn to end; 0 only looks."""
-        result = await run_tool("get_reply", sessions.reply(id, wait_seconds, progress_reporter(ctx)))
+        report = progress_reporter(ctx)
+        result = await run_tool("get_reply", on(host, id, lambda s, i: s.reply(i, wait_seconds, report)))
         return tool_result(result, turn_text(result))
 
     @mcp.tool(annotations=tool_annotations("Interrupt a conversation's turn", destructive=True))
-    async def interrupt_session(id: SessionId) -> Annotated[CallToolResult, TurnResult]:
+    async def interrupt_session(id: SessionId, host: HostName = None) -> Annotated[CallToolResult, TurnResult]:
         """Stop the current turn of a conversation (Esc), and confirm it is idle again."""
-        result = await run_tool("interrupt_session", sessions.interrupt(id))
+        result = await run_tool("interrupt_session", on(host, id, lambda s, i: s.interrupt(i)))
         return tool_result(result, turn_text(result))
 
     @mcp.tool(annotations=tool_annotations("Resume a Claude Code session", open_world=True))
-    async def resume_session(id: SessionId, ctx: Context) -> Annotated[CallToolResult, SessionStarted]:
+    async def resume_session(
+        id: SessionId, ctx: Context, host: HostName = None
+    ) -> Annotated[CallToolResult, SessionStarted]:
         """Bring back a conversation that exited or was stopped (same id, directory and transcript), or a
         Remote Control server within claude's own window of about 4 hours."""
 
@@ -5196,7 +5599,7 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
                 step, message = START_PROGRESS[state]
                 await ctx.report_progress(step, 3, message)
 
-        started = await run_tool("resume_session", sessions.resume(id, on_state))
+        started = await run_tool("resume_session", on(host, id, lambda s, i: s.resume(i, on_state)))
         return tool_result(started, started.message)
 
     @mcp.tool(annotations=tool_annotations("Answer claude's permission prompt", destructive=True))
@@ -5210,25 +5613,51 @@ def build_mcp_server(sessions: Sessions) -> MCPServer:
                 description="The permission.prompt_id that get_reply or send_prompt reported",
             ),
         ],
+        host: HostName = None,
     ) -> Annotated[CallToolResult, TurnResult]:
         """Allow once or deny the permission prompt a conversation waits at — only when the server's owner
         enabled it (ALLOW_CHAT_APPROVALS), and only the exact prompt that was reported. Ask the user first."""
-        result = await run_tool("answer_permission", sessions.answer(id, decision, prompt_id))
+        result = await run_tool("answer_permission", on(host, id, lambda s, i: s.answer(i, decision, prompt_id)))
         return tool_result(result, turn_text(result))
 
     @mcp.tool(annotations=tool_annotations("List projects", read_only=True))
-    async def list_projects() -> Annotated[CallToolResult, ProjectList]:
+    async def list_projects(host: HostName = None) -> Annotated[CallToolResult, ProjectList]:
         """List project directories (containing .git or .claude, up to two levels deep) that start_session
-        accepts as path."""
-        projects = await run_tool("list_projects", sessions.projects())
-        text = (
-            f"{len(projects)} project(s): " + ", ".join(projects)
-            if projects
-            else "No projects (directories with .git or .claude) found in the projects base directory."
-        )
-        return tool_result(ProjectList(projects=projects), text)
+        accepts as path, on each dev server."""
+        found = await run_tool("list_projects", hosts.projects(host))
+        listed = ProjectList(projects=[], hosts=[])
+        for name, result in found:
+            if isinstance(result, Exception):
+                if not hosts.multiple or host is not None:
+                    raise ToolError(str(result))
+                listed.hosts.append(HostProjects(host=name, error=describe_error(result)))
+            else:
+                listed.hosts.append(HostProjects(host=name, projects=result))
+                listed.projects = listed.projects or result  # the first host's: start_session's default
+        return tool_result(listed, render_projects(listed, hosts.multiple))
 
-    tools = (start_session, stop_session, send_prompt, get_reply, interrupt_session, resume_session, answer_permission)
+    @mcp.tool(annotations=tool_annotations("List dev servers", read_only=True))
+    async def list_hosts(
+        refresh: Annotated[bool, Field(description="Check again now instead of using a check up to 5 min old")] = False,
+    ) -> Annotated[CallToolResult, HostList]:
+        """The dev servers this connector reaches, whether each is reachable, its claude version and login."""
+        found = await run_tool("list_hosts", hosts.status(refresh))
+        lines = [
+            f"- {h.name}: "
+            + (
+                f"reachable, claude {h.claude_version or '?'}, {'logged in' if h.logged_in else 'NOT logged in'}"
+                if h.reachable
+                else "unreachable"
+            )
+            + (f" — {'; '.join(h.problems)}" if h.problems else "")
+            for h in found
+        ]
+        return tool_result(HostList(hosts=found), f"{len(found)} dev server(s):\n" + "\n".join(lines))
+
+    tools = (
+        start_session, stop_session, send_prompt, get_reply, interrupt_session, resume_session, answer_permission,
+        list_sessions, list_projects,
+    )  # fmt: skip
     mcp.middleware.append(CheckInputs({tool.__name__: input_rules(tool) for tool in tools}))
     return mcp
 
@@ -5464,10 +5893,17 @@ class App:
     ):
         self.config = config
         self.store = store or open_token_store(config)
-        self.runner = runner or make_runner(config)
+        self.runner = runner or make_runner(config)  # the first dev server's
         self.oauth = OAuthEndpoints(config, self.store, fetcher)
-        self.sessions = Sessions(config, self.runner)
-        self.mcp = build_mcp_server(self.sessions)
+        several = len(config.all_hosts) > 1
+        self.hosts = Hosts(
+            [
+                Sessions(host, self.runner if n == 0 else make_runner(host), host_in_ids=several)
+                for n, host in enumerate(config.all_hosts)
+            ]
+        )
+        self.sessions = self.hosts.first
+        self.mcp = build_mcp_server(self.hosts)
         self.mcp.streamable_http_app(
             stateless_http=True,  # nothing to lose on restart; every request carries its token
             json_response=False,  # SSE, so progress notifications reach the client
@@ -5586,7 +6022,8 @@ class App:
 
     def begin_shutdown(self) -> None:
         """The server stops taking requests: answer the calls still waiting for the dev server."""
-        self.sessions.stopping.set()
+        for sessions in self.hosts.by_name.values():
+            sessions.stopping.set()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         stack = contextlib.AsyncExitStack()
@@ -5611,16 +6048,21 @@ class App:
                     task.cancel()
                 await self.oauth.grants.flush_uses()
                 await stack.aclose()
-                await self.runner.close()
+                await asyncio.gather(*(s.runner.close() for s in self.hosts.by_name.values()))
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _warm_up(self) -> None:
         """Connect at start-up so the first tool call is fast and a bad host key shows in the log."""
-        try:
-            await self.runner.connect()
-        except RemoteError as exc:
-            log.error("dev server not reachable yet: %s", exc)
+
+        async def connect(sessions: Sessions) -> None:
+            try:
+                await sessions.runner.connect()
+            except RemoteError as exc:
+                name = f" {sessions.host}" if self.hosts.multiple else ""
+                log.error("dev server%s not reachable yet: %s", name, exc)
+
+        await asyncio.gather(*(connect(s) for s in self.hosts.by_name.values()))
 
 
 def create_app(config: Config) -> App:
@@ -5795,16 +6237,6 @@ def iso_time(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@dataclass
-class CheckLine:
-    ok: bool
-    what: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{'✓' if self.ok else '✗'} {self.what}: {self.detail}"
-
-
 def check_token_store(path: Path) -> CheckLine:
     """Without writing anything (`check` often runs as root: no root-owned files left behind)."""
     directory = path.parent
@@ -5835,52 +6267,25 @@ def is_legacy_store_file(path: Path) -> bool:
 
 
 async def run_checks(config: Config) -> list[CheckLine]:
-    """`check`: one line per item, and it writes nothing — no token store, no recorded host key."""
-    lines = [CheckLine(True, "configuration", config.mode)]
+    """`check`: one line per item, and it writes nothing — no token store, no recorded host key.
+    Every dev server is checked at once; with several, each one's lines follow its name."""
+    lines = [CheckLine(True, "configuration", config.mode if not config.hosts else f"{len(config.hosts)} dev servers")]
     warning = await anyio.to_thread.run_sync(weak_secret_warning, config.mcp_secret)
     lines.append(CheckLine(warning is None, "MCP_SECRET", warning or "strong enough"))
     lines.append(check_token_store(config.token_store_path))
-    runner = LocalRunner() if config.local else SSHRunner(config, record_host_keys=False)
-    try:
-        reached = await runner.connect()
-        if reached:
-            what, _, detail = reached.partition(" ")
-            lines.append(CheckLine(True, what, detail))
-        script = build_check_script(config.projects_base_dir, config.claude_bin)
-        result = await runner.run(script, timeout=config.command_timeout)
-    except RemoteError as exc:
-        lines.append(CheckLine(False, "dev server", str(exc)))
-        return lines
-    finally:
-        await runner.close()
-    values = {key: (fields[0] if fields else "") for key, fields in parse_script_output(result.stdout)}
-    tmux = values.get("tmux", "")
-    lines.append(CheckLine(bool(tmux), "tmux", tmux or "not found — install tmux on the dev server"))
-    claude_path = values.get("claude_path", "")
-    if claude_path:
-        lines.append(CheckLine(True, "claude", f"{claude_path} ({values.get('claude_version') or 'version unknown'})"))
-    elif values.get("claude_login_path"):
-        found = values["claude_login_path"]
-        lines.append(
-            CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={found}")
-        )
-    else:
-        fix = "install Claude Code, or set CLAUDE_BIN to its absolute path"
-        lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — {fix}"))
-    try:
-        auth = json.loads(values.get("claude_auth") or "{}")
-    except ValueError:
-        auth = {}
-    logged_in = bool(auth.get("loggedIn")) and auth.get("authMethod") in ("claude.ai", None)
-    login = (
-        f"logged in ({auth.get('authMethod')})"
-        if logged_in
-        else "not logged in with a claude.ai account — run `claude auth login` on the dev server"
-    )
-    lines.append(CheckLine(logged_in, "claude login", login))
-    base_ok = values.get("base") == "ok"
-    base = " is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"
-    lines.append(CheckLine(base_ok, "projects base", config.projects_base_dir + base))
+
+    async def one(host: Config) -> list[CheckLine]:
+        runner = LocalRunner() if host.local else SSHRunner(host, record_host_keys=False)
+        try:
+            return await check_host(host, runner)
+        finally:
+            await runner.close()
+
+    blocks = await asyncio.gather(*(one(host) for host in config.all_hosts))
+    for host, block in zip(config.all_hosts, blocks, strict=True):
+        if config.hosts:
+            lines.append(CheckLine(all(line.ok for line in block), f"[{host.host_name}]", host.mode))
+        lines += block
     return lines
 
 
