@@ -629,7 +629,7 @@ HOST_VARIABLES = (
     "SSH_HOST", "SSH_USER", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE", "SSH_PORT", "SSH_KNOWN_HOSTS", "PROJECTS_BASE_DIR",
     "CLAUDE_BIN",
 )  # fmt: skip
-HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DEV_SERVER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 MAX_HOSTS = 64
 
 
@@ -704,7 +704,7 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
     hosts: list[Config] = []
     for name, table in tables:
         where = f"DEV_SERVERS host {name!r}"
-        if not HOST_NAME_RE.fullmatch(name):
+        if not DEV_SERVER_NAME_RE.fullmatch(name):
             problems.append(
                 f"{where}: the name must be 1-32 lowercase letters, digits or '-', starting with one of the first two."
             )
@@ -789,7 +789,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         raw = raw.strip() if raw is not None and setting.strip else raw
         values[setting.name] = setting.default
         if raw is None or raw == "":
-            if setting.required.startswith("yes") and not (setting.name == "PROJECTS_BASE_DIR" and hosts_file):
+            if setting.required == "yes" or (setting.name == "PROJECTS_BASE_DIR" and not hosts_file):
                 problems.append(f"{setting.name} is missing: {setting.missing or 'set it'}.")
             continue
         given[setting.name] = raw
@@ -2295,13 +2295,13 @@ SESSION_ID = InputRule(
     "(with several dev servers, 'home.my-app-a1b2c3')",
     refusal="no session {value}: ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits; with several dev "
     "servers the host and '.' first) — call list_sessions for the ids",
-    pattern=r"^(?:" + HOST_NAME_RE.pattern[1:-1] + r"\.)?" + SESSION_NAME.pattern[1:-1] + r"-[0-9a-f]{6}$",
+    pattern=r"^(?:" + DEV_SERVER_NAME_RE.pattern[1:-1] + r"\.)?" + SESSION_NAME.pattern[1:-1] + r"-[0-9a-f]{6}$",
     max_length=48 + 33,
 )
 HOST = InputRule(
     description="Which dev server (see list_hosts); default: the first one",
     refusal="no dev server {value}: host names are lowercase letters, digits and '-' — call list_hosts for them",
-    pattern=HOST_NAME_RE.pattern,
+    pattern=DEV_SERVER_NAME_RE.pattern,
     max_length=32,
 )
 PERMISSION_MODE = InputRule(
@@ -3479,12 +3479,13 @@ class Hosts:
                     return cached
             lines = await check_host(sessions.config, sessions.runner)
             by_what = {line.what: line for line in lines}
-            version = re.search(r"\(([^()]*)\)$", by_what["claude"].detail) if "claude" in by_what else None
+            claude = by_what.get("claude")
+            version = claude.detail.partition(" (")[2].removesuffix(")") if claude is not None and claude.ok else ""
             info = HostInfo(
                 name=sessions.host,
                 reaches=sessions.config.mode,
                 reachable="dev server" not in by_what,
-                claude_version=version.group(1) if version else None,
+                claude_version=version or None,
                 logged_in=by_what["claude login"].ok if "claude login" in by_what else None,
                 problems=[f"{line.what}: {line.detail}" for line in lines if not line.ok],
                 checked=datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),

@@ -2909,6 +2909,237 @@ async def test_e2e_list_sessions_with_30_sessions_of_both_modes_is_one_exec(devs
     assert all(s["url"] for s in listed)
 
 
+# ── Dev servers ───────────────────────────────────────────────────────────────────────────────
+# DEV_SERVERS: several dev servers behind one connector — two real sshd labs (different users,
+# client keys and host keys) and local mode.
+
+
+@pytest.fixture(scope="session")
+def lab2(lab: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    server = DevServer.start(tmp_path_factory.mktemp("lab2"), user=LAB_USER + "b")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def devserver2(lab2: DevServer) -> Iterator[DevServer]:
+    fake_claude_config(lab2)
+    try:
+        yield lab2
+    finally:
+        lab2.reset()
+
+
+def host_table(name: str, lab: DevServer, **extra: Any) -> str:
+    values: dict[str, Any] = {
+        "ssh_host": lab.host,
+        "port": lab.port,
+        "user": lab.user,
+        "key": str(lab.keys["ed25519"]),
+        "known_hosts": str(lab.known_hosts),
+        "projects_base_dir": str(lab.projects),
+        **extra,
+    }
+    return f"[{name}]\n" + "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in values.items() if value is not None
+    )
+
+
+def hosts_env(tmp_path: Path, *tables: str, **extra: str) -> dict[str, str]:
+    path = tmp_path / "hosts.toml"
+    path.write_text("\n".join(tables))
+    return {
+        "MCP_SECRET": SECRET,
+        "DEV_SERVERS": str(path),
+        "TOKEN_STORE_PATH": str(tmp_path / "state" / "tokens.json"),
+        "START_TIMEOUT": "20",
+        **extra,
+    }
+
+
+def test_hosts_file_names_every_dev_server_in_order(lab: DevServer, lab2: DevServer, tmp_path: Path) -> None:
+    env = hosts_env(
+        tmp_path,
+        host_table("home", lab, permission_mode="plan", start_timeout=30),
+        host_table("gpu-1", lab2, claude_bin="/opt/claude/bin/claude", spawn_worktree=True),
+        '[here]\nssh_host = "local"\nprojects_base_dir = "~/projects"\n',
+        COMMAND_TIMEOUT="12",
+    )
+    config = rc_mcp.load_config(env)
+    assert [h.host_name for h in config.all_hosts] == ["home", "gpu-1", "here"]
+    home, gpu, here = config.all_hosts
+    assert config.host_name == "home" and config.ssh_port == lab.port  # the first host is the default
+    assert (home.ssh_user, home.permission_mode, home.start_timeout, home.command_timeout) == (
+        lab.user, "plan", 30.0, 12.0
+    )  # fmt: skip
+    assert (gpu.ssh_user, gpu.claude_bin, gpu.spawn_worktree, gpu.start_timeout) == (
+        lab2.user, "/opt/claude/bin/claude", True, 20.0
+    )  # fmt: skip
+    assert gpu.ssh_key is not None and gpu.known_hosts is not None
+    assert here.local and here.projects_base_dir == "~/projects"
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('[Home]\nssh_host = "local"\nprojects_base_dir = "/p"\n', "'Home': the name must be"),
+        ('[a]\nssh_host = "local"\n', "'a': projects_base_dir is missing"),
+        ('[a]\nprojects_base_dir = "/p"\n', "'a': ssh_host is missing"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "relative"\n', "'a': projects_base_dir = 'relative'"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nport = 70000\n', "'a': port = 70000: must be between"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nport = "22"\n', "'a': port must be a int"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\ncolour = "red"\n', "'a': unknown key 'colour'"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\npermission_mode = "yolo"\n', "'a': permission_mode"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nspawn_worktree = "yes"\n', "must be a boolean"),
+        ('[a]\nssh_host = "-oProxyCommand=x"\nprojects_base_dir = "/p"\n', "'a': ssh_host"),
+        ('[a]\nssh_host = "dev.example.com"\nprojects_base_dir = "/p"\n', "'a': user is missing"),
+        ('[a]\nssh_host = "dev.example.com"\nuser = "u"\nprojects_base_dir = "/p"\n', "'a': key is missing"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nstart_timeout = 900\n', "'a': start_timeout = 900"),
+        ("a = 1\n", "'a': must be a table"),
+        ("", "names no dev server"),
+        ("[a\n", "is not valid TOML"),
+    ],
+)
+def test_hosts_file_problems_name_the_host_and_the_key(tmp_path: Path, table: str, expected: str) -> None:
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(hosts_env(tmp_path, table))
+    assert expected in str(caught.value)
+
+
+def test_hosts_file_reports_every_problem_at_once(lab: DevServer, tmp_path: Path) -> None:
+    env = hosts_env(
+        tmp_path,
+        host_table("a", lab, port=0),
+        host_table("b", lab, key=str(tmp_path / "missing-key"), known_hosts=None),
+        host_table("c", lab, passphrase_env="RC_TEST_UNSET_PASSPHRASE"),
+    )
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(env)
+    text = str(caught.value)
+    assert "'a': port = 0" in text and "'b': key cannot be used" in text and "RC_TEST_UNSET_PASSPHRASE" in text
+
+
+def test_hosts_file_and_single_host_variables_exclude_each_other(lab: DevServer, tmp_path: Path) -> None:
+    env = hosts_env(tmp_path, host_table("a", lab), SSH_HOST="dev.example.com", PROJECTS_BASE_DIR="/srv")
+    with pytest.raises(rc_mcp.ConfigError) as caught:
+        rc_mcp.load_config(env)
+    assert "Remove SSH_HOST, PROJECTS_BASE_DIR (or DEV_SERVERS)" in str(caught.value)
+
+
+def test_single_host_ids_and_results_are_unchanged(tmp_path: Path) -> None:
+    config = rc_mcp.load_config(base_env(tmp_path))
+    assert config.hosts == () and [h.host_name for h in config.all_hosts] == ["default"]
+    app = rc_mcp.App(config, store=rc_mcp.TokenStore(tmp_path / "t.json"))
+    assert not app.hosts.multiple and app.hosts.first.prefix == "" and app.sessions is app.hosts.first
+
+
+async def test_e2e_two_dev_servers_behind_one_connector(
+    devserver: DevServer, devserver2: DevServer, tmp_path: Path
+) -> None:
+    env = hosts_env(tmp_path, host_table("home", devserver), host_table("work", devserver2))
+    async with harness.serve_and_connect(env, ClaudeAi(SECRET)) as (client, server):
+        projects = await call(client, "list_projects")
+        assert [(h["host"], h["projects"]) for h in projects["hosts"]] == [
+            ("home", EXPECTED_PROJECTS),
+            ("work", EXPECTED_PROJECTS),
+        ]
+        home = await call(client, "start_session", name="alpha", path="alpha")
+        work = await call(client, "start_session", name="alpha", path="alpha", host="work")
+        assert home["id"].startswith("home.alpha-") and home["host"] == "home"
+        assert work["id"].startswith("work.alpha-") and work["host"] == "work"
+        assert rc_sessions(devserver) == {"rc-" + home["id"].split(".", 1)[1]}
+        assert rc_sessions(devserver2) == {"rc-" + work["id"].split(".", 1)[1]}
+        listed = await call(client, "list_sessions")
+        assert sorted((s["host"], s["id"]) for s in listed["sessions"]) == [
+            ("home", home["id"]),
+            ("work", work["id"]),
+        ]
+        assert listed["errors"] == []
+        # an id names its host: it cannot reach the other one
+        bare = work["id"].split(".", 1)[1]
+        assert "is on host 'work', not 'home'" in await call_error(client, "stop_session", id=work["id"], host="home")
+        assert not (await call(client, "stop_session", id=bare))["stopped"]  # the first host has no such session
+        assert rc_sessions(devserver2) == {"rc-" + bare}
+        assert (await call(client, "stop_session", id=work["id"]))["stopped"]
+        assert (await call(client, "stop_session", id=home["id"]))["stopped"]
+        assert rc_sessions(devserver) == set() and rc_sessions(devserver2) == set()
+        assert "no dev server 'nowhere'" in await call_error(client, "list_sessions", host="nowhere")
+        hosts = await call(client, "list_hosts")
+        assert [(h["name"], h["reachable"], h["logged_in"]) for h in hosts["hosts"]] == [
+            ("home", True, True),
+            ("work", True, True),
+        ]
+        assert all(h["claude_version"] for h in hosts["hosts"])
+        assert server.app.hosts.by_name["work"].runner is not server.app.runner  # a connection of its own
+
+
+async def test_e2e_a_wrong_host_key_on_one_host_stops_only_that_host(
+    devserver: DevServer, devserver2: DevServer, tmp_path: Path
+) -> None:
+    env = hosts_env(
+        tmp_path,
+        host_table("good", devserver),
+        host_table("bad", devserver2, known_hosts=str(devserver2.known_hosts_wrong)),
+    )
+    async with harness.serve_and_connect(env, ClaudeAi(SECRET)) as (client, _):
+        text = await call_error(client, "start_session", name="x", path="alpha", host="bad")
+        assert "HOST KEY MISMATCH" in text and "Nothing was run" in text
+        started = await call(client, "start_session", name="x", path="alpha")
+        listed = await call(client, "list_sessions")
+        assert [s["id"] for s in listed["sessions"]] == [started["id"]]
+        assert [e["host"] for e in listed["errors"]] == ["bad"] and "HOST KEY MISMATCH" in listed["errors"][0]["error"]
+        hosts = {h["name"]: h for h in (await call(client, "list_hosts"))["hosts"]}
+        assert hosts["good"]["reachable"] and not hosts["bad"]["reachable"]
+        await call(client, "stop_session", id=started["id"])
+    assert devserver2.fake_claude_trace() == []  # nothing ran on the bad host
+
+
+async def test_e2e_one_host_down_during_list_sessions(
+    devserver: DevServer, devserver2: DevServer, tmp_path: Path
+) -> None:
+    env = hosts_env(tmp_path, host_table("up", devserver), host_table("down", devserver2), SSH_CONNECT_TIMEOUT="2")
+    async with harness.serve_and_connect(env, ClaudeAi(SECRET)) as (client, _):
+        started = await call(client, "start_session", name="up", path="beta", host="up")
+        devserver2.kill_sshd()
+        try:
+            server_of = {s["host"]: s for s in (await call(client, "list_sessions"))["sessions"]}
+            listed = await call(client, "list_sessions")
+            assert [s["id"] for s in listed["sessions"]] == [started["id"]] and set(server_of) == {"up"}
+            assert [e["host"] for e in listed["errors"]] == ["down"]
+            projects = await call(client, "list_projects")
+            assert [(h["host"], h["error"] is None) for h in projects["hosts"]] == [("up", True), ("down", False)]
+            assert projects["projects"] == EXPECTED_PROJECTS
+        finally:
+            devserver2.restart_sshd()
+        # back: the down host answers again on a fresh connection
+        assert (await call(client, "list_sessions"))["errors"] == []
+        await call(client, "stop_session", id=started["id"])
+
+
+async def test_check_checks_every_host_at_once(devserver: DevServer, devserver2: DevServer, tmp_path: Path) -> None:
+    env = hosts_env(
+        tmp_path,
+        host_table("one", devserver),
+        host_table("two", devserver2),
+        host_table("off", devserver2, port=1, known_hosts=None),
+        SSH_CONNECT_TIMEOUT="2",
+    )
+    lines = await rc_mcp.run_checks(rc_mcp.load_config(env))
+    assert str(lines[0]) == "✓ configuration: 3 dev servers"
+    blocks: dict[str, list[rc_mcp.CheckLine]] = {}
+    for line in lines[3:]:
+        if line.what.startswith("["):
+            current = blocks.setdefault(line.what.strip("[]"), [line])
+        else:
+            current.append(line)
+    assert list(blocks) == ["one", "two", "off"]
+    assert [line.ok for line in blocks["one"]] == [True] * len(blocks["one"])
+    assert any(line.what == "claude login" and line.ok for line in blocks["two"])
+    assert [(line.ok, line.what) for line in blocks["off"]] == [(False, "[off]"), (False, "dev server")]
+
+
 # ── Token store ───────────────────────────────────────────────────────────────────────────────
 
 
