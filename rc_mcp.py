@@ -5351,7 +5351,8 @@ the URL it returns (it opens at claude.ai/code or in the Claude app). With a pro
 slash command) it starts a conversation: get_reply returns claude's answer, send_prompt follows up,
 interrupt_session stops a turn, resume_session brings back one that ended. When a turn waits for a
 permission, tell the user what claude wants to do and give them the link; never approve actions on
-your own. list_sessions shows every session and its state; stop_session ends one by its id."""
+your own. list_sessions shows every session and its state; stop_session ends one by its id. When
+the user has several dev servers, list_hosts names them and every tool takes a host."""
 
 WaitSeconds = Annotated[
     float,

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -1960,7 +1961,8 @@ BAD_INPUTS = [
     (
         "stop_session",
         {"id": "al"},
-        "no session 'al': ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits) — call list_sessions",
+        "no session 'al': ids look like 'my-project-a1b2c3' (the name, '-', 6 hex digits; with several dev servers "
+        "the host and '.' first) — call list_sessions",
     ),
     ("stop_session", {"id": 42}, "no session 42 (not a string): ids look like"),
     ("stop_session", {}, "id is required: Session id exactly as returned by start_session or list_sessions"),
@@ -3026,6 +3028,18 @@ def test_hosts_file_and_single_host_variables_exclude_each_other(lab: DevServer,
     with pytest.raises(rc_mcp.ConfigError) as caught:
         rc_mcp.load_config(env)
     assert "Remove SSH_HOST, PROJECTS_BASE_DIR (or DEV_SERVERS)" in str(caught.value)
+
+
+def test_readme_hosts_file_is_one_the_server_reads(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    document = tomllib.loads(block)
+    assert list(document) == ["home", "gpu", "here"]
+    for table in document.values():
+        assert set(table) <= set(rc_mcp.HOST_KEYS)
+    # the local host alone goes through the whole loader (the others' keys are placeholders)
+    env = hosts_env(tmp_path, "[here]\n" + block.split("[here]\n", 1)[1])
+    assert rc_mcp.load_config(env).all_hosts[0].local
 
 
 def test_single_host_ids_and_results_are_unchanged(tmp_path: Path) -> None:
@@ -5083,6 +5097,7 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
             "interrupt_session",
             "resume_session",
             "answer_permission",
+            "list_hosts",
         }
         annotations = {name: tool.annotations for name, tool in offered.items()}
         assert annotations["list_sessions"] is not None and annotations["list_sessions"].read_only_hint is True
@@ -5184,17 +5199,27 @@ def test_input_rules_come_from_the_tool_signatures() -> None:
     )
     checks = [m for m in app.mcp.middleware if isinstance(m, rc_mcp.CheckInputs)]
     assert len(checks) == 1
+    host = (rc_mcp.HOST, False)
     assert checks[0].rules == {
         "start_session": {
             "name": (rc_mcp.SESSION_NAME, True),
             "path": (rc_mcp.PROJECT_PATH, True),
             "permission_mode": (rc_mcp.PERMISSION_MODE, False),
+            "host": host,
         },
-        "stop_session": {"id": (rc_mcp.SESSION_ID, True)},
         **{
-            tool: {"id": (rc_mcp.SESSION_ID, True)}
-            for tool in ("send_prompt", "get_reply", "interrupt_session", "resume_session", "answer_permission")
-        },
+            tool: {"id": (rc_mcp.SESSION_ID, True), "host": host}
+            for tool in (
+                "stop_session",
+                "send_prompt",
+                "get_reply",
+                "interrupt_session",
+                "resume_session",
+                "answer_permission",
+            )
+        },  # fmt: skip
+        "list_sessions": {"host": host},
+        "list_projects": {"host": host},
     }
 
 
