@@ -441,6 +441,10 @@ async def ssh_runner(lab: DevServer, tmp_path: Path, **extra: str) -> AsyncItera
 
 
 EXPECTED_PROJECTS = ["alpha", "beta", "org/repo", "web app", "with-claude"]
+TOOL_NAMES = {
+    "start_session", "list_sessions", "stop_session", "list_projects", "send_prompt", "get_reply", "interrupt_session",
+    "resume_session", "answer_permission", "list_hosts",
+}  # fmt: skip
 
 
 # ── Settings ──────────────────────────────────────────────────────────────────────────────────
@@ -5087,18 +5091,7 @@ async def test_e2e_claude_ai_connects_and_drives_all_four_tools(
     claude = ClaudeAi(SECRET)
     async with tools(claude) as (client, _):
         offered = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(offered) == {
-            "start_session",
-            "list_sessions",
-            "stop_session",
-            "list_projects",
-            "send_prompt",
-            "get_reply",
-            "interrupt_session",
-            "resume_session",
-            "answer_permission",
-            "list_hosts",
-        }
+        assert set(offered) == TOOL_NAMES
         annotations = {name: tool.annotations for name, tool in offered.items()}
         assert annotations["list_sessions"] is not None and annotations["list_sessions"].read_only_hint is True
         assert annotations["list_projects"] is not None and annotations["list_projects"].idempotent_hint is True
@@ -5186,7 +5179,7 @@ async def test_e2e_mcp_inspector_cli_lists_tools(tools: Tools, tmp_path: Path) -
         listed, refused = results["listed"], results["refused"]
         assert listed.returncode == 0, listed.stderr
         names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
-        assert names == {"start_session", "list_sessions", "stop_session", "list_projects"}
+        assert names == TOOL_NAMES
         assert refused.returncode == 3 and b"auth_required" in refused.stderr
 
 
