@@ -1092,6 +1092,20 @@ def test_questions_ere_is_what_grep_finds(tmp_path: Path) -> None:
         assert found == is_question, sample
 
 
+# The real TUI (2.1.332) moves the cursor between the words of its trust dialog instead of
+# writing spaces; the plain form is what the fake and the server mode print.
+TUI_TRUST_DIALOG = "\x1b[1mQuick\x1b[8Gsafety\x1b[15Gcheck:\x1b[22m\x1b[22GIs\x1b[25Gthis\x1b[30Ga\x1b[32Gproject"
+
+
+@pytest.mark.parametrize("raw", [TUI_TRUST_DIALOG, "Quick safety check: Is this a project you created"])
+def test_the_tui_trust_dialog_is_found_with_or_without_spaces(tmp_path: Path, raw: str) -> None:
+    (tmp_path / "log").write_bytes(raw.encode() + b"\n")
+    assert subprocess.run(["grep", "-a", "-q", "-E", rc_mcp.QUESTIONS_ERE, str(tmp_path / "log")]).returncode == 0
+    status, reason = rc_mcp.classify_session(raw)
+    assert status == "needs attention" and reason is not None and "does not trust" in reason
+    assert "Quick safety check: Is this a project" in rc_mcp.strip_terminal(raw)  # readable in error tails
+
+
 @pytest.mark.parametrize(
     "text, kept",
     [
