@@ -209,7 +209,8 @@ def check_absolute_path(value: str) -> str:
 
 
 def check_command(value: str) -> str:
-    if CONTROL_RE.search(value) or value.startswith("-"):
+    # tmux takes an argument's final ';' for its command separator
+    if CONTROL_RE.search(value) or value.startswith("-") or value.endswith(";"):
         raise ValueError("must be a command name or a path")
     return value
 
@@ -686,6 +687,13 @@ HOST_KEYS: dict[str, str | type] = {
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def relative_to(folder: Path, value: str) -> str:
+    """A relative file name in the hosts file means a file beside it; key content stays as it is."""
+    if "\n" in value or value.startswith(("/", "~", "-----")) or not (folder / value).is_file():
+        return value
+    return str(folder / value)
+
+
 def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tuple[Config, ...]:
     """Every dev server of a DEV_SERVERS file, in its order, each problem named by host and key."""
     try:
@@ -696,7 +704,9 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"DEV_SERVERS: {path} is not valid TOML: {exc}."]) from exc
     problems: list[str] = []
+    folder = Path(path).expanduser().resolve().parent
     tables = [(name, table) for name, table in document.items()]
+    seen: dict[tuple[Any, ...], str] = {}
     if not tables:
         problems.append(f"DEV_SERVERS: {path} names no dev server: add a table such as [home] with ssh_host, …")
     if len(tables) > MAX_HOSTS:
@@ -706,7 +716,7 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
         where = f"DEV_SERVERS host {name!r}"
         if not DEV_SERVER_NAME_RE.fullmatch(name):
             problems.append(
-                f"{where}: the name must be 1-32 lowercase letters, digits or '-', starting with one of the first two."
+                f"{where}: the name must be 1-32 lowercase letters, digits or '-', starting with a letter or digit."
             )
             continue
         if not isinstance(table, dict):
@@ -725,7 +735,9 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
                 )
                 if not isinstance(value, expected) or isinstance(value, bool):
                     problems.append(
-                        f"{where}: {key} must be a {setting.kind if setting.kind in ('int', 'float') else 'string'}."
+                        f"{where}: {key} must be "
+                        + {"int": "a whole number", "float": "a number"}.get(setting.kind, "a string")
+                        + "."
                     )
                     continue
                 try:
@@ -752,9 +764,14 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
                 if passphrase is None:
                     problems.append(f"{where}: passphrase_env names {values['passphrase_env']}, which is not set.")
             names = {"key": f"{where}: key", "known_hosts": f"{where}: known_hosts"}
+            files = {k: relative_to(folder, values[k]) for k in ("key", "known_hosts") if k in values}
             key, known = load_ssh_access(
-                ssh_host, port, values.get("key"), passphrase, values.get("known_hosts"), problems, names
+                ssh_host, port, files.get("key"), passphrase, files.get("known_hosts"), problems, names
             )
+        target = (ssh_host, port, values.get("user")) if ssh_host is not None else ("local",)
+        if target in seen:
+            problems.append(f"{where}: the same dev server as {seen[target]!r}; its sessions would be listed twice.")
+        seen.setdefault(target, name)
         hosts.append(
             dataclasses.replace(
                 base,
@@ -1496,12 +1513,12 @@ def build_start_script(
         *(
             [
                 "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
-                'registry="$cfg/sessions/$pid.json"; registered=0',
+                'registry="$cfg/sessions/$pid.json"',
             ]
             if conversation
             else []
         ),
-        "deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; status=timeout",
+        "deadline=$(( $(date +%s) + timeout )); answered=0; connecting=0; dead=0; registered=0; status=timeout",
         "while :; do",
         *wait_ready,
         _PANE_STATE,
@@ -1509,11 +1526,12 @@ def build_start_script(
         "    connecting=1; echo '@@state connecting'",
         "  fi",
         # First run: claude asks before enabling Remote Control. The user asked for exactly that.
-        f'  if [ $answered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} "$log"; then',
+        # Once a conversation is up its pane shows the prompt, which may quote these texts.
+        f'  if [ $answered = 0 ] && [ $registered = 0 ] && grep -a -q -F {q(CONSENT_PROMPT)} "$log"; then',
         "    tmux send-keys -t \"=$session:\" y Enter; answered=1; echo '@@state consent'",
         "  fi",
         # Prompts only a person should answer (workspace trust; spawn mode, which --spawn avoids).
-        f'  grep -a -q -E {q(QUESTIONS_ERE)} "$log" && {{ status=attention; break; }}',
+        f'  [ $registered = 0 ] && grep -a -q -E {q(QUESTIONS_ERE)} "$log" && {{ status=attention; break; }}',
         '  [ "$(date +%s)" -ge "$deadline" ] && break',
         "  sleep 0.1",
         "done",
@@ -1602,7 +1620,8 @@ def build_stop_script(session_id: str, forget: bool = False) -> str:
         "pid=$(tmux display-message -p -t \"=$session:\" '#{pane_pid}' 2>/dev/null)",
         # `=` makes the target exact: "rc-al" must never match "rc-alpha-…".
         'if tmux kill-session -t "=$session" 2>/dev/null; then r=stopped; else r=not-found; fi',
-        f"rm -f -- {_session_files('$session')}",
+        f'rm -f -- {_session_files("$session")} "$state/$session.prompt"',
+        'rmdir -- "$state/$session.sending" 2>/dev/null',
         f'known=0; for f in {_record_files("$session")}; do [ -f "$f" ] && known=1; done',
         keep,
         # claude holds its directory until it has exited: wait (≤ 5 s) so a new start there works.
@@ -1652,26 +1671,31 @@ def build_turn_script(
     act = {
         "reply": [],
         "send": [
-            'prompt_file="$state/$session.prompt"; trap \'rm -f -- "$prompt_file"; rmdir -- "$state/$session.sending" '
-            "2>/dev/null' EXIT",
+            'prompt_file="$state/$session.prompt"; lock="$state/$session.sending"',
+            # The prompt file goes with the script however it ends (a dropped connection: SIGPIPE).
+            "trap 'rm -f -- \"$prompt_file\"' EXIT; trap 'rm -f -- \"$prompt_file\"; exit 1' HUP PIPE TERM",
             'umask 077; cat > "$prompt_file" || { refuse state; exit 0; }',
+            # The lock is held only from the idle check to Enter (well under a second); one older
+            # than a minute was left by a killed send.
+            '[ -n "$(find "$lock" -prune -mmin +1 2>/dev/null)" ] && rmdir -- "$lock" 2>/dev/null',
             "if [ $live = 0 ]; then refuse exited",
             # Two prompts at once: the second one is refused, not queued behind the first.
-            'elif ! mkdir -- "$state/$session.sending" 2>/dev/null; then refuse sending; trap - EXIT; '
-            'rm -f -- "$prompt_file"',
-            "elif [ $s != idle ]; then refuse $s",
+            'elif ! mkdir -- "$lock" 2>/dev/null; then refuse sending',
+            'elif [ $s != idle ]; then rmdir -- "$lock"; refuse $s',
             "else",
             '  size=0; find_transcript && size=$(wc -c < "$t")',
             # C-u empties the input box; -p wraps the text in a bracketed paste, so its newlines
             # are text, not Enter, and the whole prompt arrives as one.
-            '  tmux load-buffer -b "$session-prompt" "$prompt_file" && tmux send-keys -t "=$session:" C-u '
-            '&& tmux paste-buffer -p -d -b "$session-prompt" -t "=$session:" || { refuse tmux; exit 0; }',
+            '  if tmux load-buffer -b "$session-prompt" "$prompt_file" && tmux send-keys -t "=$session:" C-u '
+            '&& tmux paste-buffer -p -d -b "$session-prompt" -t "=$session:"; then',
             # Something opened a dialog meanwhile: Enter would answer it. Leave the text in the box.
-            "  " + _read_registry('"$pid"'),
-            "  if [ $s != idle ]; then refuse $s; else",
-            '    tmux send-keys -t "=$session:" Enter',
-            '    printf \'%s\\n\' "$size" > "$turn"; off=$size; echo "@@sent $size"',
-            "  fi",
+            "    " + _read_registry('"$pid"'),
+            "    if [ $s != idle ]; then refuse $s; else",
+            '      tmux send-keys -t "=$session:" Enter',
+            '      printf \'%s\\n\' "$size" > "$turn"; off=$size; echo "@@sent $size"',
+            "    fi",
+            "  else refuse tmux; fi",
+            '  rmdir -- "$lock"',
             "fi",
         ],
         "interrupt": [
@@ -1715,15 +1739,16 @@ def build_turn_script(
         'refuse() { echo "@@refused $1"; wait=0; }',  # an action not done: report at once
         *act,
         "[ -n \"$off\" ] || { echo '@@noprompt'; off=0; }",
-        "deadline=$(( $(date +%s) + wait )); seen=0; last=",
+        f"deadline=$(( $(date +%s) + wait )); seen=0; last=; left={int(read_max)}",
         "while :; do",
         # Only complete lines: the last byte read must be a newline (claude may be mid-write).
         '  if find_transcript && size=$(wc -c < "$t") && [ "$size" -gt "$off" ] '
         '&& [ -z "$(tail -c +"$size" "$t" | tr -d \'\\n\')" ]; then',
-        f"    from=$off; [ $((size - off)) -gt {int(read_max)} ] && "
-        f'{{ from=$((size - {int(read_max)})); echo "@@skipped $from"; }}',
-        "    tail -c +$((from + 1)) \"$t\" | head -c $((size - from)) | sed 's/^/@@t\t/'",
-        f'    tail -c +$((from + 1)) "$t" | head -c $((size - from)) | grep -q -E {q(TURN_OUTCOME_ERE)} && seen=1',
+        # At most read_max bytes per call, the newest ones; the outcome is looked for in all of it.
+        '    from=$off; [ $((size - off)) -gt $left ] && { from=$((size - left)); echo "@@skipped $from"; }',
+        "    [ $from -lt $size ] && tail -c +$((from + 1)) \"$t\" | head -c $((size - from)) | sed 's/^/@@t\t/'",
+        "    left=$((left - size + from))",
+        f'    tail -c +$((off + 1)) "$t" | head -c $((size - off)) | grep -q -E {q(TURN_OUTCOME_ERE)} && seen=1',
         "    off=$size",
         "  fi",
         '  [ "$r" = "$last" ] || printf \'@@registry\\t%s\\n\' "$r"; last=$r',
@@ -2707,6 +2732,7 @@ MAX_ACTIONS = 50
 ACTION_DETAIL = 200
 ACTION_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt", "skill")
 INTERRUPTED_MARK = "[Request interrupted by user"
+SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
 COMMAND_TAG_RE = re.compile(r"^<command-name>(/[^<]*)</command-name>")
 LOCAL_OUTPUT_RE = re.compile(r"<local-command-(?:stdout|stderr)>(.*?)</local-command-(?:stdout|stderr)>", re.S)
 
@@ -2720,6 +2746,12 @@ def clean_prompt(prompt: str) -> tuple[str, int]:
     removed = len(prompt) - len(cleaned) - prompt.count("\r\n")
     if not cleaned.strip():
         raise ValueError("the prompt is empty: give claude an instruction or a slash command such as /review")
+    if cleaned.lstrip().startswith("!"):
+        # In the TUI a leading '!' runs the rest as a shell command, without claude's permission prompt.
+        raise ValueError(
+            "a prompt starting with '!' would run a shell command in claude's bash mode, past its permission prompt: "
+            "ask claude to run it instead (e.g. 'run `make test`')"
+        )
     try:
         size = len(cleaned.encode())
     except UnicodeEncodeError:
@@ -2740,7 +2772,10 @@ class Action(BaseModel):
 class PermissionRequest(BaseModel):
     tool: str
     detail: str = ""
-    prompt_id: str = Field(description="Pass to answer_permission: it answers this prompt and no later one")
+    prompt_id: str = Field(
+        description="Pass to answer_permission: it answers this prompt and no later one (empty: only a person at the "
+        "link can answer it)"
+    )
 
 
 def entry_text(content: Any) -> str:
@@ -2782,11 +2817,22 @@ class TurnLog:
         self.interrupted = False
         self.ended = False
         self.skipped = False
+        self._assumed = False  # the prompt was taken as read: its line was left out
+
+    def skip(self) -> None:
+        """Older lines were left out. The offset is where our prompt begins: if its line was among
+        them, the turn is still ours."""
+        self.skipped = True
+        if self.prompt is None:
+            self._begin(self.expected or "")
+            self._assumed = True
 
     def _begin(self, text: str) -> None:
         """A prompt: the first one after the offset is ours; a later one (typed at the link, say)
         takes over, since the answer belongs to the newest prompt."""
-        if self.prompt is not None:
+        if self._assumed:
+            self._assumed = False  # the prompt's own line after all: it was not left out
+        elif self.prompt is not None:
             self.newer_prompts += 1
         elif self.expected is not None:
             command = self.expected.startswith("/") and text.startswith("/")
@@ -2881,10 +2927,16 @@ class TurnLog:
         return bool(self.local_output)
 
     def permission(self, registry: Mapping[str, Any]) -> PermissionRequest | None:
-        """What a permission prompt asks: the newest tool call without a result."""
+        """What a permission prompt asks: the one tool call without a result. With several open
+        (claude asks about them in turn) or a subagent's (its own calls are in its own file), which
+        one the dialog shows is not known here: it is reported without a prompt_id, so the chat
+        cannot answer it."""
         if registry.get("waitingFor") != "permission prompt" or not self.pending:
             return None
         tool_id, action = list(self.pending.items())[-1]
+        if len(self.pending) > 1 or action.tool in SUBAGENT_TOOLS:
+            what = "one of several tool calls" if len(self.pending) > 1 else "a tool call of a subagent"
+            return PermissionRequest(tool=action.tool, detail=f"{what}; see the link", prompt_id="")
         return PermissionRequest(tool=action.tool, detail=action.detail, prompt_id=tool_id)
 
 
@@ -2977,7 +3029,7 @@ def interpret_turn(
     if refused:
         if refused == "waiting":
             cause = waiting_text(session_id, waiting_for, permission)
-            if permission is not None and allow_approvals:
+            if permission is not None and permission.prompt_id and allow_approvals:
                 cause += f", or with answer_permission(prompt_id='{permission.prompt_id}')"
             raise ToolFailure(f"Not done: {cause}." + (f" Link: {url}" if url else ""))
         cause = REFUSALS.get(refused, REFUSALS["unknown"]).format(id=session_id)
@@ -3011,7 +3063,7 @@ def interpret_turn(
         return result("idle", f"Session {session_id} has no prompt yet: send one with send_prompt.")
     if status == "waiting":
         text = waiting_text(session_id, waiting_for, permission)
-        if permission is not None and allow_approvals:
+        if permission is not None and permission.prompt_id and allow_approvals:
             text += f" (or answer_permission(id='{session_id}', decision=…, prompt_id='{permission.prompt_id}'))"
         return result(
             "waiting",
@@ -3257,7 +3309,7 @@ class Sessions:
                 key, _, rest = line[2:].partition(" " if not line.startswith("@@registry") else "\t")
                 events.append((key, rest.split("\t") if rest else []))
                 if key == "skipped":
-                    turn_log.skipped = True
+                    turn_log.skip()
                 progress = {"sent": "prompt typed into the session", "interrupting": "pressed Esc"}.get(key)
                 if key == "registry" and rest:
                     state = parse_registry(rest)
@@ -3311,7 +3363,11 @@ class Sessions:
         if decision not in ("allow_once", "deny"):
             raise ValueError("decision must be 'allow_once' or 'deny'")
         current, size = await self.turn(session_id, "reply")
-        if current.permission is None or not hmac.compare_digest(current.permission.prompt_id, prompt_id):
+        if (
+            current.permission is None
+            or not current.permission.prompt_id
+            or not hmac.compare_digest(current.permission.prompt_id, prompt_id)
+        ):
             raise ToolFailure(REFUSALS["stale"].format(id=current.id))
         action: TurnAction = "allow" if decision == "allow_once" else "deny"
         result, _ = await self.turn(session_id, action, wait=DEFAULT_WAIT, expect_size=size)
@@ -3326,7 +3382,7 @@ class Sessions:
         output = await self._run(build_record_script(session_id))
         record = interpret_record(parse_script_output(output), self.public(session_id), time.time())
         launch = Launch(conversation_uuid=record.get("uuid"), resume=True)
-        return await self.start(
+        started = await self.start(
             record["name"],
             record["path"],
             on_state=on_state,
@@ -3334,6 +3390,9 @@ class Sessions:
             session_id=session_id,
             resume=launch,
         )
+        if record.get("permission"):
+            started.message += f" Its permission mode is {record['permission']}, as when it was started."
+        return started
 
     async def projects(self) -> list[str]:
         output = await self._run(build_projects_script(self.config.projects_base_dir))
@@ -3437,6 +3496,12 @@ class Hosts:
                 raise ValueError(f"id {prefix}.{session_id} is on host {prefix!r}, not {host!r}: leave host out")
             host = prefix
         if host is None:
+            if session_id is not None and self.multiple:
+                examples = " or ".join(f"{h}.{session_id}" for h in list(self.by_name)[:2])
+                raise ValueError(
+                    f"with several dev servers an id names its host (e.g. {examples}): pass the id as "
+                    "list_sessions returned it, or give host"
+                )
             return self.first, session_id
         if host not in self.by_name:
             raise ValueError(f"no dev server {host!r}: the hosts are {', '.join(self.by_name)} (see list_hosts)")

@@ -2683,7 +2683,21 @@ async def test_e2e_prompt_size_is_capped_with_a_clear_error(devserver: DevServer
             assert f"at most {rc_mcp.MAX_PROMPT_BYTES:,}" in text and "file" in text
         for empty in ("", " \n\t", "\x00\x1b"):
             assert "empty" in await call_error(client, "send_prompt", id=started["id"], prompt=empty)
+        assert "bash mode" in await call_error(client, "send_prompt", id=started["id"], prompt=" !rm -rf ~")
     assert rc_sessions(devserver) == {f"rc-{started['id']}"}
+
+
+async def test_e2e_a_send_lock_left_by_a_killed_send_expires(devserver: DevServer, tools: Tools) -> None:
+    conversation_config(devserver)
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="lock", path="alpha", interactive=True)
+        lock = devserver.home / ".local" / "state" / "rc-mcp" / f"rc-{started['id']}.sending"
+        lock.mkdir()  # what a send killed between its check and Enter leaves
+        assert "being sent" in await call_error(client, "send_prompt", id=started["id"], prompt="hi")
+        old = time.time() - 120
+        os.utime(lock, (old, old))
+        reply = await call(client, "send_prompt", id=started["id"], prompt="hi", wait_seconds=30)
+        assert reply["reply"] == "turn 1: hi" and not lock.exists()
 
 
 async def test_e2e_slash_command_prompt(devserver: DevServer, tools: Tools) -> None:
@@ -3092,7 +3106,8 @@ async def test_e2e_two_dev_servers_behind_one_connector(
         # an id names its host: it cannot reach the other one
         bare = work["id"].split(".", 1)[1]
         assert "is on host 'work', not 'home'" in await call_error(client, "stop_session", id=work["id"], host="home")
-        assert not (await call(client, "stop_session", id=bare))["stopped"]  # the first host has no such session
+        assert "names its host" in await call_error(client, "stop_session", id=bare)  # never a guess
+        assert not (await call(client, "stop_session", id=bare, host="home"))["stopped"]
         assert rc_sessions(devserver2) == {"rc-" + bare}
         assert (await call(client, "stop_session", id=work["id"]))["stopped"]
         assert (await call(client, "stop_session", id=home["id"]))["stopped"]

@@ -554,7 +554,8 @@ def test_actions_beyond_the_limit_are_counted() -> None:
         (
             [user("two"), assistant([tool_use("a", "Read", file_path="/x"), tool_use("b", "Bash", command="make")])],
             registry("permission"),
-            rc_mcp.PermissionRequest(tool="Bash", detail="make", prompt_id="b"),
+            # two calls open: which one the dialog shows is not known, so no prompt_id to answer with
+            rc_mcp.PermissionRequest(tool="Bash", detail="one of several tool calls; see the link", prompt_id=""),
         ),
         (
             [
@@ -1334,7 +1335,7 @@ def test_the_conversation_pane_passes_the_prompt_after_double_dash() -> None:
 def test_turn_script_numbers_are_integers(action: rc_mcp.TurnAction) -> None:
     script = rc_mcp.build_turn_script(session_id=SESSION, action=action, wait=12.9, expect_size=345, read_max=1000)
     assert f"session=rc-{SESSION}; wait=12\n" in script
-    assert "$((size - 1000))" in script
+    assert "left=1000" in script
     assert ('[ "$size" = 345 ]' in script) is (action in ("allow", "deny"))
 
 
@@ -1591,3 +1592,35 @@ def test_turn_script_refuses_what_is_no_conversation(
     assert output == f"@@error {error}\n"
     with pytest.raises(rc_mcp.ToolFailure):
         rc_mcp.interpret_turn(SESSION, rc_mcp.TurnLog(), rc_mcp.parse_script_output(output))
+
+
+def test_a_turn_longer_than_the_read_limit_is_still_answered() -> None:
+    """The script left the oldest lines out (`@@skipped`), the prompt's own among them."""
+    log = rc_mcp.TurnLog("read the logs")
+    log.skip()
+    for line in (
+        '{"type":"assistant","isSidechain":false,"message":{"id":"m2","content":[{"type":"text","text":"3 errors."}],'
+        '"stop_reason":"end_turn"}}',
+        '{"type":"system","subtype":"turn_duration","isSidechain":false}',
+    ):
+        log.feed(line)
+    assert (log.reply, log.complete, log.skipped, log.newer_prompts) == ("3 errors.", True, True, 0)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "answerable"),
+    [
+        ([("t1", "Bash")], True),
+        ([("t1", "WebFetch"), ("t2", "Bash")], False),  # claude asks about them in turn: which one is shown?
+        ([("t1", "Task")], False),  # a subagent's own call is asking
+    ],
+)
+def test_only_a_single_main_chain_call_can_be_answered_from_the_chat(
+    blocks: list[tuple[str, str]], answerable: bool
+) -> None:
+    log = rc_mcp.TurnLog()
+    log.feed('{"type":"user","message":{"role":"user","content":"go"}}')
+    content = [{"type": "tool_use", "id": i, "name": n, "input": {"command": "rm -rf ~"}} for i, n in blocks]
+    log.feed(json.dumps({"type": "assistant", "message": {"id": "m1", "content": content, "stop_reason": "tool_use"}}))
+    permission = log.permission({"status": "waiting", "waitingFor": "permission prompt"})
+    assert permission is not None and bool(permission.prompt_id) == answerable
