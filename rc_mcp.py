@@ -485,7 +485,7 @@ def read_value_or_file(value: str) -> str:
     return value
 
 
-def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
+def load_private_key(text: str, passphrase: str | None, passphrase_name: str = "SSH_PASSPHRASE") -> paramiko.PKey:
     """Parse an ed25519, ECDSA or RSA key (OpenSSH or PEM), decrypting it once."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -502,11 +502,11 @@ def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
             loaded = serialization.load_pem_private_key(data, password=password)
     except TypeError as exc:  # "Password was not given but private key is encrypted" and its reverse
         if password is None:
-            raise ValueError("the key is encrypted: set SSH_PASSPHRASE") from exc
-        raise ValueError("SSH_PASSPHRASE is set but the key is not encrypted: unset it") from exc
+            raise ValueError(f"the key is encrypted: set {passphrase_name}") from exc
+        raise ValueError(f"{passphrase_name} is set but the key is not encrypted: unset it") from exc
     except ValueError as exc:
         if password is not None and re.search(r"decrypt|password|checksum", str(exc), re.I):
-            raise ValueError("SSH_PASSPHRASE does not decrypt the key (or the key is damaged)") from exc
+            raise ValueError(f"{passphrase_name} does not decrypt the key (or the key is damaged)") from exc
         raise ValueError(f"not a private key in OpenSSH or PEM format ({exc})") from exc
     key_class: type[paramiko.PKey]
     if isinstance(loaded, ed25519.Ed25519PrivateKey):
@@ -575,9 +575,18 @@ class Config:
     host_name: str = "default"  # the dev server's name in tool calls (DEV_SERVERS)
     hosts: tuple[Config, ...] = ()  # with DEV_SERVERS: every dev server, this one first
 
+    in_hosts_file: bool = False  # its settings are keys of its table in DEV_SERVERS
+
     @property
     def all_hosts(self) -> tuple[Config, ...]:
         return self.hosts or (self,)
+
+    def setting(self, variable: str) -> str:
+        """How a message names a setting of this dev server: its variable, or its key in the hosts file."""
+        if not self.in_hosts_file:
+            return variable
+        key = next((k for k, v in HOST_KEYS.items() if v == variable), HOST_VARIABLE_KEYS.get(variable, variable))
+        return f"{key} of [{self.host_name}] in DEV_SERVERS"
 
     @property
     def local(self) -> bool:
@@ -650,7 +659,7 @@ def load_ssh_access(
         problems.append(f"{names['key']} is missing: set it to the key's content or the path of the key file.")
     else:
         try:
-            ssh_key = load_private_key(read_value_or_file(key), passphrase)
+            ssh_key = load_private_key(read_value_or_file(key), passphrase, names.get("passphrase", "SSH_PASSPHRASE"))
         except (OSError, ValueError, paramiko.SSHException) as exc:
             problems.append(f"{names['key']} cannot be used: {exc}.")
     if known:
@@ -685,6 +694,13 @@ HOST_KEYS: dict[str, str | type] = {
     "start_timeout": "START_TIMEOUT",
 }
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+# The variables whose key in a host's table does not follow the variable's rules.
+HOST_VARIABLE_KEYS = {
+    "SSH_USER": "user",
+    "SSH_PRIVATE_KEY": "key",
+    "SSH_PASSPHRASE": "passphrase_env",
+    "SSH_KNOWN_HOSTS": "known_hosts",
+}
 
 
 def relative_to(folder: Path, value: str) -> str:
@@ -763,7 +779,11 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
                 passphrase = environ.get(values["passphrase_env"])
                 if passphrase is None:
                     problems.append(f"{where}: passphrase_env names {values['passphrase_env']}, which is not set.")
-            names = {"key": f"{where}: key", "known_hosts": f"{where}: known_hosts"}
+            names = {
+                "key": f"{where}: key",
+                "known_hosts": f"{where}: known_hosts",
+                "passphrase": "passphrase_env" if "passphrase_env" not in values else values["passphrase_env"],
+            }
             files = {k: relative_to(folder, values[k]) for k in ("key", "known_hosts") if k in values}
             key, known = load_ssh_access(
                 ssh_host, port, files.get("key"), passphrase, files.get("known_hosts"), problems, names
@@ -776,6 +796,7 @@ def load_hosts_file(path: str, base: Config, environ: Mapping[str, str]) -> tupl
             dataclasses.replace(
                 base,
                 host_name=name,
+                in_hosts_file=True,
                 ssh_host=ssh_host,
                 ssh_user=values.get("user", ""),
                 ssh_port=port,
@@ -2432,12 +2453,12 @@ class ProjectList(BaseModel):
 # Refusals of the start script, before anything was launched: what happened and the fix.
 START_ERRORS = {
     "no-tmux": "tmux is not installed on the dev server. Install it there (e.g. `sudo apt install tmux`).",
-    "no-base": "the projects base directory {base} does not exist on the dev server. Fix PROJECTS_BASE_DIR.",
+    "no-base": "the projects base directory {base} does not exist on the dev server. Fix {base_setting}.",
     "no-dir": "there is no directory {path!r} in {base}. Call list_projects for the available paths.",
     "outside": "{path!r} resolves outside {base} (through a symlink); only projects inside it can be used.",
     "home": "{path!r} is the home directory, where claude never saves workspace trust; pick a project directory.",
     "no-claude": "the claude CLI ({claude}) was not found on the dev server. Install Claude Code there, or set "
-    "CLAUDE_BIN to its absolute path (`command -v claude` in a login shell shows it).",
+    "{claude_setting} to its absolute path (`command -v claude` in a login shell shows it).",
     "state": "cannot create the state directory (~/.local/state/rc-mcp) on the dev server; check the home "
     "directory's permissions and free space.",
     "exists": "a session with id {id} already exists; call start_session again.",
@@ -2481,7 +2502,14 @@ def interpret_start(
     if first_fields(events, "error") is not None:
         code = first_field(events, "error", "?")
         template = START_ERRORS.get(code, "the dev server refused to start the session ({code}).")
-        details = {"base": config.projects_base_dir, "path": path, "id": session_id, "claude": config.claude_bin}
+        details = {
+            "base": config.projects_base_dir,
+            "path": path,
+            "id": session_id,
+            "claude": config.claude_bin,
+            "base_setting": config.setting("PROJECTS_BASE_DIR"),
+            "claude_setting": config.setting("CLAUDE_BIN"),
+        }
         raise ToolFailure(
             ("Not resumed: " if launch.resume else "Not started: ") + template.format(code=code, **details)
         )
@@ -2706,11 +2734,11 @@ def interpret_record(events: list[Event], session_id: str, now: float) -> dict[s
     return record
 
 
-def interpret_projects(output: str, base_dir: str) -> list[str]:
+def interpret_projects(output: str, base_dir: str, base_setting: str = "PROJECTS_BASE_DIR") -> list[str]:
     """The projects script's NUL-separated paths, each one start_session accepts."""
     _, found, listing = output.partition("@@projects\n")
     if not found:
-        raise ToolFailure(START_ERRORS["no-base"].format(base=base_dir))
+        raise ToolFailure(START_ERRORS["no-base"].format(base=base_dir, base_setting=base_setting))
     projects = set()
     for entry in listing.split("\0"):
         with contextlib.suppress(ValueError):
@@ -3396,7 +3424,7 @@ class Sessions:
 
     async def projects(self) -> list[str]:
         output = await self._run(build_projects_script(self.config.projects_base_dir))
-        return interpret_projects(output, self.config.projects_base_dir)
+        return interpret_projects(output, self.config.projects_base_dir, self.config.setting("PROJECTS_BASE_DIR"))
 
 
 # ── Dev servers ───────────────────────────────────────────────────────────────────────────────
@@ -3436,10 +3464,19 @@ async def check_host(config: Config, runner: Runner) -> list[CheckLine]:
     elif values.get("claude_login_path"):
         found = values["claude_login_path"]
         lines.append(
-            CheckLine(False, "claude", f"{config.claude_bin} not found on the SSH PATH — set CLAUDE_BIN={found}")
+            CheckLine(
+                False,
+                "claude",
+                f"{config.claude_bin} not found on the SSH PATH — "
+                + (
+                    f"set claude_bin = {found!r} in [{config.host_name}]"
+                    if config.in_hosts_file
+                    else f"set CLAUDE_BIN={found}"
+                ),
+            )
         )
     else:
-        fix = "install Claude Code, or set CLAUDE_BIN to its absolute path"
+        fix = f"install Claude Code, or set {config.setting('CLAUDE_BIN')} to its absolute path"
         lines.append(CheckLine(False, "claude", f"{config.claude_bin} not found — {fix}"))
     try:
         auth = json.loads(values.get("claude_auth") or "{}")
@@ -3453,7 +3490,7 @@ async def check_host(config: Config, runner: Runner) -> list[CheckLine]:
     )
     lines.append(CheckLine(logged_in, "claude login", login))
     base_ok = values.get("base") == "ok"
-    base = " is readable" if base_ok else " is missing or unreadable — fix PROJECTS_BASE_DIR"
+    base = " is readable" if base_ok else f" is missing or unreadable — fix {config.setting('PROJECTS_BASE_DIR')}"
     lines.append(CheckLine(base_ok, "projects base", config.projects_base_dir + base))
     return lines
 

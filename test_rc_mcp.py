@@ -3023,7 +3023,7 @@ def test_hosts_file_names_every_dev_server_in_order(lab: DevServer, lab2: DevSer
         ('[a]\nprojects_base_dir = "/p"\n', "'a': ssh_host is missing"),
         ('[a]\nssh_host = "local"\nprojects_base_dir = "relative"\n', "'a': projects_base_dir = 'relative'"),
         ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nport = 70000\n', "'a': port = 70000: must be between"),
-        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nport = "22"\n', "'a': port must be a int"),
+        ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nport = "22"\n', "'a': port must be a whole number"),
         ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\ncolour = "red"\n', "'a': unknown key 'colour'"),
         ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\npermission_mode = "yolo"\n', "'a': permission_mode"),
         ('[a]\nssh_host = "local"\nprojects_base_dir = "/p"\nspawn_worktree = "yes"\n', "must be a boolean"),
@@ -3072,6 +3072,33 @@ def test_readme_hosts_file_is_one_the_server_reads(tmp_path: Path) -> None:
     # the local host alone goes through the whole loader (the others' keys are placeholders)
     env = hosts_env(tmp_path, "[here]\n" + block.split("[here]\n", 1)[1])
     assert rc_mcp.load_config(env).all_hosts[0].local
+
+
+def test_messages_name_the_hosts_file_key_not_a_variable(lab: DevServer, tmp_path: Path) -> None:
+    config = rc_mcp.load_config(hosts_env(tmp_path, host_table("home", lab)))
+    assert config.setting("PROJECTS_BASE_DIR") == "projects_base_dir of [home] in DEV_SERVERS"
+    assert config.setting("SSH_PRIVATE_KEY") == "key of [home] in DEV_SERVERS"
+    assert rc_mcp.load_config(base_env(tmp_path)).setting("PROJECTS_BASE_DIR") == "PROJECTS_BASE_DIR"
+    with pytest.raises(rc_mcp.ToolFailure, match=r"Fix projects_base_dir of \[home\] in DEV_SERVERS"):
+        rc_mcp.interpret_projects("", "/srv", config.setting("PROJECTS_BASE_DIR"))
+    key = tmp_path / "id_plain"
+    key.write_text(lab.keys["ed25519"].read_text())
+    with pytest.raises(rc_mcp.ConfigError, match="HOME_PASS is set but the key is not encrypted"):
+        rc_mcp.load_config(
+            hosts_env(tmp_path, host_table("h", lab, key=str(key), passphrase_env="HOME_PASS"), HOME_PASS="x")
+        )
+
+
+def test_hosts_file_refuses_two_names_for_one_dev_server(lab: DevServer, tmp_path: Path) -> None:
+    with pytest.raises(rc_mcp.ConfigError, match="'b': the same dev server as 'a'"):
+        rc_mcp.load_config(hosts_env(tmp_path, host_table("a", lab), host_table("b", lab)))
+
+
+def test_hosts_file_key_paths_are_relative_to_the_file(lab: DevServer, tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "id").write_text(lab.keys["ed25519"].read_text())
+    config = rc_mcp.load_config(hosts_env(tmp_path, host_table("a", lab, key="keys/id")))
+    assert config.ssh_key is not None
 
 
 def test_single_host_ids_and_results_are_unchanged(tmp_path: Path) -> None:
