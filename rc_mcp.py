@@ -5536,6 +5536,51 @@ async def read_request(scope: ASGIScope, receive: Receive, platform_header: str 
     )
 
 
+# Tools that answer within a round trip or two. The MCP SDK's own OAuth client holds a lock from
+# sending a request until its response headers arrive: a JSON answer comes with its headers, so a
+# JSON answer to a call that waits (start_session, the conversation tools) would hold every other
+# call of that client back. Those answer on an SSE stream, whose headers go out at once.
+QUICK_TOOLS = frozenset({"list_sessions", "list_projects", "stop_session"})
+
+
+def wants_stream(body: bytes) -> bool:
+    """Whether a JSON-RPC request's answer goes on an SSE stream: when it asked for progress
+    (`params._meta.progressToken`) or calls a tool that may wait. Anything unreadable: as before."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return True
+    if not isinstance(message, dict):
+        return True
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    if isinstance(meta, dict) and meta.get("progressToken") is not None:
+        return True
+    return message.get("method") == "tools/call" and params.get("name") not in QUICK_TOOLS
+
+
+async def buffered_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:
+    """The request body (read up to just past `limit` bytes), and a receive that hands the same
+    messages out again, at once, before the connection's own."""
+    messages: collections.deque[MutableMapping[str, Any]] = collections.deque()
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit or not message.get("more_body"):
+            break
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+    async def replay() -> MutableMapping[str, Any]:
+        return messages.popleft() if messages else await receive()
+
+    return body, replay
+
+
 # ── Connections and logs ──────────────────────────────────────────────────────────────────────
 # What reaches the app at all (slow clients, connection caps), and how it is logged.
 
@@ -5691,7 +5736,7 @@ class App:
         self.mcp = build_mcp_server(self.sessions)
         self.mcp.streamable_http_app(
             stateless_http=True,  # nothing to lose on restart; every request carries its token
-            json_response=False,  # SSE, so progress notifications reach the client
+            json_response=False,  # set per request in _mcp: SSE only where a stream is needed
             transport_security=TransportSecuritySettings(
                 allowed_hosts=allowed_hosts(config.server_url),
                 allowed_origins=[config.server_url],
@@ -5790,7 +5835,16 @@ class App:
             self._open_requests[request_scope] = token or ""  # ended if its link is revoked
             try:
                 inner = {**scope, "path": "/mcp", "raw_path": b"/mcp", "user": user, "auth": AuthCredentials(scopes)}
-                await self.session_manager.handle_request(inner, receive, send)
+                manager, plain = self.session_manager, False
+                if scope["method"] == "POST":
+                    # Plain JSON where no stream is needed: a JSON answer is read to its end, so
+                    # the client keeps its connection (after an SSE answer it opens a new one).
+                    # The manager reads the flag when it makes this request's transport, before
+                    # its first await: the body is replayed without one.
+                    body, receive = await buffered_body(receive, manager.max_request_body_size)
+                    plain = not wants_stream(body)
+                manager.json_response = plain
+                await manager.handle_request(inner, receive, send)
             finally:
                 del self._open_requests[request_scope]
                 auth_context_var.reset(reset)
