@@ -1357,7 +1357,9 @@ def build_start_script(
         # Prompts only a person should answer (workspace trust; spawn mode, which --spawn avoids).
         f'  grep -a -q -E {q(QUESTIONS_ERE)} "$log" && {{ status=attention; break; }}',
         '  [ "$(date +%s)" -ge "$deadline" ] && break',
-        "  sleep 0.1",
+        # 20 looks a second: a URL is seen 25 ms after claude prints it, on average, for a few forks
+        # (grep, tmux) per look.
+        "  sleep 0.05",
         "done",
         "if [ $status = ready ]; then",
         "  " + _save_latest_url('"$log"', '"$url_file"'),
@@ -1388,7 +1390,8 @@ def build_list_script(nonce: str) -> str:
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
         "panes=$(tmux list-panes -a 2>/dev/null "
         "-F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_pid}:#{pane_dead_status}')",
-        "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created pid code; do",
+        # A here-document, not a pipeline: the loop runs in this shell, one fork fewer.
+        "while IFS=: read -r session dead created pid code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         '  printf \'@@session\\t%s\\t%s\\t%s\\t%s\\n\' "$session" "$dead" "$created" "$code"',
         # Shell builtins where they repeat per session: a fork per session per line adds up.
@@ -1410,7 +1413,9 @@ def build_list_script(nonce: str) -> str:
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
         "  " + _emit_tail('"$log"', nonce, LIST_TAIL_BYTES),
-        "done",
+        "done <<EOF",
+        "$panes",
+        "EOF",
         # Files are written only after their session exists, so a session that is not running
         # now (checked again: one may have started since the snapshot) has left them behind.
         *_FOR_EACH_SESSION_FILES,
