@@ -1103,13 +1103,18 @@ def double_quoted(text: str) -> str:
     return re.sub(r'([\\"$`])', r"\\\1", text)
 
 
-# The first line of a script whose second run does what one run does (it reads, or tidies what is
-# already gone): after a lost connection the runner may send it again. Never a start or a send.
+# A line (the first or second) of a script whose second run does what one run does (it reads, or
+# tidies what is already gone): after a lost connection the runner may send it again. Never a
+# start or a send.
 RERUN_SAFE = ": rerun-safe"
 
 
+def is_rerun_safe(script: str) -> bool:
+    return RERUN_SAFE in script.split("\n", 2)[:2]
+
+
 def _remote_script(*lines: str, rerun_safe: bool = False) -> str:
-    return "\n".join(((RERUN_SAFE,) if rerun_safe else ()) + (REMOTE_PATH_PREFIX, *lines)) + "\n"
+    return "\n".join((REMOTE_PATH_PREFIX, *((RERUN_SAFE,) if rerun_safe else ()), *lines)) + "\n"
 
 
 def _session_files(session: str) -> str:
@@ -2233,7 +2238,7 @@ class SSHRunner:
 
     def _short(self, script: str, timeout: float) -> CommandResult:
         # Sent again after a lost shell only if it never reached the shell, or says it is safe.
-        rerun_safe = script.startswith(RERUN_SAFE + "\n")
+        rerun_safe = is_rerun_safe(script)
         for attempt in (1, 2):
             shell = self._take_shell()
             self.execs += 1

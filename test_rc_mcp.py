@@ -1843,6 +1843,15 @@ async def test_e2e_output_cannot_forge_the_shell_framing(devserver: DevServer, t
         assert runner.shells_opened == 1
 
 
+def test_only_scripts_that_read_or_tidy_are_rerun_safe() -> None:
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_list_script("0123456789abcdef"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_projects_script("~/projects"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_check_script("~/projects", "claude"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_record_script("alpha-abcdef"))
+    assert not rc_mcp.is_rerun_safe(rc_mcp.build_stop_script("alpha-abcdef"))
+    assert not rc_mcp.is_rerun_safe(rc_mcp.build_turn_script(session_id="alpha-abcdef", action="send", wait=0))
+
+
 async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
     """Until `condition()` holds (checked every 10 ms); fails after `timeout` seconds."""
     with anyio.fail_after(timeout):
