@@ -1304,8 +1304,18 @@ def double_quoted(text: str) -> str:
     return re.sub(r'([\\"$`])', r"\\\1", text)
 
 
-def _remote_script(*lines: str) -> str:
-    return "\n".join((REMOTE_PATH_PREFIX, *lines)) + "\n"
+# A line (the first or second) of a script whose second run does what one run does (it reads, or
+# tidies what is already gone): after a lost connection the runner may send it again. Never a
+# start or a send.
+RERUN_SAFE = ": rerun-safe"
+
+
+def is_rerun_safe(script: str) -> bool:
+    return RERUN_SAFE in script.split("\n", 2)[:2]
+
+
+def _remote_script(*lines: str, rerun_safe: bool = False) -> str:
+    return "\n".join((REMOTE_PATH_PREFIX, *((RERUN_SAFE,) if rerun_safe else ()), *lines)) + "\n"
 
 
 def _session_files(session: str) -> str:
@@ -1554,7 +1564,9 @@ def build_start_script(
         # Prompts only a person should answer (workspace trust; spawn mode, which --spawn avoids).
         f'  [ $registered = 0 ] && grep -a -q -E {q(QUESTIONS_ERE)} "$log" && {{ status=attention; break; }}',
         '  [ "$(date +%s)" -ge "$deadline" ] && break',
-        "  sleep 0.1",
+        # 20 looks a second: a URL is seen 25 ms after claude prints it, on average, for a few forks
+        # (grep, tmux) per look.
+        "  sleep 0.05",
         "done",
         "if [ $status = ready ]; then",
         "  " + _save_latest_url('"$log"', '"$url_file"'),
@@ -1585,7 +1597,8 @@ def build_list_script(nonce: str) -> str:
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
         "panes=$(tmux list-panes -a 2>/dev/null "
         "-F '#{session_name}:#{pane_dead}:#{session_created}:#{pane_pid}:#{pane_dead_status}')",
-        "printf '%s\\n' \"$panes\" | while IFS=: read -r session dead created pid code; do",
+        # A here-document, not a pipeline: the loop runs in this shell, one fork fewer.
+        "while IFS=: read -r session dead created pid code; do",
         f'  case "$session" in {TMUX_PREFIX}?*) ;; *) continue ;; esac',
         '  printf \'@@session\\t%s\\t%s\\t%s\\t%s\\n\' "$session" "$dead" "$created" "$code"',
         # Shell builtins where they repeat per session: a fork per session per line adds up.
@@ -1607,7 +1620,9 @@ def build_list_script(nonce: str) -> str:
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
         "  " + _emit_tail('"$log"', nonce, LIST_TAIL_BYTES),
-        "done",
+        "done <<EOF",
+        "$panes",
+        "EOF",
         # Files are written only after their session exists, so a session that is not running
         # now (checked again: one may have started since the snapshot) has left them behind.
         *_FOR_EACH_SESSION_FILES,
@@ -1625,6 +1640,7 @@ def build_list_script(nonce: str) -> str:
         '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"',
         "done",
         "echo '@@end'",
+        rerun_safe=True,
     )
 
 
@@ -1666,6 +1682,7 @@ def build_record_script(session_id: str) -> str:
         '  printf \'@@record\\t%s\\t%s\\t%s\\n\' "$session" "${f##*.}" "$(date -r "$f" +%s 2>/dev/null)"',
         '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"; break',
         "done",
+        rerun_safe=True,
     )
 
 
@@ -1800,6 +1817,7 @@ def build_projects_script(base_dir: str) -> str:
         '  is_home "$real" && continue',
         '  inside_base "$real" && printf \'%s\\0\' "$d"',
         "done",
+        rerun_safe=True,
     )
 
 
@@ -1817,6 +1835,7 @@ def build_check_script(base_dir: str, claude_bin: str) -> str:
         'auth=$(auth_json); case "$auth" in "{"*) ;; *) auth=$(auth_json --json) ;; esac',
         "printf '@@claude_auth\\t%s\\n' \"$auth\"",
         f"if [ -d {base} ] && [ -r {base} ] && [ -x {base} ]; then echo '@@base\tok'; else echo '@@base\tmissing'; fi",
+        rerun_safe=True,
     )
 
 
@@ -2031,10 +2050,15 @@ class LocalRunner:
 
 
 # ── SSH runner ────────────────────────────────────────────────────────────────────────────────
-# One kept connection (host key checked before authentication), one channel per command.
+# One kept connection (host key checked before authentication). Short scripts run in a few kept
+# remote shells (no channel to open, no exec request, no sshd session fork: one round trip);
+# long commands (start_session, conversation turns, anything with stdin) get a channel each.
 
 # OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
 SSH_MAX_CHANNELS = 8
+# Of those, kept for the shells of short scripts: however many long commands wait (8 starts
+# waiting for claude), a list_sessions never waits behind them.
+SSH_SHELLS = 2
 SSH_KEEPALIVE = 30
 
 
@@ -2158,9 +2182,126 @@ class SSHPool:
             self._transport = None
 
 
+class ShellLost(Exception):
+    """A kept shell ended, or its connection broke, before a script's end marker (internal);
+    `sent` says whether the script may have run."""
+
+    def __init__(self, detail: str, sent: bool):
+        super().__init__(detail)
+        self.sent = sent
+
+
+class ShellSilent(Exception):
+    """A kept shell did not even begin a script within SSH_CONNECT_TIMEOUT (internal): the
+    connection or sshd is frozen, as an unanswered channel open would show."""
+
+
+class RemoteShell:
+    """A kept `/bin/sh` (no PTY) on a channel of its own, reading scripts from its stdin. Each
+    script runs in a subshell with stdin from /dev/null, as the word of an `eval` (so its text is
+    never parsed by the kept shell itself), between begin and end lines carrying a nonce chosen
+    per script — on stdout and on stderr, the end line of stdout with the exit status. Nothing the
+    script prints can fake them: it never sees the nonce."""
+
+    def __init__(self, transport: paramiko.Transport, channel: paramiko.Channel):
+        self.transport = transport
+        self.channel = channel
+        self.pid: int | None = None  # the shell's process on the server, once it has run a script
+        self.runs = 0
+
+    def alive(self) -> bool:
+        channel = self.channel
+        return (
+            self.transport.is_active()
+            and not channel.closed
+            and not channel.eof_received
+            and not channel.exit_status_ready()
+            and not channel.recv_ready()  # output between scripts: something outlived its script
+            and not channel.recv_stderr_ready()
+        )
+
+    def run(self, script: str, timeout: float, answer_within: float) -> CommandResult:
+        """Run `script`; its begin line must arrive within `answer_within` seconds (one round trip)."""
+        nonce = secrets.token_hex(16)
+        begin, end = f"{nonce}-begin ".encode(), f"\n{nonce} ".encode()
+        err_begin, err_end = f"{nonce}-begin\n".encode(), f"\n{nonce}\n".encode()
+        wrapper = (
+            f"printf '%s %s\\n' {nonce}-begin $$; printf '%s\\n' {nonce}-begin >&2; "
+            f"( eval {shlex.quote(script)} ) </dev/null; "
+            f"printf '\\n%s %s\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+        )
+        deadline = time.monotonic() + timeout
+        answer_deadline = min(deadline, time.monotonic() + answer_within)
+        channel = self.channel
+        try:
+            channel.settimeout(max(timeout, 0.1))
+            channel.sendall(wrapper.encode())
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ShellLost(describe_error(exc), sent=False) from exc
+        stdout, stderr = bytearray(), bytearray()
+        status: int | None = None
+        err_done = False
+        while status is None or not err_done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteError(f"the command on the dev server did not finish within {timeout:g} s")
+            wait = min(remaining, 1.0)
+            if status is None and begin not in stdout:
+                if time.monotonic() >= answer_deadline:
+                    raise ShellSilent()
+                wait = min(wait, max(answer_deadline - time.monotonic(), 0.01))
+            channel.settimeout(wait)
+            try:
+                # stdout first; once its end line is in, stderr's follows at once
+                chunk = channel.recv(65536) if status is None else channel.recv_stderr(65536)
+            except TimeoutError:
+                chunk = None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise ShellLost(describe_error(exc), sent=True) from exc
+            if chunk == b"":
+                raise ShellLost("the shell on the dev server ended", sent=True)
+            if chunk is not None:
+                (stdout if status is None else stderr).extend(chunk)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+            if status is None:
+                status = self._end_status(stdout, begin, end)
+            err_done = err_done or err_end in stderr
+        out_from = stdout.index(begin) + len(begin)
+        line_end = stdout.index(b"\n", out_from)
+        if self.pid is None and stdout[out_from:line_end].isdigit():
+            self.pid = int(stdout[out_from:line_end])
+        err_from = stderr.find(err_begin)
+        err_from = 0 if err_from < 0 else err_from + len(err_begin)
+        self.runs += 1
+        return CommandResult(
+            status,
+            stdout[line_end + 1 : stdout.rindex(end)].decode(errors="replace"),
+            stderr[err_from : stderr.rindex(err_end)].decode(errors="replace"),
+        )
+
+    @staticmethod
+    def _end_status(stdout: bytearray, begin: bytes, end: bytes) -> int | None:
+        """The exit status once the end line has arrived after the begin line; else None."""
+        start = stdout.find(begin)
+        at = stdout.find(end, start + 1) if start >= 0 else -1
+        line_end = stdout.find(b"\n", at + len(end)) if at >= 0 else -1
+        if line_end < 0:
+            return None
+        code = stdout[at + len(end) : line_end]
+        if not code.isdigit():
+            raise ShellLost("the shell's output lost its framing", sent=True)
+        return int(code)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 class SSHRunner:
-    """Commands over the pool's connection, each on its own channel, never more channels at once
-    than sshd's default MaxSessions allows. All blocking work runs in worker threads."""
+    """Commands over the pool's connection, never more channels at once than sshd's default
+    MaxSessions allows: short scripts in up to SSH_SHELLS kept shells, long ones (stdin, progress
+    lines, or a timeout above COMMAND_TIMEOUT) each on a channel of its own, from a separate
+    allowance so neither waits for the other. All blocking work runs in worker threads."""
 
     def __init__(self, config: Config, record_host_keys: bool = True):
         self.config = config
@@ -2168,7 +2309,11 @@ class SSHRunner:
         # Awaited before a worker thread is taken, so waiting commands never hold threads that
         # the token endpoints need.
         self._channels: asyncio.Semaphore | None = None
+        self._shell_turns: asyncio.Semaphore | None = None
+        self._idle_shells: list[RemoteShell] = []  # each holds its connection in use
+        self._shells_lock = threading.Lock()
         self.execs = 0  # how many commands were run (for tests and benchmarks)
+        self.shells_opened = 0
 
     @property
     def connects(self) -> int:
@@ -2191,13 +2336,13 @@ class SSHRunner:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise ConnectionLost(describe_error(exc)) from exc
 
-    def _exec(self, script: str, timeout: float, on_line: LineCallback | None, stdin: bytes) -> CommandResult:
+    def _channel(self) -> tuple[paramiko.Transport, paramiko.Channel]:
+        """A new channel on the shared connection (held in use), reconnecting once if it dropped."""
         deadline = time.monotonic() + self.config.connect_timeout  # for a channel, reconnect included
         for attempt in (1, 2):
             transport = self.pool.acquire(deadline)
             try:
-                channel = self._open_channel(transport, deadline)
-                break
+                return transport, self._open_channel(transport, deadline)
             except ConnectionLost as exc:
                 # The connection dropped since its last use: reconnect once. Safe: nothing ran.
                 self.pool.release(transport, retire=True)
@@ -2209,6 +2354,10 @@ class SSHRunner:
             except BaseException:
                 self.pool.release(transport)
                 raise
+        raise AssertionError("unreachable")
+
+    def _exec(self, script: str, timeout: float, on_line: LineCallback | None, stdin: bytes) -> CommandResult:
+        transport, channel = self._channel()
         self.execs += 1
         retire = False
         try:
@@ -2263,6 +2412,71 @@ class SSHRunner:
             stderr += channel.recv_stderr(65536)
         return CommandResult(status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
+    def _take_shell(self) -> RemoteShell:
+        """An idle kept shell on the current connection, or a new one (at most SSH_SHELLS exist:
+        only that many scripts take one at a time)."""
+        with self._shells_lock:
+            while self._idle_shells:
+                shell = self._idle_shells.pop()
+                if shell.alive() and shell.transport is self.pool._transport:
+                    return shell
+                self._drop_shell(shell)
+        transport, channel = self._channel()
+        try:
+            # exec, so the login shell (fish, zsh…) leaves only POSIX sh behind; no PTY: no echo,
+            # no prompt, and stdout and stderr stay apart.
+            channel.exec_command("exec /bin/sh -s")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            channel.close()
+            self.pool.release(transport, retire=True)
+            raise ShellLost(describe_error(exc), sent=False) from exc
+        self.shells_opened += 1
+        return RemoteShell(transport, channel)
+
+    def _drop_shell(self, shell: RemoteShell, retire: bool = False) -> None:
+        shell.close()
+        self.pool.release(shell.transport, retire or not shell.transport.is_active())
+
+    def _drop_stale_shells(self) -> None:
+        """Idle shells of a connection taken out of service: closed, so that connection can close."""
+        with self._shells_lock:
+            current = self.pool._transport
+            for shell in [s for s in self._idle_shells if s.transport is not current]:
+                self._idle_shells.remove(shell)
+                self._drop_shell(shell)
+
+    def _short(self, script: str, timeout: float) -> CommandResult:
+        # Sent again after a lost shell only if it never reached the shell, or says it is safe.
+        rerun_safe = is_rerun_safe(script)
+        for attempt in (1, 2):
+            shell = self._take_shell()
+            self.execs += 1
+            try:
+                result = shell.run(script, timeout, self.config.connect_timeout)
+            except ShellSilent:
+                self._drop_shell(shell, retire=True)
+                raise RemoteError(
+                    f"the dev server did not answer over SSH within {self.config.connect_timeout:g} s "
+                    f"({self.config.ssh_target}): is sshd running and responsive there?"
+                ) from None
+            except ShellLost as exc:
+                self._drop_shell(shell)
+                if attempt == 1 and (rerun_safe or not exc.sent):
+                    log.info("the kept shell on the dev server was lost (%s); running the script again", exc)
+                    continue
+                raise CommandInterrupted(str(exc)) from exc
+            except RemoteError:
+                # Timed out: its script still runs there and holds a channel slot, as an exec would.
+                self._drop_shell(shell, retire=True)
+                raise
+            except BaseException:
+                self._drop_shell(shell)
+                raise
+            with self._shells_lock:
+                self._idle_shells.append(shell)
+            return result
+        raise AssertionError("unreachable")
+
     def _connect_now(self) -> str:
         transport = self.pool.acquire()
         self.pool.release(transport)
@@ -2271,15 +2485,32 @@ class SSHRunner:
     async def connect(self) -> str | None:
         return await anyio.to_thread.run_sync(self._connect_now)
 
+    def is_short(self, timeout: float, on_line: LineCallback | None, stdin: bytes) -> bool:
+        """A script for a kept shell: no input, no progress lines, no wait beyond COMMAND_TIMEOUT."""
+        return not stdin and on_line is None and timeout <= self.config.command_timeout
+
     async def run(
         self, script: str, *, timeout: float, on_line: LineCallback | None = None, stdin: bytes = b""
     ) -> CommandResult:
-        if self._channels is None:
-            self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS)
-        async with self._channels:
-            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line, stdin)
+        try:
+            if self.is_short(timeout, on_line, stdin):
+                if self._shell_turns is None:
+                    self._shell_turns = asyncio.Semaphore(SSH_SHELLS)
+                async with self._shell_turns:
+                    return await anyio.to_thread.run_sync(self._short, script, timeout)
+            if self._channels is None:
+                self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS - SSH_SHELLS)
+            async with self._channels:
+                return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line, stdin)
+        finally:
+            if self._idle_shells:
+                self._drop_stale_shells()
 
     async def close(self) -> None:
+        with self._shells_lock:
+            shells, self._idle_shells = self._idle_shells, []
+        for shell in shells:
+            shell.close()
         self.pool.close()
 
 
@@ -5848,6 +6079,51 @@ async def read_request(scope: ASGIScope, receive: Receive, platform_header: str 
     )
 
 
+# Tools that answer within a round trip or two. The MCP SDK's own OAuth client holds a lock from
+# sending a request until its response headers arrive: a JSON answer comes with its headers, so a
+# JSON answer to a call that waits (start_session, the conversation tools) would hold every other
+# call of that client back. Those answer on an SSE stream, whose headers go out at once.
+QUICK_TOOLS = frozenset({"list_sessions", "list_projects", "stop_session"})
+
+
+def wants_stream(body: bytes) -> bool:
+    """Whether a JSON-RPC request's answer goes on an SSE stream: when it asked for progress
+    (`params._meta.progressToken`) or calls a tool that may wait. Anything unreadable: as before."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return True
+    if not isinstance(message, dict):
+        return True
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    if isinstance(meta, dict) and meta.get("progressToken") is not None:
+        return True
+    return message.get("method") == "tools/call" and params.get("name") not in QUICK_TOOLS
+
+
+async def buffered_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:
+    """The request body (read up to just past `limit` bytes), and a receive that hands the same
+    messages out again, at once, before the connection's own."""
+    messages: collections.deque[MutableMapping[str, Any]] = collections.deque()
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit or not message.get("more_body"):
+            break
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+    async def replay() -> MutableMapping[str, Any]:
+        return messages.popleft() if messages else await receive()
+
+    return body, replay
+
+
 # ── Connections and logs ──────────────────────────────────────────────────────────────────────
 # What reaches the app at all (slow clients, connection caps), and how it is logged.
 
@@ -6010,7 +6286,7 @@ class App:
         self.mcp = build_mcp_server(self.hosts)
         self.mcp.streamable_http_app(
             stateless_http=True,  # nothing to lose on restart; every request carries its token
-            json_response=False,  # SSE, so progress notifications reach the client
+            json_response=False,  # set per request in _mcp: SSE only where a stream is needed
             transport_security=TransportSecuritySettings(
                 allowed_hosts=allowed_hosts(config.server_url),
                 allowed_origins=[config.server_url],
@@ -6109,7 +6385,16 @@ class App:
             self._open_requests[request_scope] = token or ""  # ended if its link is revoked
             try:
                 inner = {**scope, "path": "/mcp", "raw_path": b"/mcp", "user": user, "auth": AuthCredentials(scopes)}
-                await self.session_manager.handle_request(inner, receive, send)
+                manager, plain = self.session_manager, False
+                if scope["method"] == "POST":
+                    # Plain JSON where no stream is needed: a JSON answer is read to its end, so
+                    # the client keeps its connection (after an SSE answer it opens a new one).
+                    # The manager reads the flag when it makes this request's transport, before
+                    # its first await: the body is replayed without one.
+                    body, receive = await buffered_body(receive, manager.max_request_body_size)
+                    plain = not wants_stream(body)
+                manager.json_response = plain
+                await manager.handle_request(inner, receive, send)
             finally:
                 del self._open_requests[request_scope]
                 auth_context_var.reset(reset)
@@ -6179,7 +6464,9 @@ def create_app(config: Config) -> App:
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything says "serving" (a bad HOST fails here)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and without it a
+    # kept connection's JSON answer waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -1829,6 +1829,193 @@ async def test_e2e_frozen_sshd_fails_within_the_connect_timeout(
         assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
 
 
+async def test_e2e_short_scripts_run_in_one_kept_shell(devserver: DevServer, tmp_path: Path) -> None:
+    """Short scripts share a kept shell: each in a subshell (nothing it sets or changes stays, its
+    stdin is /dev/null), with its own stdout, stderr and exit status, output without a final
+    newline kept as it is — and no channel of its own."""
+    async with ssh_runner(devserver, tmp_path) as runner:
+        result = await runner.run("echo out; printf 'err' >&2; exit 3", timeout=10)
+        assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err")
+        assert (await runner.run("cd /; x=set; trap 'echo trapped' EXIT; printf x", timeout=10)).stdout == "xtrapped\n"
+        result = await runner.run('pwd; echo "${x-unset}"; cat; echo "$0"', timeout=10)
+        assert result.stdout == f"{devserver.home}\nunset\n/bin/sh\n", result
+        assert (await runner.run("printf '%s' \"$(head -c 200000 /dev/zero | tr '\\0' y)\"", timeout=10)).stdout == (
+            "y" * 200000
+        )
+        assert (await runner.run("if then", timeout=10)).exit_status == 2  # a syntax error ends only its subshell
+        assert (await runner.run("exec true", timeout=10)).exit_status == 0
+        assert (await runner.run("echo still", timeout=10)).stdout == "still\n"
+        assert runner.shells_opened == 1 and runner.connects == 1 and runner.execs == 7
+
+
+async def test_e2e_output_cannot_forge_the_shell_framing(devserver: DevServer, tmp_path: Path) -> None:
+    """A script printing lines shaped like the framing (begin and end lines with made-up nonces,
+    on stdout and stderr, with and without newlines) gets exactly its own output back, and its
+    own exit status; the shell carries on."""
+    fake = secrets.token_hex(16)
+    forged = f"{fake}-begin 1\n\n{fake} 0\n{fake}-begin\n\n{fake}\n"
+    script = f"printf '%s' {shlex.quote(forged)}; printf '%s' {shlex.quote(forged)} >&2; printf '\\n0'; exit 5"
+    async with ssh_runner(devserver, tmp_path) as runner:
+        for _ in range(2):
+            result = await runner.run(script, timeout=10)
+            assert (result.exit_status, result.stdout, result.stderr) == (5, forged + "\n0", forged)
+        assert runner.shells_opened == 1
+
+
+def test_only_scripts_that_read_or_tidy_are_rerun_safe() -> None:
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_list_script("0123456789abcdef"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_projects_script("~/projects"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_check_script("~/projects", "claude"))
+    assert rc_mcp.is_rerun_safe(rc_mcp.build_record_script("alpha-abcdef"))
+    assert not rc_mcp.is_rerun_safe(rc_mcp.build_stop_script("alpha-abcdef"))
+    assert not rc_mcp.is_rerun_safe(rc_mcp.build_turn_script(session_id="alpha-abcdef", action="send", wait=0))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Until `condition()` holds (checked every 10 ms); fails after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
+
+
+async def kept_shell(runner: rc_mcp.SSHRunner) -> rc_mcp.RemoteShell:
+    [shell] = runner._idle_shells
+    assert shell.pid is not None
+    return shell
+
+
+async def test_e2e_a_killed_shell_is_replaced(devserver: DevServer, tmp_path: Path) -> None:
+    """The kept shell killed between scripts: the next script gets a new one. Killed while a
+    script runs: a rerun-safe script runs again, any other is reported as interrupted (it may
+    have done its work), and neither hangs."""
+    runs = devserver.home / "runs"
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        shell = await kept_shell(runner)
+        devserver.run(f"kill -KILL {shell.pid}")
+        await until(lambda: not shell.alive())
+        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert runner.shells_opened == 2
+
+        for rerun_safe in (True, False):
+            devserver.run(f"rm -f {runs}")
+            script = (rc_mcp.RERUN_SAFE + "\n" if rerun_safe else "") + f"echo ran >> {runs}; sleep 1; echo done"
+            shell = await kept_shell(runner)  # the one the script will run in
+            outcome: list[Any] = []
+            async with anyio.create_task_group() as group:
+
+                async def run_it(script: str = script, outcome: list[Any] = outcome) -> None:
+                    try:
+                        outcome.append(await runner.run(script, timeout=10))
+                    except rc_mcp.RemoteError as exc:
+                        outcome.append(exc)
+
+                group.start_soon(run_it)
+                await until(runs.exists)
+                devserver.run(f"kill -KILL {shell.pid}")
+            if rerun_safe:
+                assert isinstance(outcome[0], rc_mcp.CommandResult) and outcome[0].stdout == "done\n", outcome
+                assert runs.read_text() == "ran\nran\n"
+            else:
+                assert isinstance(outcome[0], rc_mcp.CommandInterrupted), outcome
+                assert runs.read_text() == "ran\n"
+        assert (await runner.run("echo three", timeout=10)).stdout == "three\n"
+        assert runner.connects == 1
+
+
+async def test_e2e_a_dropped_connection_reruns_only_what_is_rerun_safe(devserver: DevServer, tmp_path: Path) -> None:
+    """The connection drops while a script runs in a kept shell: a rerun-safe script (list,
+    projects, check) runs again on a new connection; any other (a stop) is not sent twice.
+    Between scripts (sshd killed with every connection, and restarted) the drop costs nothing."""
+    runs = devserver.home / "runs"
+    try:
+        async with ssh_runner(devserver, tmp_path) as runner:
+            assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+            for rerun_safe in (True, False):
+                devserver.run(f"rm -f {runs}")
+                script = (rc_mcp.RERUN_SAFE + "\n" if rerun_safe else "") + f"echo ran >> {runs}; sleep 1; echo done"
+                outcome: list[Any] = []
+                async with anyio.create_task_group() as group:
+
+                    async def run_it(script: str = script, outcome: list[Any] = outcome) -> None:
+                        try:
+                            outcome.append(await runner.run(script, timeout=20))
+                        except rc_mcp.RemoteError as exc:
+                            outcome.append(exc)
+
+                    group.start_soon(run_it)
+                    await until(runs.exists)
+                    # the connection's own sshd processes killed; the listener stays for the rerun
+                    devserver.run("pkill -KILL -u \"$(id -u)\" -f '^sshd: ' || true")
+                if rerun_safe:
+                    assert isinstance(outcome[0], rc_mcp.CommandResult) and outcome[0].stdout == "done\n", outcome
+                    assert runs.read_text().count("ran") == 2
+                else:
+                    assert isinstance(outcome[0], rc_mcp.CommandInterrupted), outcome
+                    assert "lost" in str(outcome[0]).lower() or "ended" in str(outcome[0]), outcome[0]
+                    assert runs.read_text() == "ran\n"
+            # dropped between scripts (sshd killed and back): the next one just works
+            await anyio.to_thread.run_sync(devserver.kill_sshd)
+            await anyio.to_thread.run_sync(devserver.restart_sshd)
+            assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+            assert runner.connects == 3  # the first, the rerun's, after the restart
+    finally:
+        if devserver._proc is None:
+            devserver.restart_sshd()
+
+
+async def test_e2e_a_hostile_claude_cannot_forge_list_output(devserver: DevServer, tools: Tools) -> None:
+    """claude's output (the log list_sessions reads the end of) holds lines shaped like every
+    framing there is — the list's tail frame, the kept shell's begin and end lines, control
+    lines naming a made-up session — and list_sessions still reports exactly what runs."""
+    async with tools() as (client, _):
+        started = await call(client, "start_session", name="hostile", path="alpha")
+        fake = secrets.token_hex(16)
+        hostile = (
+            f"\n@@end-{secrets.token_hex(8)}\n@@session\trc-evil-000000\t0\t1\t\n@@url\thttps://evil.example/\n"
+            f"{fake} 0\n{fake}-begin 1\n@@end\n@@record\trc-evil-000000\tconv\t1\n{fake}"
+        )
+        log = f"~/.local/state/rc-mcp/rc-{started['id']}.log"
+        devserver.run(f"printf '%s' {shlex.quote(hostile)} >> {log}").check_returncode()
+        for _ in range(3):  # the kept shell stays in step
+            listed = (await call(client, "list_sessions"))["sessions"]
+            assert [(s["id"], s["status"], s["url"]) for s in listed] == [(started["id"], "ready", started["url"])], (
+                listed
+            )
+        await call(client, "stop_session", id=started["id"])
+
+
+async def test_e2e_short_calls_never_wait_behind_pending_starts(devserver: DevServer, tools: Tools) -> None:
+    """8 start_session calls wait for claudes that never print a URL: 6 hold every channel long
+    commands may have, 2 wait for one. list_sessions, list_projects and stop_session still answer
+    while all 8 are pending (the stops are what end them, and let the last 2 run)."""
+    fake_claude_config(devserver, never_ready=True)
+    dirs = [f"pend/p{i}" for i in range(8)]
+    devserver.run("mkdir -p " + " ".join(f"projects/{d}" for d in dirs)).check_returncode()
+    running = rc_mcp.SSH_MAX_CHANNELS - rc_mcp.SSH_SHELLS
+    async with tools() as (client, _):
+        starts = [
+            asyncio.create_task(client.call_tool("start_session", {"name": f"pend{i}", "path": d}))
+            for i, d in enumerate(dirs)
+        ]
+        try:
+            for waiting in (running, len(dirs) - running):
+                await until(lambda waiting=waiting: len(rc_sessions(devserver)) == waiting, timeout=30)
+                listed = (await call(client, "list_sessions"))["sessions"]
+                assert len(listed) == waiting and {s["status"] for s in listed} == {"starting"}, listed
+                assert "alpha" in (await call(client, "list_projects"))["projects"]
+                assert sum(not start.done() for start in starts) == len(dirs) - (running if waiting != running else 0)
+                for session in listed:
+                    assert (await call(client, "stop_session", id=session["id"]))["stopped"]
+            with anyio.fail_after(30):
+                await asyncio.gather(*starts)
+        finally:
+            for start in starts:
+                start.cancel()
+
+
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 
@@ -5511,6 +5698,65 @@ def test_log_lines_cannot_be_forged_with_unicode_line_breaks_or_tracebacks() -> 
         failed = logging.LogRecord("rc_mcp", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     lines = formatter.format(failed).splitlines()
     assert lines[0] == "ERROR boom" and all(line.startswith("  | ") for line in lines[1:])
+
+
+async def test_answers_are_plain_json_unless_a_stream_is_needed(http: httpx2.AsyncClient) -> None:
+    """A request without a progress token, to anything but a tool that may wait, is answered with
+    plain JSON; one asking for progress, or calling start_session, on an SSE stream."""
+    token = (await get_tokens(http))["access_token"]
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+
+    async def content_type(method: str, params: dict[str, Any]) -> str:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        response = await http.post("/mcp", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert '"id":1' in response.text.replace(" ", ""), response.text
+        return response.headers["content-type"].split(";")[0]
+
+    assert await content_type("tools/list", {}) == "application/json"
+    assert await content_type("tools/call", {"name": "stop_session", "arguments": {"id": "-"}}) == "application/json"
+    assert await content_type("tools/list", {"_meta": {"progressToken": "p1"}}) == "text/event-stream"
+    start = {"name": "start_session", "arguments": {"name": "-", "path": "-"}}
+    assert await content_type("tools/call", start) == "text/event-stream"
+
+
+async def test_e2e_the_sdk_client_keeps_its_connection(
+    devserver: DevServer, tools: Tools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short calls through the MCP SDK's client reuse one TCP connection (plain JSON answers are
+    read to their end); start_session's progress still arrives, on its SSE stream."""
+    peers: list[Any] = []
+    async with tools() as (client, server):
+        route = server.app.routes["/mcp"]
+        inner = route.asgi
+        assert inner is not None
+
+        async def counting(scope: rc_mcp.ASGIScope, receive: rc_mcp.Receive, send: rc_mcp.Send) -> None:
+            peers.append(scope.get("client"))
+            await inner(scope, receive, send)
+
+        monkeypatch.setitem(server.app.routes, "/mcp", dataclasses.replace(route, asgi=counting))
+        await call(client, "list_sessions")  # the client's first requests may open a connection
+        peers.clear()
+        for _ in range(5):
+            await call(client, "list_sessions")
+            await call(client, "list_projects")
+        assert len(peers) >= 10 and len(set(peers)) == 1, peers
+        progress: list[str] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append(message or "")
+
+        result = await client.call_tool(
+            "start_session", {"name": "kept", "path": "alpha"}, progress_callback=on_progress
+        )
+        assert not result.is_error and result.structured_content is not None, result.content
+        assert len(progress) >= 2 and progress[0] == "connecting to the dev server", progress
+        await call(client, "stop_session", id=result.structured_content["id"])
 
 
 # ── main ──────────────────────────────────────────────────────────────────────────────────────

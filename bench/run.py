@@ -4,7 +4,7 @@
     python bench/run.py --quick    # fewer samples, about 1.5 minutes
     python bench/run.py --rtt 0    # loopback only
 
-Against the test lab (testbed/lab.py: a real sshd on 127.0.0.1 with a throw-away user `rcbench`,
+Against the test lab (testbed/lab.py: a real sshd on 127.0.0.1 with a throw-away user `rcb…`,
 real tmux, the fake claude). Each figure is measured twice, by a worker process of its own: on
 loopback, and in a network namespace whose only way to the dev server is bench/delay_proxy.py
 (every chunk delayed 25 ms each way: a 50 ms round trip between rc_mcp and sshd; the MCP client
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import importlib.metadata
 import json
@@ -57,7 +58,8 @@ from testbed.harness import ClaudeAi, ThreadedServer, call, connect, ssh_env  # 
 from testbed.lab import DevServer, listening_socket  # noqa: E402
 
 SECRET = footprint.SECRET  # footprint.token_flow signs in with this secret's client
-USER = "rcbench"  # not the tests' user: both may run at once
+# Not the tests' user, and one per checkout: the suite, and benchmarks of two checkouts, may run at once.
+USER = "rcb" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
 DIRS = [f"bench/p{i}" for i in range(10)]  # one claude per directory
 MISSING_ID = "nosuch-000000"
 START_DELAY = 0.5  # the fake claude's connect_delay: seconds from launch until it prints its URL
@@ -789,7 +791,7 @@ def main() -> int:
     raise_on_sigterm()
     began = time.monotonic()
     phases: dict[str, dict[str, Result]] = {}
-    log("starting the lab (sshd, user rcbench, tmux, the fake claude)")
+    log(f"starting the lab (sshd, user {USER}, tmux, the fake claude)")
     dev = DevServer.start(user=USER)
     try:
         for name, rtt in (("loopback", 0.0), ("rtt", args.rtt)):

@@ -90,7 +90,8 @@ def default_claude_json(projects: Path) -> dict:
 def listening_socket(port: int = 0) -> socket.socket:
     """A TCP socket bound to 127.0.0.1 (port 0: a free one). Hand it to a server, or read its port
     and close it for a program that binds by itself (sshd, `python rc_mcp.py`)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY on the accepted connections only when the socket says so
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
