@@ -2056,6 +2056,7 @@ class LocalRunner:
 
 # OpenSSH's default MaxSessions is 10 channels per connection; an 11th fails. Stay below it.
 SSH_MAX_CHANNELS = 8
+TOOL_CALL_SECONDS = 295  # Claude.ai gives a tool call 300 s
 # Of those, kept for the shells of short scripts: however many long commands wait (8 starts
 # waiting for claude), a list_sessions never waits behind them.
 SSH_SHELLS = 2
@@ -2310,6 +2311,7 @@ class SSHRunner:
         # the token endpoints need.
         self._channels: asyncio.Semaphore | None = None
         self._shell_turns: asyncio.Semaphore | None = None
+        self._threads: anyio.CapacityLimiter | None = None
         self._idle_shells: list[RemoteShell] = []  # each holds its connection in use
         self._shells_lock = threading.Lock()
         self.execs = 0  # how many commands were run (for tests and benchmarks)
@@ -2483,7 +2485,7 @@ class SSHRunner:
         return "SSH " + self.pool.describe(transport)
 
     async def connect(self) -> str | None:
-        return await anyio.to_thread.run_sync(self._connect_now)
+        return await anyio.to_thread.run_sync(self._connect_now, limiter=self._threads)
 
     def is_short(self, timeout: float, on_line: LineCallback | None, stdin: bytes) -> bool:
         """A script for a kept shell: no input, no progress lines, no wait beyond COMMAND_TIMEOUT."""
@@ -2492,16 +2494,33 @@ class SSHRunner:
     async def run(
         self, script: str, *, timeout: float, on_line: LineCallback | None = None, stdin: bytes = b""
     ) -> CommandResult:
+        # Worker threads of its own: SSH commands that wait never hold the threads the OAuth
+        # endpoints need, nor another dev server's.
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(SSH_MAX_CHANNELS + 1)
         try:
             if self.is_short(timeout, on_line, stdin):
                 if self._shell_turns is None:
                     self._shell_turns = asyncio.Semaphore(SSH_SHELLS)
                 async with self._shell_turns:
-                    return await anyio.to_thread.run_sync(self._short, script, timeout)
+                    return await anyio.to_thread.run_sync(self._short, script, timeout, limiter=self._threads)
             if self._channels is None:
                 self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS - SSH_SHELLS)
-            async with self._channels:
-                return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line, stdin)
+            # A long command waits for a channel only as long as the whole call still ends within
+            # the time Claude.ai gives a tool.
+            try:
+                await asyncio.wait_for(self._channels.acquire(), max(TOOL_CALL_SECONDS - timeout, 1.0))
+            except TimeoutError:
+                raise RemoteError(
+                    f"{SSH_MAX_CHANNELS - SSH_SHELLS} long commands (starts, waits for answers) are already running on "
+                    "the dev server; try again when one of them ends"
+                ) from None
+            try:
+                return await anyio.to_thread.run_sync(
+                    self._exec, script, timeout, on_line, stdin, limiter=self._threads
+                )
+            finally:
+                self._channels.release()
         finally:
             if self._idle_shells:
                 self._drop_stale_shells()
@@ -2786,16 +2805,20 @@ def interpret_start(
             f"{config.start_timeout:g} s. It is still running: call list_sessions in a minute to get the "
             "URL, or stop_session to give up. Last output:\n" + (tail_lines(tail) or "(none)"),
         )
+    raise start_failure(events, tail, path, "started", "claude remote-control exited{code} before printing a URL")
+
+
+def start_failure(events: list[Event], tail: str, path: str, verb: str, exited: str) -> ToolFailure:
+    """Why a start left nothing running: a question only a person should answer, or claude's exit."""
     explanation = explain_failure(tail, path)
-    if status == "attention":
+    if first_field(events, "status") == "attention":
         cause = explanation or "claude is waiting for an answer on the dev server."
-        raise ToolFailure(f"Not started: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
+        return ToolFailure(f"Not {verb}: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
     exit_code = first_field(events, "exit")
     cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
-    raise ToolFailure(
-        f"claude remote-control exited{f' (code {exit_code})' if exit_code else ''} before printing a URL; "
-        "nothing is left running. "
-        f"Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
+    return ToolFailure(
+        exited.format(code=f" (code {exit_code})" if exit_code else "")
+        + f"; nothing is left running. Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
     )
 
 
@@ -2836,16 +2859,7 @@ def interpret_conversation_start(
             "timeout. It is still running: list_sessions shows its state, stop_session gives up. Last output:\n"
             + (tail_lines(tail) or "(none)"),
         )
-    explanation = explain_failure(tail, path)
-    if status == "attention":
-        cause = explanation or "claude is waiting for an answer on the dev server."
-        raise ToolFailure(f"Not {started}: {cause} Nothing is left running. Its last output:\n{tail_lines(tail)}")
-    exit_code = first_field(events, "exit")
-    cause = explanation or "see its last output below, and run `python rc_mcp.py check` on the server."
-    raise ToolFailure(
-        f"claude exited{f' (code {exit_code})' if exit_code else ''} before the conversation was up; nothing is left "
-        f"running. Cause: {cause}\nIts last output:\n{tail_lines(tail) or '(none)'}"
-    )
+    raise start_failure(events, tail, path, started, "claude exited{code} before the conversation was up")
 
 
 def iso_from_seconds(text: str) -> str | None:

@@ -2016,6 +2016,20 @@ async def test_e2e_short_calls_never_wait_behind_pending_starts(devserver: DevSe
                 start.cancel()
 
 
+async def test_a_long_command_waits_for_a_channel_only_within_the_tool_call_limit(
+    tmp_path: Path, key_files: dict[str, Path]
+) -> None:
+    env = base_env(tmp_path, SSH_HOST="192.0.2.1", SSH_USER="u", SSH_PRIVATE_KEY=str(key_files["ed25519"]))
+    runner = rc_mcp.SSHRunner(rc_mcp.load_config(env))
+    runner._channels = asyncio.Semaphore(0)  # every long-command channel taken
+
+    async def line(_: str) -> None:
+        return None
+
+    with pytest.raises(rc_mcp.RemoteError, match="long commands .* already running"):
+        await runner.run("true", timeout=rc_mcp.TOOL_CALL_SECONDS - 0.5, on_line=line)
+
+
 # ── Sessions ──────────────────────────────────────────────────────────────────────────────────
 
 

@@ -9,6 +9,7 @@ stop by themselves (a stub `tmux` on their PATH fails every call).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import shlex
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 import rc_mcp
+from test_rc_mcp import START_CONFIG
 
 ROOT = Path(__file__).resolve().parent
 TRANSCRIPTS = ROOT / "testbed" / "transcripts"
@@ -1414,28 +1416,7 @@ class RecordingRunner:
 
 
 def config(allow_chat_approvals: bool = False) -> rc_mcp.Config:
-    return rc_mcp.Config(
-        mcp_secret="s" * 32,
-        server_url="https://rc.example.com",
-        projects_base_dir="/srv/p",
-        ssh_host=None,
-        ssh_user="",
-        ssh_port=22,
-        ssh_key=None,
-        known_hosts=None,
-        claude_bin="claude",
-        spawn_worktree=False,
-        permission_mode=None,
-        token_store_path=Path("/nonexistent/tokens.json"),
-        host="127.0.0.1",
-        port=3000,
-        start_timeout=45,
-        command_timeout=30,
-        connect_timeout=10,
-        access_token_ttl=3600,
-        refresh_token_ttl=86400,
-        allow_chat_approvals=allow_chat_approvals,
-    )
+    return dataclasses.replace(START_CONFIG, allow_chat_approvals=allow_chat_approvals)
 
 
 HOSTILE_PROMPTS = [
