@@ -1879,16 +1879,24 @@ class HostKeyTrust:
     first one seen, recorded in a known_hosts file; any other key stops the connection before
     authentication, so nothing runs on a server that may be an impostor."""
 
-    def __init__(self, target: str, pinned: paramiko.HostKeys | None, record_path: Path, record: bool = True):
+    def __init__(
+        self,
+        target: str,
+        pinned: paramiko.HostKeys | None,
+        record_path: Path,
+        record: bool = True,
+        pin_name: str = "SSH_KNOWN_HOSTS",
+    ):
         self.target = target
         self.pinned = pinned
+        self.pin_name = pin_name  # how messages name the setting that pins the key
         self.record_path = record_path
         self.record = record  # False: a first key is accepted, not written down (`check` writes nothing)
 
     def known_keys(self) -> tuple[str, Mapping[str, paramiko.PKey] | None]:
         """Where the server's key is pinned or recorded, and the keys there for it."""
         if self.pinned is not None:
-            return "SSH_KNOWN_HOSTS", self.pinned.lookup(self.target)
+            return self.pin_name, self.pinned.lookup(self.target)
         source = str(self.record_path)
         try:
             return source, parse_known_hosts(self.record_path.read_text()).lookup(self.target)
@@ -1937,14 +1945,14 @@ class HostKeyTrust:
             write_private_file(path, f"{self.target} {key.get_name()} {key.get_base64()}\n".encode(), "append")
         except OSError as exc:
             raise HostKeyError(
-                f"cannot record the dev server's host key in {path} ({exc}); set SSH_KNOWN_HOSTS"
+                f"cannot record the dev server's host key in {path} ({exc}); set {self.pin_name}"
             ) from exc
         log.warning(
-            "first connection to %s: recorded its host key %s in %s (trust on first use). "
-            "Set SSH_KNOWN_HOSTS to pin it instead.",
+            "first connection to %s: recorded its host key %s in %s (trust on first use). Set %s to pin it instead.",
             self.target,
             describe_key(key),
             path,
+            self.pin_name,
         )
 
 
@@ -2069,7 +2077,13 @@ class SSHPool:
 
     def __init__(self, config: Config, record_host_keys: bool = True):
         self.config = config
-        self.trust = HostKeyTrust(config.ssh_target, config.known_hosts, config.host_keys_path, record_host_keys)
+        self.trust = HostKeyTrust(
+            config.ssh_target,
+            config.known_hosts,
+            config.host_keys_path,
+            record_host_keys,
+            config.setting("SSH_KNOWN_HOSTS"),
+        )
         self._transport: paramiko.Transport | None = None
         self._in_use: dict[paramiko.Transport, int] = {}  # commands running, per connection
         self._lock = threading.Lock()
@@ -2081,7 +2095,9 @@ class SSHPool:
         try:
             addresses = socket.getaddrinfo(config.ssh_host, config.ssh_port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise RemoteError(f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check SSH_HOST.") from exc
+            raise RemoteError(
+                f"cannot resolve the dev server {config.ssh_host!r}: {exc}. Check {config.setting('SSH_HOST')}."
+            ) from exc
         for family, kind, proto, _, address in addresses:
             try:
                 sock = socket.socket(family, kind, proto)
@@ -2099,7 +2115,7 @@ class SSHPool:
                 last_error = exc
         raise RemoteError(
             f"cannot connect to the dev server {config.ssh_target}: {last_error}. "
-            "Check SSH_HOST and SSH_PORT, and that sshd is running."
+            f"Check {config.setting('SSH_HOST')} and {config.setting('SSH_PORT')}, and that sshd is running."
         )
 
     def _connect(self, deadline: float) -> paramiko.Transport:
@@ -2132,7 +2148,8 @@ class SSHPool:
             except paramiko.AuthenticationException as exc:
                 raise RemoteError(
                     f"the dev server refused the key for user {config.ssh_user!r} ({describe_error(exc)}). Add the "
-                    f"public key to ~{config.ssh_user}/.ssh/authorized_keys, or fix SSH_USER / SSH_PRIVATE_KEY."
+                    f"public key to ~{config.ssh_user}/.ssh/authorized_keys, or fix {config.setting('SSH_USER')} / "
+                    f"{config.setting('SSH_PRIVATE_KEY')}."
                 ) from exc
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise RemoteError(f"SSH authentication with {config.ssh_target} failed: {describe_error(exc)}") from exc

@@ -3383,6 +3383,7 @@ async def test_e2e_one_host_down_during_list_sessions(
             listed = await call(client, "list_sessions")
             assert [s["id"] for s in listed["sessions"]] == [started["id"]] and set(server_of) == {"up"}
             assert [e["host"] for e in listed["errors"]] == ["down"]
+            assert "port of [down] in DEV_SERVERS" in listed["errors"][0]["error"]  # its own key, not SSH_PORT
             projects = await call(client, "list_projects")
             assert [(h["host"], h["error"] is None) for h in projects["hosts"]] == [("up", True), ("down", False)]
             assert projects["projects"] == EXPECTED_PROJECTS
