@@ -744,6 +744,14 @@ def test_weak_secrets_are_named(secret: str, weak: bool) -> None:
         assert warning is None
 
 
+def test_the_word_lists_are_dropped_after_start_up_and_come_back_when_asked() -> None:
+    rc_mcp.secret_bits("correct horse battery staple")
+    assert "zxcvbn" in sys.modules
+    rc_mcp.release_memory()
+    assert not any(name == "zxcvbn" or name.startswith("zxcvbn.") for name in sys.modules)
+    assert rc_mcp.weak_secret_warning("password123password123") is not None  # rated again, imported again
+
+
 def test_serve_warns_about_a_weak_secret_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="rc_mcp"):
         rc_mcp.warn_if_weak(SECRET)
