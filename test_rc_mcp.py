@@ -1786,10 +1786,13 @@ async def test_e2e_channels_refused_by_max_sessions_are_retried(
 ) -> None:
     """Past sshd's MaxSessions (10), sshd refuses new channels until earlier ones are reaped: the
     runner waits and retries on the same connection instead of failing the command."""
-    monkeypatch.setattr(rc_mcp, "SSH_MAX_CHANNELS", 20)  # let the runner ask for more than sshd allows
+    monkeypatch.setattr(rc_mcp, "SSH_MAX_CHANNELS", 22)  # let the runner ask for more than sshd allows
     async with ssh_runner(devserver, tmp_path) as runner:
-        results = await asyncio.gather(*(runner.run("sleep 0.3; echo ok", timeout=30) for _ in range(20)))
+        # with stdin, each is a long command on a channel of its own (not one of the kept shells)
+        script = "cat >/dev/null; sleep 0.3; echo ok"
+        results = await asyncio.gather(*(runner.run(script, timeout=30, stdin=b"x") for _ in range(20)))
         assert [r.stdout for r in results] == ["ok\n"] * 20
+        assert runner.execs >= 20
         # Not asserted: the number of connections. paramiko reports some refusals as SSHException
         # "Unable to open channel." rather than ChannelException, and the runner then takes the
         # connection for lost and opens a second one (the commands still all succeed).
