@@ -1817,7 +1817,8 @@ def build_projects_script(base_dir: str) -> str:
         '  [ -d "$d" ] || continue',
         "  d=${d%/}",
         '  { [ -e "$d/.git" ] || [ -e "$d/.claude" ]; } || continue',
-        '  real=$(cd -P -- "$d" 2>/dev/null && pwd -P) || continue',
+        # "./": `cd -- -` would go to $OLDPWD, not into a directory named '-'
+        '  real=$(cd -P -- "./$d" 2>/dev/null && pwd -P) || continue',
         '  is_home "$real" && continue',
         '  inside_base "$real" && printf \'%s\\0\' "$d"',
         "done",

@@ -138,7 +138,11 @@ class Lab:
 
     def entries(self, sid: str, cwd: Path | None = None) -> list[dict]:
         path = self.transcript_path(sid, cwd)
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if not path.exists():
+            return []
+        # complete lines only: the fake may be writing the last one (read it again on the next poll)
+        text = path.read_text()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
     def chat(self, sid: str) -> list[dict]:
         return [e for e in self.entries(sid) if e["type"] in ("user", "assistant")]

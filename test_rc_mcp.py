@@ -42,7 +42,7 @@ import anyio
 import httpx2
 import paramiko
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
 
@@ -1533,6 +1533,7 @@ def test_list_script_property(session_ids: list[str], nonce: str) -> None:
 
 @PROPERTY_SETTINGS
 @given(base_word=config_words, entries=st.lists(file_names, max_size=4, unique=True))
+@example(base_word="x", entries=["-"])  # `cd -- -` goes to $OLDPWD
 def test_projects_script_property(base_word: str, entries: list[str]) -> None:
     """Every directory name the file system allows: listed exactly when start_session accepts it
     as it is; hidden ones never; nothing run."""
