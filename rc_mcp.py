@@ -3275,6 +3275,8 @@ class TurnResult(BaseModel):
     waiting_for: str | None = None
     permission: PermissionRequest | None = None
     url: str | None = Field(default=None, description="The session at claude.ai/code")
+    interrupted: bool | None = Field(default=None, description="interrupt_session: the turn was stopped")
+    answered: bool | None = Field(default=None, description="answer_permission: the prompt was answered")
     message: str
 
 
@@ -3645,7 +3647,8 @@ class Sessions:
                 f"Pressed Esc, but session {result.id} is still {result.status} after 5 s; open its link: "
                 f"{result.url or '(no link yet)'}"
             )
-        if result.status == "done" or result.status == "interrupted":
+        result.interrupted = result.status in ("done", "interrupted")
+        if result.interrupted:
             result.message = f"Session {result.id} is idle again. " + result.message
         return result
 
@@ -3666,6 +3669,7 @@ class Sessions:
             raise ToolFailure(REFUSALS["stale"].format(id=current.id))
         action: TurnAction = "allow" if decision == "allow_once" else "deny"
         result, _ = await self.turn(session_id, action, wait=DEFAULT_WAIT, expect_size=size)
+        result.answered = True
         what = "Allowed" if action == "allow" else "Denied"
         result.message = (
             f"{what} {current.permission.tool} {current.permission.detail}. ".replace(" .", ".") + result.message
@@ -3771,6 +3775,7 @@ class HostInfo(BaseModel):
     reachable: bool
     claude_version: str | None = None
     logged_in: bool | None = None
+    error: str | None = Field(default=None, description="Why it cannot be reached")
     problems: list[str] = Field(default_factory=list, description="What `check` found wrong, with the fix")
     checked: str = Field(description="ISO 8601, UTC: when this was checked")
 
@@ -3854,6 +3859,7 @@ class Hosts:
                 name=sessions.host,
                 reaches=sessions.config.mode,
                 reachable="dev server" not in by_what,
+                error=by_what["dev server"].detail if "dev server" in by_what else None,
                 claude_version=version or None,
                 logged_in=by_what["claude login"].ok if "claude login" in by_what else None,
                 problems=[f"{line.what}: {line.detail}" for line in lines if not line.ok],

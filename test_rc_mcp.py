@@ -2981,6 +2981,7 @@ async def test_e2e_interrupt_then_continue(devserver: DevServer, tools: Tools) -
         started = await call(client, "start_session", name="stuck", path="alpha", prompt="hang")
         interrupted = await call(client, "interrupt_session", id=started["id"])
         assert interrupted["status"] == "interrupted" and "idle again" in interrupted["message"]
+        assert interrupted["interrupted"] is True
         after = await call(client, "send_prompt", id=started["id"], prompt="still there?", wait_seconds=30)
         assert after["reply"] == "turn 2: still there?"
         assert "interrupt_session" not in (await call(client, "interrupt_session", id=started["id"]))["message"]
@@ -3092,6 +3093,7 @@ async def test_e2e_answer_permission_answers_exactly_the_reported_prompt(devserv
             prompt_id=first["permission"]["prompt_id"],
         )  # fmt: skip
         assert allowed["status"] == "done" and allowed["reply"] == "turn 1: ran `make deploy`", allowed
+        assert allowed["answered"] is True
         stale = await call_error(
             client, "answer_permission", id=started["id"], decision="allow_once",
             prompt_id=first["permission"]["prompt_id"],
@@ -3379,6 +3381,7 @@ async def test_e2e_a_wrong_host_key_on_one_host_stops_only_that_host(
         assert [e["host"] for e in listed["errors"]] == ["bad"] and "HOST KEY MISMATCH" in listed["errors"][0]["error"]
         hosts = {h["name"]: h for h in (await call(client, "list_hosts"))["hosts"]}
         assert hosts["good"]["reachable"] and not hosts["bad"]["reachable"]
+        assert hosts["good"]["error"] is None and "HOST KEY MISMATCH" in hosts["bad"]["error"]
         await call(client, "stop_session", id=started["id"])
     assert devserver2.fake_claude_trace() == []  # nothing ran on the bad host
 
