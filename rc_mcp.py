@@ -76,7 +76,6 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import httpx2
-import paramiko
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -88,6 +87,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.authentication import AuthCredentials
+
+# paramiko imports `invoke` (and its YAML parser, 4 MiB in all) only for `Match exec` in OpenSSH
+# config files, which rc_mcp never reads: paramiko goes without it.
+sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
+import paramiko  # noqa: E402
 
 log = logging.getLogger("rc_mcp")
 
@@ -133,15 +137,13 @@ def secret_problem(secret: str) -> str | None:
     return None
 
 
-SECRET_RATING = threading.Lock()  # zxcvbn is imported for a rating and dropped after start-up, never both at once
 WEAK_SECRET_BITS = 112  # estimated entropy below which MCP_SECRET is called weak (hex of 32 bytes: far above)
 
 
 def secret_bits(secret: str) -> float:
     """MCP_SECRET's estimated entropy, by zxcvbn (words, sequences, repeats, dates, keyboard walks);
     a phrase is rated word by word (zxcvbn does not split on spaces), whichever is lower."""
-    with SECRET_RATING:
-        import zxcvbn  # only when asked: its word lists take a moment to load (and are dropped after start-up)
+    import zxcvbn  # only when asked: its word lists take a moment to load (the server asks a child process)
 
     def rate(text: str) -> float:
         # A text that is mostly random stretches is rated by the size of their alphabet: zxcvbn
@@ -6528,19 +6530,49 @@ def raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def warn_if_weak(secret: str) -> None:
-    warning = weak_secret_warning(secret)
+def rate_secret_apart(secret: str) -> Callable[[], str | None]:
+    """weak_secret_warning(secret), worked out in a forked child, so zxcvbn's word lists (10 MiB,
+    whose freed heap would stay in the server's RSS) never load here; returns the call that waits
+    for it. Called before any thread starts: a fork copies only the calling thread."""
+    if threading.active_count() > 1 or not hasattr(os, "fork"):
+        return lambda: weak_secret_warning(secret)
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return lambda: weak_secret_warning(secret)
+    if pid == 0:  # the child: rate, write the answer, leave without running any exit handler
+        status = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, b"rated\n" + (weak_secret_warning(secret) or "").encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+
+    def wait() -> str | None:
+        with os.fdopen(read_end, "rb") as answer:
+            data = answer.read()
+        os.waitpid(pid, 0)
+        if not data.startswith(b"rated\n"):  # the child failed: rate here after all
+            return weak_secret_warning(secret)
+        return data[6:].decode() or None
+
+    return wait
+
+
+def warn_if_weak(rating: Callable[[], str | None]) -> None:
+    warning = rating()
     if warning:
         log.warning("%s", warning)
     release_memory()
 
 
 def release_memory() -> None:
-    """Give back what start-up no longer needs: zxcvbn's word lists, used once for the secret, and
-    the heap that imports left free (103 → 97 MiB measured by bench/footprint.py)."""
-    with SECRET_RATING:
-        for name in [n for n in sys.modules if n == "zxcvbn" or n.startswith("zxcvbn.")]:
-            del sys.modules[name]
+    """Give back the heap that start-up left free (imports, configuration): a few MiB of RSS."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc; elsewhere nothing to do
@@ -6585,7 +6617,7 @@ def serve(config: Config) -> int:
     server_url = urlsplit(config.server_url)
     if server_url.scheme != "https" and server_url.hostname not in LOOPBACK_HOSTS:
         log.warning("SERVER_URL is not https: Claude.ai only connects to https URLs on port 443")
-    threading.Thread(target=warn_if_weak, args=(config.mcp_secret,), daemon=True).start()
+    threading.Thread(target=warn_if_weak, args=(rate_secret_apart(config.mcp_secret),), daemon=True).start()
     server = Server(
         uvicorn.Config(
             app,

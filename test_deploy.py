@@ -582,7 +582,8 @@ def test_the_units_command_serves_as_systemd_would_start_it(build):
     service = unit()
     uid = 61234  # in systemd's DynamicUser range
     exec_start = shlex.split(service["ExecStart"][0])
-    app_dir = Path(exec_start[-1]).parent
+    assert exec_start[1:] == ["-P", "-m", "rc_mcp"]  # the byte-compiled module, found on PYTHONPATH only
+    app_dir = Path(unit_environment({"d": "", "S": ""})["PYTHONPATH"])
     venv_dir = Path(exec_start[0]).parent.parent
     state_dir = Path("/var/lib") / service["StateDirectory"][0]
     credentials = Path("/run/credentials/rc_mcp.service")
@@ -618,7 +619,8 @@ def test_the_units_command_serves_as_systemd_would_start_it(build):
         + f"""
 mount -t tmpfs -o mode=0755 tmpfs {q(str(app_dir.parent))}
 mkdir -p {q(str(app_dir))} {q(str(venv_dir))}
-cp {q(str(build.app / "rc_mcp.py"))} {q(str(app_dir))}/
+cp -p {q(str(build.app / "rc_mcp.py"))} {q(str(app_dir))}/
+cp -pr {q(str(build.app / "__pycache__"))} {q(str(app_dir))}/
 mount --bind {q(str(build.venv))} {q(str(venv_dir))}
 mount -t tmpfs -o mode=0755 tmpfs /var/lib
 install -d -m 0700 -o {uid} -g {uid} {q(str(state_dir))}

@@ -744,20 +744,31 @@ def test_weak_secrets_are_named(secret: str, weak: bool) -> None:
         assert warning is None
 
 
-def test_the_word_lists_are_dropped_after_start_up_and_come_back_when_asked() -> None:
-    rc_mcp.secret_bits("correct horse battery staple")
-    assert "zxcvbn" in sys.modules
-    rc_mcp.release_memory()
-    assert not any(name == "zxcvbn" or name.startswith("zxcvbn.") for name in sys.modules)
-    assert rc_mcp.weak_secret_warning("password123password123") is not None  # rated again, imported again
+def test_the_server_rates_its_secret_in_a_child_and_never_loads_the_word_lists(tmp_path: Path) -> None:
+    # As serve() does it: after the app is made, before any thread starts. A process of its own,
+    # since this one may have imported zxcvbn already.
+    script = (
+        "import json, sys, threading; sys.path.insert(0, sys.argv[1]); import rc_mcp\n"
+        "app = rc_mcp.create_app(rc_mcp.load_config(json.loads(sys.argv[2])))\n"
+        "threads = threading.active_count()\n"
+        "answers = [rc_mcp.rate_secret_apart(s)() for s in sys.argv[3:]]\n"
+        "print(json.dumps([threads, answers, 'zxcvbn' in sys.modules]))\n"
+    )
+    env = json.dumps(base_env(tmp_path))
+    argv = [sys.executable, "-c", script, str(Path(__file__).parent), env, "password123password123", STRONG_SECRET]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    threads, (weak, strong), loaded = json.loads(done.stdout)
+    assert threads == 1  # so the fork copies everything there is
+    assert weak.startswith("MCP_SECRET is weak") and strong is None
+    assert not loaded
 
 
-def test_serve_warns_about_a_weak_secret_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rc_mcp"):
-        rc_mcp.warn_if_weak(SECRET)
-        rc_mcp.warn_if_weak(STRONG_SECRET)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].startswith("MCP_SECRET is weak")
+def test_a_failed_rating_child_is_rated_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(rc_mcp.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(rc_mcp.os, "fork", lambda: calls.append(1) or (_ for _ in ()).throw(OSError("no fork")))
+    assert rc_mcp.rate_secret_apart("password123password123")().startswith("MCP_SECRET is weak")
+    assert calls == [1]
 
 
 def test_mcp_secret_from_a_file(tmp_path: Path) -> None:
