@@ -1596,9 +1596,17 @@ def build_start_script(
 def build_list_script(nonce: str) -> str:
     """Every `rc-*` tmux session with its metadata, cached URL, a conversation's registry entry and
     the end of its output, then the records of ended sessions that can be resumed — one round trip.
-    Also drops files of sessions that no longer exist — only in this server's own state directory."""
+    Also drops files of sessions that no longer exist — only in this server's own state directory.
+
+    The ends of all logs come from one `tail` at the end (a fork per session was 1.5 ms each):
+    `@@tailed` marks each session whose log is read, and after `@@tails` come their ends in that
+    order, each followed by the line `@@end-<nonce>` — printed by a file holding just that line,
+    named after each log on tail's command line. No log can fake it: the nonce is new each call."""
+    q_nonce = shlex.quote(nonce)
     return _remote_script(
         f"state={REMOTE_STATE_DIR}; cfg={CLAUDE_CONFIG}",
+        # $$: the shell's own pid, one script at a time per shell.
+        'mark="$state/.list-end.$$"; trap \'rm -f -- "$mark"\' EXIT; set --',
         # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
         "panes=$(tmux list-panes -a 2>/dev/null "
@@ -1625,7 +1633,7 @@ def build_list_script(nonce: str) -> str:
         '  if [ -s "$url_file" ] && IFS= read -r url < "$url_file"; then',
         "    printf '@@url\\t%s\\n' \"$url\"",
         "  fi",
-        "  " + _emit_tail('"$log"', nonce, LIST_TAIL_BYTES),
+        '  echo @@tailed; set -- "$@" "$log" "$mark"',
         "done <<EOF",
         "$panes",
         "EOF",
@@ -1645,6 +1653,10 @@ def build_list_script(nonce: str) -> str:
         '  printf \'@@record\\t%s\\t%s\\t%s\\n\' "$s" "${f##*.}" "$(date -r "$f" +%s 2>/dev/null)"',
         '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"',
         "done",
+        # Last: a full disk that leaves the end-line file empty costs only the ends of the logs.
+        f'if [ $# -gt 0 ] && printf \'\\n@@end-%s\\n\' {q_nonce} > "$mark" && [ -s "$mark" ]; then',
+        f'  echo @@tails; tail -q -c {LIST_TAIL_BYTES} -- "$@" 2>/dev/null',
+        "fi",
         "echo '@@end'",
         rerun_safe=True,
     )
@@ -1848,7 +1860,8 @@ def build_check_script(base_dir: str, claude_bin: str) -> str:
 
 def parse_script_output(output: str, nonce: str = "") -> list[tuple[str, list[str]]]:
     """Script output as (key, fields) pairs: `@@key\\tfield\\tfield` lines, and ("tail", [text])
-    for each framed piece of raw claude output. Anything else (a chatty login shell) is ignored."""
+    for each framed piece of raw claude output: after `@@tail` one, after `@@tails` one for each
+    `@@tailed` before it. Anything else (a chatty login shell) is ignored."""
     events: list[tuple[str, list[str]]] = []
     end_marker = f"\n@@end-{nonce}\n"
     position = 0
@@ -1856,11 +1869,14 @@ def parse_script_output(output: str, nonce: str = "") -> list[tuple[str, list[st
         newline = output.find("\n", position)
         line = output[position:] if newline < 0 else output[position:newline]
         position = len(output) if newline < 0 else newline + 1
-        if line == "@@tail" and nonce:
-            end = output.find(end_marker, position - 1)
-            tail = output[position:] if end < 0 else output[position:end]
-            position = len(output) if end < 0 else end + len(end_marker)
-            events.append(("tail", [tail]))
+        if line in ("@@tail", "@@tails") and nonce:
+            if line == "@@tails":
+                events.append(("tails", []))
+            for _ in range(1 if line == "@@tail" else sum(key == "tailed" for key, _ in events)):
+                end = output.find(end_marker, position - 1)
+                tail = output[position:] if end < 0 else output[position:end]
+                position = len(output) if end < 0 else end + len(end_marker)
+                events.append(("tail", [tail]))
             continue
         match = re.match(r"@@([a-z_-]+)[ \t]?(.*)$", line)
         if match:
@@ -2073,7 +2089,8 @@ class LocalRunner:
 SSH_MAX_CHANNELS = 8
 TOOL_CALL_SECONDS = 295  # Claude.ai gives a tool call 300 s
 # Of those, kept for the shells of short scripts: however many long commands wait (8 starts
-# waiting for claude), a list_sessions never waits behind them.
+# waiting for claude), a list_sessions never waits behind them. Beside them one spare channel,
+# opened ahead for the next long command (9 of sshd's 10).
 SSH_SHELLS = 2
 SSH_KEEPALIVE = 30
 
@@ -2183,6 +2200,15 @@ class SSHPool:
             if transport is None:
                 transport = self._transport = self._connect(deadline or time.monotonic() + self.config.connect_timeout)
             self._in_use[transport] = self._in_use.get(transport, 0) + 1
+            return transport
+
+    def acquire_current(self) -> paramiko.Transport | None:
+        """The shared connection counted as in use if it is up; None rather than connecting."""
+        with self._lock:
+            transport = self._transport
+            if transport is None or not transport.is_active():
+                return None
+            self._in_use[transport] += 1
             return transport
 
     def release(self, transport: paramiko.Transport, retire: bool = False) -> None:
@@ -2337,7 +2363,10 @@ class SSHRunner:
         self._shell_turns: asyncio.Semaphore | None = None
         self._threads: anyio.CapacityLimiter | None = None
         self._idle_shells: list[RemoteShell] = []  # each holds its connection in use
-        self._shells_lock = threading.Lock()
+        self._shells_lock = threading.Lock()  # also for the spare channel
+        self._spare: tuple[paramiko.Transport, paramiko.Channel] | None = None  # holds its connection in use
+        self._refilling = False
+        self._closed = False
         self.execs = 0  # how many commands were run (for tests and benchmarks)
         self.shells_opened = 0
 
@@ -2383,12 +2412,12 @@ class SSHRunner:
         raise AssertionError("unreachable")
 
     def _exec(self, script: str, timeout: float, on_line: LineCallback | None, stdin: bytes) -> CommandResult:
-        transport, channel = self._channel()
+        # The login shell may be fish or zsh: run POSIX sh explicitly.
+        transport, channel = self._started("/bin/sh -c " + shlex.quote(script))
+        self._refill_spare()
         self.execs += 1
         retire = False
         try:
-            # The login shell may be fish or zsh: run POSIX sh explicitly.
-            channel.exec_command("/bin/sh -c " + shlex.quote(script))
             if stdin:
                 channel.settimeout(timeout)
                 channel.sendall(stdin)
@@ -2405,6 +2434,74 @@ class SSHRunner:
         finally:
             channel.close()
             self.pool.release(transport, retire)
+
+    def _started(self, command: str) -> tuple[paramiko.Transport, paramiko.Channel]:
+        """A channel running `command` (held in use): the spare one if it is still open — the
+        command then costs one round trip, not two — else a new one."""
+        spare = self._take_spare()
+        if spare is not None:
+            transport, channel = spare
+            try:
+                channel.exec_command(command)
+                return spare
+            except (paramiko.SSHException, EOFError, OSError):
+                # It closed while it waited (the connection dropped, sshd's ChannelTimeout):
+                # nothing ran, so a new channel takes the command.
+                channel.close()
+                self.pool.release(transport, retire=not transport.is_active())
+        transport, channel = self._channel()
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            channel.close()
+            self.pool.release(transport, retire=True)
+            raise CommandInterrupted(describe_error(exc)) from exc
+        except BaseException:
+            channel.close()
+            self.pool.release(transport)
+            raise
+        return transport, channel
+
+    def _take_spare(self) -> tuple[paramiko.Transport, paramiko.Channel] | None:
+        with self._shells_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        transport, channel = spare
+        if transport is self.pool._transport and transport.is_active() and not channel.closed:
+            return spare
+        channel.close()
+        self.pool.release(transport, retire=not transport.is_active())
+        return None
+
+    def _refill_spare(self) -> None:
+        """Opens the spare channel in the background, on the connection that is up."""
+        with self._shells_lock:
+            if self._spare is not None or self._refilling or self._closed:
+                return
+            self._refilling = True
+        threading.Thread(target=self._open_spare, name="rc_mcp-spare-channel", daemon=True).start()
+
+    def _open_spare(self) -> None:
+        try:
+            transport = self.pool.acquire_current()
+            if transport is None:
+                return
+            try:
+                channel = transport.open_session(timeout=self.config.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # MaxSessions, a drop: no spare then
+                self.pool.release(transport)
+                log.debug("no spare SSH channel: %s", describe_error(exc))
+                return
+            with self._shells_lock:
+                if self._spare is None and not self._closed:
+                    self._spare = (transport, channel)
+                    return
+            channel.close()
+            self.pool.release(transport)
+        finally:
+            with self._shells_lock:
+                self._refilling = False
 
     def _read(self, channel: paramiko.Channel, timeout: float, on_line: LineCallback | None) -> CommandResult:
         deadline = time.monotonic() + timeout
@@ -2464,12 +2561,18 @@ class SSHRunner:
         self.pool.release(shell.transport, retire or not shell.transport.is_active())
 
     def _drop_stale_shells(self) -> None:
-        """Idle shells of a connection taken out of service: closed, so that connection can close."""
+        """Idle shells (and the spare channel) of a connection taken out of service: closed, so
+        that connection can close."""
         with self._shells_lock:
             current = self.pool._transport
             for shell in [s for s in self._idle_shells if s.transport is not current]:
                 self._idle_shells.remove(shell)
                 self._drop_shell(shell)
+            spare = self._spare
+            if spare is not None and spare[0] is not current:
+                self._spare = None
+                spare[1].close()
+                self.pool.release(spare[0])
 
     def _short(self, script: str, timeout: float) -> CommandResult:
         # Sent again after a lost shell only if it never reached the shell, or says it is safe.
@@ -2546,14 +2649,18 @@ class SSHRunner:
             finally:
                 self._channels.release()
         finally:
-            if self._idle_shells:
+            if self._idle_shells or self._spare:
                 self._drop_stale_shells()
 
     async def close(self) -> None:
         with self._shells_lock:
+            self._closed = True
             shells, self._idle_shells = self._idle_shells, []
+            spare, self._spare = self._spare, None
         for shell in shells:
             shell.close()
+        if spare is not None:
+            spare[1].close()
         self.pool.close()
 
 
@@ -2892,12 +2999,20 @@ def iso_from_seconds(text: str) -> str | None:
 
 def interpret_list(events: list[Event], now: float | None = None) -> list[SessionInfo]:
     """The sessions the list script found, oldest first, then the ended ones that can be resumed;
-    anything not ours is ignored."""
+    anything not ours is ignored. The ends of the logs come last, in the order of `tailed`."""
     now = time.time() if now is None else now
     sessions: dict[str, SessionInfo] = {}
     current: SessionInfo | None = None
     registry: dict[str, Any] | None = None
+    registries: dict[str, dict[str, Any]] = {}
+    awaiting: collections.deque[SessionInfo | None] = collections.deque()  # whose log ends come, in order
     for key, fields in events:
+        if key == "tailed":
+            awaiting.append(current)
+            continue
+        if key == "tail":
+            current = awaiting.popleft() if awaiting else None
+            registry = registries.get(current.id) if current is not None else None
         if key in ("session", "record"):
             current, registry = None, None
             session_id = fields[0][len(TMUX_PREFIX) :] if fields else ""
@@ -2939,7 +3054,7 @@ def interpret_list(events: list[Event], now: float | None = None) -> list[Sessio
                 current.mode = "conversation"
                 current.resumable = True
         elif key == "registry" and fields:
-            registry = parse_registry("\t".join(fields))
+            registry = registries[current.id] = parse_registry("\t".join(fields))
             state = registry.get("status")
             current.state = state if state in ("idle", "busy", "waiting") else None
             waiting = registry.get("waitingFor")

@@ -1810,6 +1810,50 @@ async def test_e2e_channels_refused_by_max_sessions_are_retried(
         # connection for lost and opens a second one (the commands still all succeed).
 
 
+async def test_e2e_a_long_command_runs_on_the_spare_channel_opened_ahead(
+    devserver: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a long command, a channel is opened ahead for the next: that one opens none (it
+    costs one round trip, not two). A spare that closed meanwhile, or whose connection dropped,
+    is replaced without failing the command or retiring a good connection."""
+    long = {"timeout": 30, "stdin": b"x"}  # with stdin: a long command, on a channel of its own
+    script = "cat >/dev/null; echo ok"
+    async with ssh_runner(devserver, tmp_path) as runner:
+        assert (await runner.run(script, **long)).stdout == "ok\n"
+        await until(lambda: runner._spare is not None)
+        spare = runner._spare
+        assert spare is not None
+
+        def no_new_channel() -> Any:
+            raise AssertionError("a new channel was opened although the spare was there")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(runner, "_channel", no_new_channel)
+            assert (await runner.run(script, **long)).stdout == "ok\n"
+        assert spare[1].closed  # it ran the command and closed with it
+        await until(lambda: runner._spare is not None and runner._spare is not spare)
+
+        # Closed by the server while it waited (sshd's ChannelTimeout): the command opens a new one.
+        spare = runner._spare
+        assert spare is not None
+        monkeypatch.setattr(
+            spare[1], "exec_command", lambda command: (_ for _ in ()).throw(paramiko.SSHException("Channel closed."))
+        )
+        assert (await runner.run(script, **long)).stdout == "ok\n"
+        assert runner.connects == 1
+        monkeypatch.undo()
+
+        # The connection dropped: the spare goes with it, the command reconnects.
+        await until(lambda: runner._spare is not None)
+        spare = runner._spare
+        assert spare is not None
+        await wait_until_dropped(runner, devserver)
+        assert (await runner.run(script, **long)).stdout == "ok\n"
+        assert runner.connects == 2 and spare[1].closed
+
+    assert runner._spare is None  # closed with the runner
+
+
 async def test_e2e_command_timeout(devserver: DevServer, tmp_path: Path) -> None:
     async with ssh_runner(devserver, tmp_path) as runner:
         with pytest.raises(
@@ -2465,6 +2509,31 @@ async def test_e2e_list_reports_connected_and_exited(devserver: DevServer, tools
         assert (await call(client, "stop_session", id=dies["id"]))["stopped"] is True
 
 
+async def test_e2e_list_sessions_reads_every_log_in_one_tail_that_no_log_can_fool(
+    devserver: DevServer, tools: Tools
+) -> None:
+    """The ends of all logs come from one `tail`, each closed by a line with this call's nonce: a
+    log that prints the script's own lines (a session, a record, the start of the ends, an end
+    line) shifts nothing and adds nothing; the file holding the end line is gone afterwards."""
+    forged = (
+        "\n@@tailed\n@@end-0123456789abcdef\n@@tails\n@@session\trc-evil-e1e2e3\t0\t1\t\n"
+        "@@record\trc-ghost-a1b2c3\tconv\t1\n@@end-\n@@end\n"
+    )
+    async with tools() as (client, _):
+        first = await call(client, "start_session", name="first", path="alpha")
+        second = await call(client, "start_session", name="second", path="beta")
+        state = "${XDG_STATE_HOME:-$HOME/.local/state}/rc-mcp"
+        devserver.run(f"printf '%s' {shlex.quote(forged)} >> {state}/rc-{first['id']}.log").check_returncode()
+        listed = (await call(client, "list_sessions"))["sessions"]
+        assert {s["id"]: (s["status"], s["url"]) for s in listed} == {
+            first["id"]: ("ready", first["url"]),
+            second["id"]: ("ready", second["url"]),
+        }
+        assert devserver.run(f"ls -A {state}").stdout.count("list-end") == 0
+        for started in (first, second):
+            await call(client, "stop_session", id=started["id"])
+
+
 async def test_e2e_list_sessions_with_30_sessions_is_one_round_trip(devserver: DevServer, tools: Tools) -> None:
     dirs = [f"many/p{i:02d}" for i in range(30)]
     devserver.run("cd ~/projects && mkdir -p " + " ".join(dirs)).check_returncode()
@@ -2653,6 +2722,15 @@ def test_interpret_start_failures(events: list[tuple[str, list[str]]], failure: 
 TRUST_REASON = rc_mcp.TRUST_CAUSE.format(path="the project")
 
 
+def as_listed(events: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """Events in the list script's order: each log end where its session is marked `tailed`,
+    the ends themselves after `tails`, before the closing `end`."""
+    tails = [event for event in events if event[0] == "tail"]
+    listed = [("tailed", []) if key == "tail" else (key, fields) for key, fields in events]
+    closing = [listed.pop()] if listed and listed[-1][0] == "end" else []
+    return listed + ([("tails", []), *tails] if tails else []) + closing
+
+
 def list_entry(
     session: str, dead: str, created: str, code: str, transcript: str = "", **meta: str
 ) -> list[tuple[str, list[str]]]:
@@ -2731,7 +2809,7 @@ def list_entry(
     ],
 )
 def test_interpret_list(events: list[tuple[str, list[str]]], expected: list[dict[str, Any]]) -> None:
-    found = [s.model_dump() for s in rc_mcp.interpret_list(events)]
+    found = [s.model_dump() for s in rc_mcp.interpret_list(as_listed(events))]
     assert len(found) == len(expected)
     for session, wanted in zip(found, expected, strict=True):
         assert {k: session[k] for k in wanted} == wanted

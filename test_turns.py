@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import rc_mcp
-from test_rc_mcp import START_CONFIG
+from test_rc_mcp import START_CONFIG, as_listed
 
 ROOT = Path(__file__).resolve().parent
 TRANSCRIPTS = ROOT / "testbed" / "transcripts"
@@ -1026,7 +1026,7 @@ def live_conversation(state: str | None, tail: str = "⏵⏵ auto mode on (shift
     ],
 )
 def test_list_live_conversation(state: str | None, expected: dict[str, Any]) -> None:
-    (info,) = rc_mcp.interpret_list(live_conversation(state), now=NOW)
+    (info,) = rc_mcp.interpret_list(as_listed(live_conversation(state)), now=NOW)
     got = info.model_dump()
     assert {k: got[k] for k in expected} == expected
     assert info.session_url == info.url
@@ -1041,7 +1041,7 @@ def test_list_live_conversation(state: str | None, expected: dict[str, Any]) -> 
 
 
 def test_list_conversation_at_the_trust_dialog_needs_attention() -> None:
-    (info,) = rc_mcp.interpret_list(live_conversation(None, TRUST_DIALOG_TAIL), now=NOW)
+    (info,) = rc_mcp.interpret_list(as_listed(live_conversation(None, TRUST_DIALOG_TAIL)), now=NOW)
     assert info.status == "needs attention" and info.reason
 
 
@@ -1051,7 +1051,7 @@ def test_list_exited_conversation() -> None:
         *CONV_META,
         ("tail", ["Goodbye!"]),
     ]
-    (info,) = rc_mcp.interpret_list(events, now=NOW)
+    (info,) = rc_mcp.interpret_list(as_listed(events), now=NOW)
     assert (info.status, info.exit_code, info.mode, info.resumable, info.state) == (
         "exited",
         1,
@@ -1129,7 +1129,7 @@ def test_list_orders_running_first_and_skips_what_is_not_ours() -> None:
         *meta(name="beta", path="beta"),
         ("end", []),
     ]
-    sessions = rc_mcp.interpret_list(events, now=NOW)
+    sessions = rc_mcp.interpret_list(as_listed(events), now=NOW)
     assert [(s.id, s.name, s.status, s.mode) for s in sessions] == [
         (SESSION, "alpha", "ready", "conversation"),
         ("beta-b1b2c3", "beta", "stopped", "server"),
@@ -1144,13 +1144,18 @@ def test_list_from_script_output() -> None:
         f"@@session\trc-{SESSION}\t0\t1796169990\t\n"
         "@@meta\tname\talpha\n@@meta\tpath\talpha\n@@meta\tmode\tconversation\n"
         f"@@registry\t{registry('permission')}\n"
-        f"@@tail\n⏵⏵ auto mode on\n@@end-{nonce}\n"
+        "@@tailed\n"
+        f"@@session\trc-gamma-c1c2c3\t0\t1796169991\t\n@@meta\tname\tgamma\n@@tailed\n"
         f"@@record\trc-beta-b1b2c3\tsrv\t{NOW - 60}\n@@meta\tname\tbeta\n@@meta\tpath\tbeta\n"
+        # The ends of both logs; the first one's quotes control lines and an end line of another nonce.
+        f"@@tails\n⏵⏵ auto mode on\n@@session\trc-evil-e1e2e3\t0\t1\t\n@@end-ffff\n@@end-{nonce}\n"
+        f"Remote Control active\nhttps://claude.ai/code?environment=env_01Gamma\n@@end-{nonce}\n"
         "@@end\n"
     )
     sessions = rc_mcp.interpret_list(rc_mcp.parse_script_output(output, nonce), now=NOW)
     assert [(s.id, s.status, s.state, s.waiting_for, s.url) for s in sessions] == [
         (SESSION, "ready", "waiting", "permission prompt", PERMISSION_URL),
+        ("gamma-c1c2c3", "ready", None, None, "https://claude.ai/code?environment=env_01Gamma"),
         ("beta-b1b2c3", "stopped", None, None, None),
     ]
 
