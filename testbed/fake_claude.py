@@ -5,7 +5,8 @@ It imitates the parts of Claude Code that rc_mcp.py drives: flag parsing and its
 first-run prompts (consent, spawn mode, workspace trust), one server per directory, the repainting
 stdout status block with the environment URL, OSC-8 session links and signals. Behaviour knobs come
 from `$HOME/.fake-claude/config.json`; every invocation appends one JSON line to
-`$HOME/.fake-claude/trace.jsonl`. See testbed/README.md. Standard library only.
+`$HOME/.fake-claude/trace.jsonl`, and a Remote Control server another to `ready.jsonl` when its URL
+is first on the screen. See testbed/README.md. Standard library only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,39 @@ import termios
 import time
 import unicodedata
 import uuid
+
+
+# ── When this process started: read first, while everything since its exec has been CPU work ──
+def process_start_times() -> tuple[float | None, float | None]:
+    """(exec, fork) wall-clock times of this process; None where /proc cannot tell (not Linux).
+
+    fork: /proc/self/stat's starttime (clock ticks since boot) on CLOCK_BOOTTIME, to a tick (10 ms).
+    That is when the parent forked the process: for a tmux pane, the pane's shell, which may wait
+    (rc_mcp's pane waits for a go signal) before it execs claude. exec: now minus the time the task
+    has run or waited to run (/proc/self/schedstat, ns); from exec to here the interpreter only
+    starts and imports, without sleeping, so that is the exec, early by the CPU time the process
+    had before it (the pane's shell: a few ms) and late by any wait for the disk (cold cache)."""
+    now = time.time()
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    fork = exec_ = None
+    try:
+        with open("/proc/self/schedstat", encoding="ascii") as fh:
+            ran, waited = (int(field) for field in fh.read().split()[:2])
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            stat = fh.read()
+        if boottime is not None:
+            ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22 (fields 3… follow the ')')
+            fork = now - (time.clock_gettime(boottime) - ticks / os.sysconf("SC_CLK_TCK"))
+        if ran > 0:
+            exec_ = now - (ran + waited) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    if exec_ is not None and fork is not None:
+        exec_ = max(exec_, fork)
+    return exec_, fork
+
+
+EXEC_TS, FORK_TS = process_start_times()
 
 # ── Texts shared by every version profile ──
 ESC = "\x1b"
@@ -451,12 +485,19 @@ def write_trace(argv: list[str], name: str | None, version: str) -> None:
         "stdout_isatty": isatty(1),
         "env_present": [var for var in TRACKED_ENV if var in os.environ],
         "version": version,
+        "exec_ts": None if EXEC_TS is None else round(EXEC_TS, 4),
+        "fork_ts": None if FORK_TS is None else round(FORK_TS, 4),
     }
+    append_record("trace.jsonl", record)
+
+
+def append_record(filename: str, record: dict) -> None:
+    """One JSON line appended to ~/.fake-claude/FILENAME (one write: an atomic append)."""
     try:
         os.makedirs(state_dir(), exist_ok=True)
-        fd = os.open(os.path.join(state_dir(), "trace.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(os.path.join(state_dir(), filename), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))  # one write: atomic append
+            os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
         finally:
             os.close(fd)
     except OSError:
@@ -953,7 +994,7 @@ def serve(opts: dict, config: dict, profile: dict, version: str, cwd: str) -> in
     interval = float(config["spinner_interval"])
     started = time.monotonic()
     ready_at: float | None = None
-    phase, frame, painted = "connecting", 0, None
+    phase, frame, painted, shown = "connecting", 0, None, False
     while True:
         now = time.monotonic()
         if config["exit_after"] is not None and now - started >= float(config["exit_after"]):
@@ -979,6 +1020,10 @@ def serve(opts: dict, config: dict, profile: dict, version: str, cwd: str) -> in
         if text != painted:
             block.paint(text)
             painted = text
+            if phase != "connecting" and not shown:  # the URL is on the screen: when, for bench/run.py
+                shown = True
+                record = {"ts": round(time.time(), 4), "pid": os.getpid(), "name": opts.get("name"), "phase": phase}
+                append_record("ready.jsonl", record)
         frame += 1
         time.sleep(interval)
 

@@ -279,8 +279,16 @@ class _DevHome:
 
     def fake_claude_trace(self) -> list[dict]:
         """One dict per `claude` invocation, oldest first."""
+        return self._fake_claude_records("trace.jsonl")
+
+    def fake_claude_ready(self) -> list[dict]:
+        """One dict per Remote Control server whose URL was painted (`ts`, `pid`, `name`, `phase`),
+        oldest first: with the trace's `exec_ts`, claude's own start-up (testbed/README.md)."""
+        return self._fake_claude_records("ready.jsonl")
+
+    def _fake_claude_records(self, filename: str) -> list[dict]:
         try:
-            text = (self.home / ".fake-claude" / "trace.jsonl").read_text(encoding="utf-8")
+            text = (self.home / ".fake-claude" / filename).read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         records = []
