@@ -3521,6 +3521,37 @@ class ShuttingDown(RemoteError):
     """This server is stopping (a restart or a deploy) while a command ran."""
 
 
+T = typing.TypeVar("T")
+
+
+class SharedRun(typing.Generic[T]):
+    """Concurrent callers share one run of the work: a caller joins the next run to start — never
+    one that started before its request, whose answer could be older than it."""
+
+    def __init__(self) -> None:
+        self._turn = asyncio.Lock()
+        self._next: asyncio.Future[T] | None = None
+
+    async def __call__(self, work: Callable[[], Awaitable[T]]) -> T:
+        upcoming = self._next
+        if upcoming is not None:
+            return await asyncio.shield(upcoming)
+        upcoming = self._next = asyncio.get_running_loop().create_future()
+        try:
+            async with self._turn:  # the run before this one finishes first
+                self._next = None  # callers from now on wait for the run after this one
+                result = await work()
+            upcoming.set_result(result)
+            return result
+        except BaseException as exc:
+            if not upcoming.done():
+                upcoming.set_exception(exc if isinstance(exc, Exception) else RemoteError("the call was cancelled"))
+                upcoming.exception()  # retrieved: a failed run with no one else waiting is no warning
+            if self._next is upcoming:
+                self._next = None
+            raise
+
+
 class Sessions:
     """start / list / stop / projects, each one script run by the runner. When the server starts
     to shut down, calls still waiting are answered at once: the commands run on by themselves."""
@@ -3531,8 +3562,8 @@ class Sessions:
         self.host = config.host_name
         self.prefix = f"{self.host}." if host_in_ids else ""  # the ids this server hands out name their host
         self.stopping = asyncio.Event()
-        self._list_turn = asyncio.Lock()
-        self._next_list: asyncio.Future[list[SessionInfo]] | None = None
+        self._list: SharedRun[list[SessionInfo]] = SharedRun()
+        self._projects: SharedRun[list[str]] = SharedRun()
 
     def public(self, session_id: str) -> str:
         """The id as the tools show it."""
@@ -3650,28 +3681,16 @@ class Sessions:
         return started
 
     async def list_all(self) -> list[SessionInfo]:
-        """Concurrent calls share one remote run: a caller joins the next run to start — never one
-        that started before its request, whose answer could be older than it."""
-        upcoming = self._next_list
-        if upcoming is not None:
-            return await asyncio.shield(upcoming)
-        upcoming = self._next_list = asyncio.get_running_loop().create_future()
-        try:
-            async with self._list_turn:  # the run before this one finishes first
-                self._next_list = None  # callers from now on wait for the run after this one
-                nonce = secrets.token_hex(8)
-                found = interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
-                for session in found:
-                    session.id, session.host = self.public(session.id), self.host
-            upcoming.set_result(found)
+        """The sessions, from a remote run that concurrent calls share (SharedRun)."""
+
+        async def run() -> list[SessionInfo]:
+            nonce = secrets.token_hex(8)
+            found = interpret_list(parse_script_output(await self._run(build_list_script(nonce)), nonce))
+            for session in found:
+                session.id, session.host = self.public(session.id), self.host
             return found
-        except BaseException as exc:
-            if not upcoming.done():
-                upcoming.set_exception(exc if isinstance(exc, Exception) else RemoteError("the list was cancelled"))
-                upcoming.exception()  # retrieved: a failed run with no one else waiting is no warning
-            if self._next_list is upcoming:
-                self._next_list = None
-            raise
+
+        return await self._list(run)
 
     async def stop(self, session_id: str, forget: bool = False) -> SessionStopped:
         events = parse_script_output(await self._run(build_stop_script(validate_session_id(session_id), forget)))
@@ -3811,8 +3830,13 @@ class Sessions:
         return started
 
     async def projects(self) -> list[str]:
-        output = await self._run(build_projects_script(self.config.projects_base_dir))
-        return interpret_projects(output, self.config.projects_base_dir, self.config.setting("PROJECTS_BASE_DIR"))
+        """The projects, from a remote run that concurrent calls share (SharedRun)."""
+
+        async def run() -> list[str]:
+            output = await self._run(build_projects_script(self.config.projects_base_dir))
+            return interpret_projects(output, self.config.projects_base_dir, self.config.setting("PROJECTS_BASE_DIR"))
+
+        return await self._projects(run)
 
 
 # ── Dev servers ───────────────────────────────────────────────────────────────────────────────

@@ -2833,9 +2833,11 @@ def test_interpret_projects_without_the_base() -> None:
 
 
 class GatedRunner:
-    """A runner whose commands finish when the test says so; each answers the list of its run number."""
+    """A runner whose commands finish when the test says so; each answers with its run number (a
+    session's or a project's name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, projects: bool = False) -> None:
+        self.projects = projects
         self.gates: list[asyncio.Event] = []
         self.started = asyncio.Event()  # set whenever a command starts
 
@@ -2848,33 +2850,37 @@ class GatedRunner:
         self.started.set()
         number = len(self.gates)
         await gate.wait()
+        if self.projects:
+            return rc_mcp.CommandResult(0, f"@@projects\nrun{number}-0a1b2c\0", "")
         return rc_mcp.CommandResult(0, f"@@session\trc-run{number}-0a1b2c\t0\t1\t\n@@end\n", "")
 
     async def close(self) -> None:
         return None
 
 
-async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_path: Path) -> None:
-    runner = GatedRunner()
+@pytest.mark.parametrize("method", ["list_all", "projects"])
+async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_path: Path, method: str) -> None:
+    runner = GatedRunner(projects=method == "projects")
     sessions = rc_mcp.Sessions(rc_mcp.load_config(base_env(tmp_path)), runner)
+    ask = getattr(sessions, method)
 
     async def runs(count: int) -> None:
         while len(runner.gates) < count:
             runner.started.clear()
             await runner.started.wait()
 
-    def ids(task: asyncio.Task[list[rc_mcp.SessionInfo]]) -> list[str]:
-        return [s.id for s in task.result()]
+    def ids(task: asyncio.Task[Any]) -> list[str]:
+        return [item if isinstance(item, str) else item.id for item in task.result()]
 
-    first = asyncio.create_task(sessions.list_all())
+    first = asyncio.create_task(ask())
     await runs(1)
-    during_first = [asyncio.create_task(sessions.list_all()) for _ in range(5)]  # asked while run 1 is under way
+    during_first = [asyncio.create_task(ask()) for _ in range(5)]  # asked while run 1 is under way
     await asyncio.sleep(0)
     runner.gates[0].set()
     await runs(2)
     await first
     assert ids(first) == ["run1-0a1b2c"]
-    late = asyncio.create_task(sessions.list_all())  # asked while run 2 is under way: waits for run 3
+    late = asyncio.create_task(ask())  # asked while run 2 is under way: waits for run 3
     await asyncio.sleep(0)
     runner.gates[1].set()
     await asyncio.gather(*during_first)
