@@ -247,6 +247,12 @@ def bytecode_current(source: Path) -> bool:
     )
 
 
+def cpu_ms(pid: int) -> float:
+    """The user + system CPU time a process has used so far, in milliseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def import_floor(env: dict[str, str], code: str = IMPORT_SDK) -> tuple[float, int]:
     """`python -c "import …"`: milliseconds (exit included) and its RSS in KiB."""
     start = time.perf_counter()
@@ -709,9 +715,9 @@ class Worker:
 
     async def many_calls(self, server: ServerProcess) -> list[float]:
         """`calls` tool calls (the three short tools in turn, 10 at a time): RSS in MiB after the
-        100th and after the last."""
+        100th and after the last. Also the server's CPU time per call between the two (a figure)."""
         assert server.proc is not None
-        pid, marks = server.proc.pid, []
+        pid, marks, cpu = server.proc.pid, [], []
         first = min(100, self.calls // 2)
         names = [("list_sessions", {}), ("list_projects", {}), ("stop_session", {"id": MISSING_ID})]
         async with connect(server.url, ClaudeAi(SECRET)) as client:
@@ -724,7 +730,10 @@ class Worker:
                 done += batch
                 if done == first:
                     marks.append(rss_kib(pid) / 1024)
+                    cpu.append(cpu_ms(pid))
         marks.append(rss_kib(pid) / 1024)
+        cpu.append(cpu_ms(pid))
+        self.figure("cpu.call", [(cpu[-1] - cpu[0]) / max(self.calls - first, 1)], float("nan"))
         return marks
 
 
@@ -950,6 +959,11 @@ def build_table(phases: dict[str, dict[str, Result]], rtt_ms: float) -> list[str
     row("RSS after start (byte-compiled)", libraries, cells("rss.start_libs", "MiB"))
     row(f"RSS after {calls} calls", "RSS after start", cells("rss.end", "MiB"), "≤ 78 MiB", by_value("rss.end", 78))
     row(f"RSS growth, call {first} → {calls}", "none", cells("rss.growth", "MiB"), "≤ 3 MiB", by_value("rss.growth", 3))
+    row(
+        f"rc_mcp's CPU time per short call (its own process, calls {first} → {calls}, 10 at a time)",
+        "",
+        cells("cpu.call", "ms"),
+    )
     return lines
 
 
