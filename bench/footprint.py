@@ -1,12 +1,14 @@
 """The figures the deploy files are sized from: cold start, memory, shutdown time.
 
-    cold start   spawn of `python rc_mcp.py` (local mode) until GET /health answers 200, N runs
+    cold start   spawn of the byte-compiled module, as the Dockerfile starts it (`--script`:
+                 `python rc_mcp.py`, which compiles it first), in local mode, until GET /health
+                 answers 200, N runs
     RSS          `ps -o rss` of that server after R requests (/health, both OAuth metadata
                  documents, and fixed-client OAuth flows that write the token store)
     shutdown     SIGTERM until the process has exited
 
 Run from the repository root with the runtime dependencies installed:
-    python bench/footprint.py [--runs 7] [--requests 300]
+    python bench/footprint.py [--runs 7] [--requests 300] [--script]
 Everything stays on 127.0.0.1; every process started here is stopped before it exits.
 """
 
@@ -84,7 +86,10 @@ def token_flow(port: int, server_url: str) -> str:
     return json.loads(body)["access_token"]
 
 
-def start(tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+SERVE_COMPILED = "import sys, rc_mcp; sys.exit(rc_mcp.main())"  # the Dockerfile's CMD
+
+
+def start(tmp: Path, port: int, script: bool = False) -> tuple[subprocess.Popen[bytes], float]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -94,10 +99,12 @@ def start(tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
         "HOST": "127.0.0.1",
         "TOKEN_STORE_PATH": str(tmp / "state" / "oauth-tokens.json"),
         "TMUX_TMPDIR": str(tmp),
+        "PYTHONPATH": str(ROOT),
     }
+    argv = [sys.executable, str(ROOT / "rc_mcp.py")] if script else [sys.executable, "-c", SERVE_COMPILED]
     began = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "rc_mcp.py")],
+        argv,
         cwd=tmp,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -134,14 +141,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--script", action="store_true", help="start `python rc_mcp.py` (compiled at each start)")
     args = parser.parse_args()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "rc_mcp.py")], check=True)
     colds, stops, rss_start, rss_after = [], [], [], []
     with tempfile.TemporaryDirectory() as tmpdir:
         for run in range(args.runs):
             tmp = Path(tmpdir) / str(run)
             tmp.mkdir()
             port = free_port()
-            proc, cold = start(tmp, port)
+            proc, cold = start(tmp, port, args.script)
             try:
                 colds.append(cold)
                 rss_start.append(rss_kib(proc.pid))
