@@ -1605,8 +1605,8 @@ def build_list_script(nonce: str) -> str:
     q_nonce = shlex.quote(nonce)
     return _remote_script(
         f"state={REMOTE_STATE_DIR}; cfg={CLAUDE_CONFIG}",
-        # $$: the shell's own pid, one script at a time per shell.
-        'mark="$state/.list-end.$$"; trap \'rm -f -- "$mark"\' EXIT; set --',
+        f'mark="$state/.list-end.{hashlib.sha256(nonce.encode()).hexdigest()[:16]}"; '
+        "trap 'rm -f -- \"$mark\"' EXIT; set --",
         # ':' separates fields: tmux never allows it in session names, and (unlike a tab) tmux
         # does not rewrite it when the locale is not UTF-8. The possibly empty field goes last.
         "panes=$(tmux list-panes -a 2>/dev/null "
@@ -1653,8 +1653,9 @@ def build_list_script(nonce: str) -> str:
         '  printf \'@@record\\t%s\\t%s\\t%s\\n\' "$s" "${f##*.}" "$(date -r "$f" +%s 2>/dev/null)"',
         '  while IFS= read -r line; do printf \'@@meta\\t%s\\n\' "$line"; done < "$f"',
         "done",
-        # Last: a full disk that leaves the end-line file empty costs only the ends of the logs.
-        f'if [ $# -gt 0 ] && printf \'\\n@@end-%s\\n\' {q_nonce} > "$mark" && [ -s "$mark" ]; then',
+        # Last: a full disk that leaves the end-line file short costs only the ends of the logs.
+        f"if [ $# -gt 0 ] && printf '\\n@@end-%s\\n' {q_nonce} > \"$mark\" &&"
+        f' {{ IFS= read -r _; IFS= read -r end; }} < "$mark" && [ "$end" = {shlex.quote("@@end-" + nonce)} ]; then',
         f'  echo @@tails; tail -q -c {LIST_TAIL_BYTES} -- "$@" 2>/dev/null',
         "fi",
         "echo '@@end'",
@@ -2214,6 +2215,9 @@ class SSHPool:
     def release(self, transport: paramiko.Transport, retire: bool = False) -> None:
         """Give the connection back; a retired one takes no new commands and closes when idle."""
         with self._lock:
+            if transport not in self._in_use:  # the pool was closed meanwhile: nothing left to count
+                transport.close()
+                return
             self._in_use[transport] -= 1
             if retire and self._transport is transport:
                 self._transport = None
@@ -2414,10 +2418,10 @@ class SSHRunner:
     def _exec(self, script: str, timeout: float, on_line: LineCallback | None, stdin: bytes) -> CommandResult:
         # The login shell may be fish or zsh: run POSIX sh explicitly.
         transport, channel = self._started("/bin/sh -c " + shlex.quote(script))
-        self._refill_spare()
         self.execs += 1
         retire = False
         try:
+            self._refill_spare()
             if stdin:
                 channel.settimeout(timeout)
                 channel.sendall(stdin)
@@ -2434,6 +2438,34 @@ class SSHRunner:
         finally:
             channel.close()
             self.pool.release(transport, retire)
+            self._drop_stale_shells()  # here, on a worker thread: it may wait for the pool's lock
+
+    def _exec_request(self, transport: paramiko.Transport, channel: paramiko.Channel, command: str) -> None:
+        """channel.exec_command, bounded: paramiko waits for sshd's answer without a timeout, so a
+        frozen dev server would hold the call (and a channel slot) for good. After
+        SSH_CONNECT_TIMEOUT the channel is closed, which ends the wait: a RemoteError."""
+        unanswered = threading.Event()
+
+        def give_up() -> None:
+            unanswered.set()
+            channel.close()
+
+        timer = threading.Timer(self.config.connect_timeout, give_up)
+        timer.daemon = True
+        with contextlib.suppress(RuntimeError):  # no thread to be had (a task limit): unbounded, as paramiko is
+            timer.start()
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError):
+            if not unanswered.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if unanswered.is_set():
+            raise RemoteError(
+                f"the dev server did not answer over SSH within {self.config.connect_timeout:g} s "
+                f"({self.config.ssh_target}): is sshd running and responsive there?"
+            )
 
     def _started(self, command: str) -> tuple[paramiko.Transport, paramiko.Channel]:
         """A channel running `command` (held in use): the spare one if it is still open — the
@@ -2442,23 +2474,30 @@ class SSHRunner:
         if spare is not None:
             transport, channel = spare
             try:
-                channel.exec_command(command)
+                self._exec_request(transport, channel, command)
                 return spare
-            except (paramiko.SSHException, EOFError, OSError):
-                # It closed while it waited (the connection dropped, sshd's ChannelTimeout):
-                # nothing ran, so a new channel takes the command.
+            except (paramiko.SSHException, EOFError, OSError) as exc:
                 channel.close()
-                self.pool.release(transport, retire=not transport.is_active())
+                if not transport.is_active():  # dropped while the request was on its way: it may have run
+                    self.pool.release(transport, retire=True)
+                    raise CommandInterrupted(describe_error(exc)) from exc
+                # sshd closed the channel while it waited (ChannelTimeout): the request found no
+                # channel and ran nothing, so a new channel takes the command.
+                self.pool.release(transport)
+            except BaseException:
+                channel.close()
+                self.pool.release(transport, retire=True)
+                raise
         transport, channel = self._channel()
         try:
-            channel.exec_command(command)
+            self._exec_request(transport, channel, command)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             channel.close()
             self.pool.release(transport, retire=True)
             raise CommandInterrupted(describe_error(exc)) from exc
         except BaseException:
             channel.close()
-            self.pool.release(transport)
+            self.pool.release(transport, retire=True)
             raise
         return transport, channel
 
@@ -2480,7 +2519,12 @@ class SSHRunner:
             if self._spare is not None or self._refilling or self._closed:
                 return
             self._refilling = True
-        threading.Thread(target=self._open_spare, name="rc_mcp-spare-channel", daemon=True).start()
+        try:
+            threading.Thread(target=self._open_spare, name="rc_mcp-spare-channel", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had (a task limit): no spare this time
+            log.debug("no spare SSH channel: %s", exc)
+            with self._shells_lock:
+                self._refilling = False
 
     def _open_spare(self) -> None:
         try:
@@ -2489,12 +2533,12 @@ class SSHRunner:
                 return
             try:
                 channel = transport.open_session(timeout=self.config.connect_timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:  # MaxSessions, a drop: no spare then
+            except Exception as exc:  # MaxSessions, a drop, the pool closed: no spare then
                 self.pool.release(transport)
                 log.debug("no spare SSH channel: %s", describe_error(exc))
                 return
             with self._shells_lock:
-                if self._spare is None and not self._closed:
+                if self._spare is None and not self._closed and transport is self.pool._transport:
                     self._spare = (transport, channel)
                     return
             channel.close()
@@ -2548,7 +2592,11 @@ class SSHRunner:
         try:
             # exec, so the login shell (fish, zsh…) leaves only POSIX sh behind; no PTY: no echo,
             # no prompt, and stdout and stderr stay apart.
-            channel.exec_command("exec /bin/sh -s")
+            self._exec_request(transport, channel, "exec /bin/sh -s")
+        except RemoteError:
+            channel.close()
+            self.pool.release(transport, retire=True)
+            raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             channel.close()
             self.pool.release(transport, retire=True)
@@ -2575,6 +2623,12 @@ class SSHRunner:
                 self.pool.release(spare[0])
 
     def _short(self, script: str, timeout: float) -> CommandResult:
+        try:
+            return self._in_shell(script, timeout)
+        finally:
+            self._drop_stale_shells()  # here, on a worker thread: it may wait for the pool's lock
+
+    def _in_shell(self, script: str, timeout: float) -> CommandResult:
         # Sent again after a lost shell only if it never reached the shell, or says it is safe.
         rerun_safe = is_rerun_safe(script)
         for attempt in (1, 2):
@@ -2625,32 +2679,26 @@ class SSHRunner:
         # endpoints need, nor another dev server's.
         if self._threads is None:
             self._threads = anyio.CapacityLimiter(SSH_MAX_CHANNELS + 1)
+        if self.is_short(timeout, on_line, stdin):
+            if self._shell_turns is None:
+                self._shell_turns = asyncio.Semaphore(SSH_SHELLS)
+            async with self._shell_turns:
+                return await anyio.to_thread.run_sync(self._short, script, timeout, limiter=self._threads)
+        if self._channels is None:
+            self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS - SSH_SHELLS)
+        # A long command waits for a channel only as long as the whole call still ends within
+        # the time Claude.ai gives a tool.
         try:
-            if self.is_short(timeout, on_line, stdin):
-                if self._shell_turns is None:
-                    self._shell_turns = asyncio.Semaphore(SSH_SHELLS)
-                async with self._shell_turns:
-                    return await anyio.to_thread.run_sync(self._short, script, timeout, limiter=self._threads)
-            if self._channels is None:
-                self._channels = asyncio.Semaphore(SSH_MAX_CHANNELS - SSH_SHELLS)
-            # A long command waits for a channel only as long as the whole call still ends within
-            # the time Claude.ai gives a tool.
-            try:
-                await asyncio.wait_for(self._channels.acquire(), max(TOOL_CALL_SECONDS - timeout, 1.0))
-            except TimeoutError:
-                raise RemoteError(
-                    f"{SSH_MAX_CHANNELS - SSH_SHELLS} long commands (starts, waits for answers) are already running on "
-                    "the dev server; try again when one of them ends"
-                ) from None
-            try:
-                return await anyio.to_thread.run_sync(
-                    self._exec, script, timeout, on_line, stdin, limiter=self._threads
-                )
-            finally:
-                self._channels.release()
+            await asyncio.wait_for(self._channels.acquire(), max(TOOL_CALL_SECONDS - timeout, 1.0))
+        except TimeoutError:
+            raise RemoteError(
+                f"{SSH_MAX_CHANNELS - SSH_SHELLS} long commands (starts, waits for answers) are already running on "
+                "the dev server; try again when one of them ends"
+            ) from None
+        try:
+            return await anyio.to_thread.run_sync(self._exec, script, timeout, on_line, stdin, limiter=self._threads)
         finally:
-            if self._idle_shells or self._spare:
-                self._drop_stale_shells()
+            self._channels.release()
 
     async def close(self) -> None:
         with self._shells_lock:
@@ -3526,30 +3574,26 @@ T = typing.TypeVar("T")
 
 class SharedRun(typing.Generic[T]):
     """Concurrent callers share one run of the work: a caller joins the next run to start — never
-    one that started before its request, whose answer could be older than it."""
+    one that started before its request, whose answer could be older than it. The run is a task
+    of its own, so no caller's cancellation ends it for the others."""
 
     def __init__(self) -> None:
         self._turn = asyncio.Lock()
-        self._next: asyncio.Future[T] | None = None
+        self._next: asyncio.Task[T] | None = None
 
     async def __call__(self, work: Callable[[], Awaitable[T]]) -> T:
         upcoming = self._next
-        if upcoming is not None:
-            return await asyncio.shield(upcoming)
-        upcoming = self._next = asyncio.get_running_loop().create_future()
-        try:
-            async with self._turn:  # the run before this one finishes first
+        if upcoming is None:
+            upcoming = self._next = asyncio.ensure_future(self._run(work))
+            # Retrieved: a failed run whose callers all left is no warning.
+            upcoming.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return await asyncio.shield(upcoming)
+
+    async def _run(self, work: Callable[[], Awaitable[T]]) -> T:
+        async with self._turn:  # the run before this one finishes first
+            if self._next is asyncio.current_task():
                 self._next = None  # callers from now on wait for the run after this one
-                result = await work()
-            upcoming.set_result(result)
-            return result
-        except BaseException as exc:
-            if not upcoming.done():
-                upcoming.set_exception(exc if isinstance(exc, Exception) else RemoteError("the call was cancelled"))
-                upcoming.exception()  # retrieved: a failed run with no one else waiting is no warning
-            if self._next is upcoming:
-                self._next = None
-            raise
+            return await work()
 
 
 class Sessions:

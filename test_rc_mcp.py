@@ -1874,26 +1874,30 @@ def frozen_sshd(lab: DevServer) -> Iterator[None]:
         lab.signal_sshd(signal.SIGCONT)
 
 
-@pytest.mark.parametrize("connection", ["fresh", "already open"])
+@pytest.mark.parametrize("connection", ["fresh", "already open", "a spare channel open"])
 async def test_e2e_frozen_sshd_fails_within_the_connect_timeout(
     devserver: DevServer, tmp_path: Path, connection: str
 ) -> None:
     """A frozen sshd (accepts, then silence) costs one SSH_CONNECT_TIMEOUT, not a hang, and the
-    error says SSH and the timeout; once sshd runs again the next command works."""
+    error says SSH and the timeout; once sshd runs again the next command works. With a spare
+    channel open, a long command's exec request is what goes unanswered."""
     timeout = 2.0
+    long = {"stdin": b"x"} if connection == "a spare channel open" else {}
     async with ssh_runner(devserver, tmp_path, SSH_CONNECT_TIMEOUT=f"{timeout:g}") as runner:
-        if connection == "already open":
-            assert (await runner.run("echo one", timeout=10)).stdout == "one\n"
+        if connection != "fresh":
+            assert (await runner.run("cat >/dev/null; echo one", timeout=10, **long)).stdout == "one\n"
+        if long:
+            await until(lambda: runner._spare is not None)
         with frozen_sshd(devserver):
             started = time.monotonic()
             with pytest.raises(rc_mcp.RemoteError) as failure:
-                await runner.run("echo never", timeout=10)
+                await runner.run("cat >/dev/null; echo never", timeout=10, **long)
             elapsed = time.monotonic() - started
         message = str(failure.value)
         assert message.strip() and "SSH" in message and f"within {timeout:g} s" in message, message
         assert "responsive" in message and devserver.host in message, message
         assert elapsed < 2 * timeout, (elapsed, message)
-        assert (await runner.run("echo two", timeout=10)).stdout == "two\n"
+        assert (await runner.run("cat >/dev/null; echo two", timeout=10, **long)).stdout == "two\n"
 
 
 async def test_e2e_short_scripts_run_in_one_kept_shell(devserver: DevServer, tmp_path: Path) -> None:
@@ -2857,17 +2861,19 @@ class GatedRunner:
     async def close(self) -> None:
         return None
 
+    async def runs(self, count: int) -> None:
+        """Until `count` commands have started."""
+        while len(self.gates) < count:
+            self.started.clear()
+            await self.started.wait()
+
 
 @pytest.mark.parametrize("method", ["list_all", "projects"])
 async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_path: Path, method: str) -> None:
     runner = GatedRunner(projects=method == "projects")
     sessions = rc_mcp.Sessions(rc_mcp.load_config(base_env(tmp_path)), runner)
     ask = getattr(sessions, method)
-
-    async def runs(count: int) -> None:
-        while len(runner.gates) < count:
-            runner.started.clear()
-            await runner.started.wait()
+    runs = runner.runs
 
     def ids(task: asyncio.Task[Any]) -> list[str]:
         return [item if isinstance(item, str) else item.id for item in task.result()]
@@ -2891,6 +2897,23 @@ async def test_concurrent_lists_share_the_next_run_and_never_an_older_one(tmp_pa
     await late
     assert ids(late) == ["run3-0a1b2c"]
     assert len(runner.gates) == 3  # seven callers, three runs
+
+
+async def test_a_shared_run_goes_on_for_the_others_when_the_caller_that_began_it_leaves(tmp_path: Path) -> None:
+    runner = GatedRunner()
+    sessions = rc_mcp.Sessions(rc_mcp.load_config(base_env(tmp_path)), runner)
+    first = asyncio.create_task(sessions.list_all())
+    await runner.runs(1)
+    leader = asyncio.create_task(sessions.list_all())  # begins the next run, waiting for its turn
+    joined = asyncio.create_task(sessions.list_all())  # joins that run
+    await asyncio.sleep(0)
+    leader.cancel()
+    runner.gates[0].set()
+    await first
+    await runner.runs(2)
+    runner.gates[1].set()
+    assert [s.id for s in await joined] == ["run2-0a1b2c"]
+    assert leader.cancelled() and len(runner.gates) == 2
 
 
 # ── Conversations ─────────────────────────────────────────────────────────────────────────────
