@@ -5268,22 +5268,23 @@ class Grants:
         return now - grant["last_used"] >= TOUCH_INTERVAL
 
     async def flush_uses(self) -> None:
-        """Write the noted uses: one store write for all of them."""
-        touched, self._touched = self._touched, {}
-        if not touched:
-            return
+        """Write the noted uses: one store write for all of them, and one more for the uses noted
+        while it was under way (a use then starts no write of its own)."""
+        while self._touched:
+            touched, self._touched = self._touched, {}
 
-        def record_uses(data: dict[str, Any], now: float) -> None:
-            for grant_id, when in touched.items():
-                grant = data["grants"].get(grant_id)
-                if grant is not None and when > grant["last_used"]:
-                    grant.update(last_used=when, expires_at=max(grant["expires_at"], when + self.idle_ttl))
+            def record_uses(data: dict[str, Any], now: float, touched: dict[str, float] = touched) -> None:
+                for grant_id, when in touched.items():
+                    grant = data["grants"].get(grant_id)
+                    if grant is not None and when > grant["last_used"]:
+                        grant.update(last_used=when, expires_at=max(grant["expires_at"], when + self.idle_ttl))
 
-        try:
-            await self._transact(record_uses)
-        except OSError as exc:
-            self._touched = {**touched, **self._touched}  # tried again at the next use
-            log.error("cannot record when links were last used in %s: %s", self.store.path, exc)
+            try:
+                await self._transact(record_uses)
+            except OSError as exc:
+                self._touched = {**touched, **self._touched}  # tried again at the next use
+                log.error("cannot record when links were last used in %s: %s", self.store.path, exc)
+                return
 
     def revoke_grants(self, grant_ids: Iterable[str] | None) -> list[str]:
         """End these grants (None: all of them) at once; the ones ended."""

@@ -4592,6 +4592,27 @@ async def wait_for_use_records(app: rc_mcp.App) -> None:
         await app.oauth._flush
 
 
+async def test_a_use_noted_while_uses_are_written_is_written_next(app: rc_mcp.App) -> None:
+    """A use noted during a write starts no write of its own: the write under way makes one more."""
+    grants, began, gate, written = app.oauth.grants, asyncio.Event(), asyncio.Event(), []
+
+    async def transact(change: Any) -> None:
+        data = {"grants": {"g": {"last_used": 0.0, "expires_at": 0.0}}}
+        change(data, 0.0)
+        written.append(data["grants"]["g"]["last_used"])
+        began.set()
+        await gate.wait()
+
+    grants._transact = transact  # type: ignore[method-assign]
+    grants._touched = {"g": 1.0}
+    flush = asyncio.create_task(grants.flush_uses())
+    await began.wait()
+    grants._touched["g"] = 2.0  # what touch() does for a request now
+    gate.set()
+    await flush
+    assert written == [1.0, 2.0] and grants._touched == {}
+
+
 async def test_expiry_of_codes_and_tokens(app: rc_mcp.App, http: httpx2.AsyncClient, clock: Clock) -> None:
     code = await get_code(http)
     clock.now += 601
