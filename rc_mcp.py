@@ -2440,7 +2440,7 @@ class SSHRunner:
             self.pool.release(transport, retire)
             self._drop_stale_shells()  # here, on a worker thread: it may wait for the pool's lock
 
-    def _exec_request(self, transport: paramiko.Transport, channel: paramiko.Channel, command: str) -> None:
+    def _exec_request(self, channel: paramiko.Channel, command: str) -> None:
         """channel.exec_command, bounded: paramiko waits for sshd's answer without a timeout, so a
         frozen dev server would hold the call (and a channel slot) for good. After
         SSH_CONNECT_TIMEOUT the channel is closed, which ends the wait: a RemoteError."""
@@ -2474,7 +2474,7 @@ class SSHRunner:
         if spare is not None:
             transport, channel = spare
             try:
-                self._exec_request(transport, channel, command)
+                self._exec_request(channel, command)
                 return spare
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 channel.close()
@@ -2490,7 +2490,7 @@ class SSHRunner:
                 raise
         transport, channel = self._channel()
         try:
-            self._exec_request(transport, channel, command)
+            self._exec_request(channel, command)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             channel.close()
             self.pool.release(transport, retire=True)
@@ -2592,7 +2592,7 @@ class SSHRunner:
         try:
             # exec, so the login shell (fish, zsh…) leaves only POSIX sh behind; no PTY: no echo,
             # no prompt, and stdout and stderr stay apart.
-            self._exec_request(transport, channel, "exec /bin/sh -s")
+            self._exec_request(channel, "exec /bin/sh -s")
         except RemoteError:
             channel.close()
             self.pool.release(transport, retire=True)
@@ -6715,9 +6715,9 @@ def raise_file_limit() -> None:
 
 
 def rate_secret_apart(secret: str) -> Callable[[], str | None]:
-    """weak_secret_warning(secret), worked out in a forked child, so zxcvbn's word lists (10 MiB,
-    whose freed heap would stay in the server's RSS) never load here; returns the call that waits
-    for it. Called before any thread starts: a fork copies only the calling thread."""
+    """weak_secret_warning(secret), worked out in a forked child, so zxcvbn's word lists never
+    load here (dropped after use, they still left 4 MiB of heap in the server's RSS); returns the
+    call that waits for it. Called before any thread starts: a fork copies only the calling thread."""
     if threading.active_count() > 1 or not hasattr(os, "fork"):
         return lambda: weak_secret_warning(secret)
     read_end, write_end = os.pipe()
