@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import paramiko
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from run import raw_transport  # noqa: E402  (bench/run.py, beside this script)
 
 import rc_mcp  # noqa: E402
 from testbed.harness import ClaudeAi, RunningServer, call, connect, ssh_env  # noqa: E402
@@ -75,18 +76,6 @@ def summary(name: str, times: list[float]) -> dict:
 
 
 # ── Helpers ──
-def raw_transport(dev: DevServer) -> paramiko.Transport:
-    sock = socket.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # before connect, as SSHRunner does
-    sock.connect((dev.host, dev.port))
-    transport = paramiko.Transport(sock)
-    transport.start_client(timeout=10)
-    if transport.get_remote_server_key().get_base64() != dev.host_key_line[1]:
-        raise RuntimeError("the lab's sshd offered an unexpected host key")
-    transport.auth_publickey(dev.user, paramiko.Ed25519Key.from_private_key_file(str(dev.keys["ed25519"])))
-    return transport
-
-
 def exec_true(transport: paramiko.Transport) -> int:
     with transport.open_session(timeout=10) as channel:
         channel.exec_command("true")
